@@ -1,0 +1,377 @@
+//! Reading TOML layers, checking their keys and types, and merging them with origins kept.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use toml::de::{DeTable, DeValue};
+
+use super::rules::RawConfig;
+use super::{ConfigError, FieldError};
+
+/// Every key the configuration accepts, per section, with the kind of value it takes.
+/// Unknown keys are errors, so a typo never silently falls back to a default.
+pub(crate) const KNOWN_KEYS: &[(&str, &[(&str, &str)])] = &[
+    (
+        "cluster",
+        &[
+            ("name", "a string"),
+            ("external_ip", "a string"),
+            ("domain", "a string"),
+        ],
+    ),
+    (
+        "notebook",
+        &[
+            ("cpus", "an integer"),
+            ("ram_gb", "an integer"),
+            ("storage_gb", "an integer"),
+            ("idle_cull_timeout_minutes", "an integer"),
+        ],
+    ),
+    (
+        "dask",
+        &[
+            ("max_worker_cores", "an integer"),
+            ("max_worker_memory_gb", "an integer"),
+        ],
+    ),
+    (
+        "freeipa",
+        &[
+            ("server", "a string"),
+            ("tls", "one of \"ldaps\", \"starttls\", \"plain\""),
+            ("base_dn", "a string"),
+            ("bind_dn", "a string"),
+            ("password_file", "a string"),
+            ("ca_file", "a string"),
+            ("sync_interval_seconds", "an integer"),
+        ],
+    ),
+    ("hub", &[("admin_users", "an array of strings")]),
+    (
+        "api",
+        &[
+            ("socket", "a string"),
+            ("socket_group", "a string"),
+            ("admin_allowed_cidrs", "an array of strings"),
+            ("listen", "a string"),
+        ],
+    ),
+    (
+        "daemon",
+        &[
+            ("state_dir", "a string"),
+            ("data_dir", "a string"),
+            ("require_data_disk", "true or false"),
+            ("min_free_gb", "an integer"),
+        ],
+    ),
+];
+
+/// A position in a layer: `file:line:column` for files, just the name for API overlays.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Location {
+    pub source: String,
+    /// 1-based; 0 when the layer has no text (an API overlay).
+    pub line: usize,
+    pub column: usize,
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.line == 0 {
+            write!(f, "{}", self.source)
+        } else {
+            write!(f, "{}:{}:{}", self.source, self.line, self.column)
+        }
+    }
+}
+
+/// One source of settings: a file, or an overlay from the admin API.
+#[derive(Debug, Clone)]
+pub struct Layer {
+    name: String,
+    base_dir: Option<PathBuf>,
+    table: toml::Table,
+    locations: BTreeMap<String, Location>,
+}
+
+/// Where each key of the merged configuration came from.
+#[derive(Debug, Default, Clone)]
+pub struct Origins {
+    entries: BTreeMap<String, (Location, Option<PathBuf>)>,
+}
+
+impl Origins {
+    pub fn location(&self, key: &str) -> Option<&Location> {
+        self.entries.get(key).map(|(location, _)| location)
+    }
+
+    /// Relative paths resolve against the directory of the file that set them.
+    pub fn resolve_path(&self, key: &str, value: &str) -> PathBuf {
+        let path = Path::new(value);
+        match self.entries.get(key) {
+            Some((_, Some(base))) if path.is_relative() => base.join(path),
+            _ => path.to_path_buf(),
+        }
+    }
+}
+
+impl Layer {
+    /// Reads and checks one TOML file.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let base_dir = path.parent().map(|dir| {
+            if dir.as_os_str().is_empty() {
+                PathBuf::from(".")
+            } else {
+                dir.to_path_buf()
+            }
+        });
+        Self::from_str(&path.display().to_string(), base_dir, &text)
+    }
+
+    /// Parses TOML text, recording the position of every key.
+    pub fn from_str(name: &str, base_dir: Option<PathBuf>, text: &str) -> Result<Self, ConfigError> {
+        let document = DeTable::parse(text).map_err(|error| ConfigError::Syntax {
+            location: position(name, text, error.span().map_or(0, |span| span.start)),
+            message: error.message().trim().to_string(),
+        })?;
+        let mut locations = BTreeMap::new();
+        for (section, value) in document.get_ref() {
+            let section_name = section.get_ref().to_string();
+            match value.get_ref() {
+                DeValue::Table(entries) => {
+                    locations.insert(
+                        section_name.clone(),
+                        position(name, text, section.span().start),
+                    );
+                    for (key, _) in entries {
+                        locations.insert(
+                            format!("{section_name}.{}", key.get_ref()),
+                            position(name, text, key.span().start),
+                        );
+                    }
+                }
+                _ => {
+                    locations.insert(section_name, position(name, text, section.span().start));
+                }
+            }
+        }
+        let table: toml::Table = toml::from_str(text).map_err(|error| ConfigError::Syntax {
+            location: position(name, text, error.span().map_or(0, |span| span.start)),
+            message: error.message().trim().to_string(),
+        })?;
+        Self::checked(name.to_string(), base_dir, table, locations)
+    }
+
+    /// An overlay from the admin API: a table of sections, without positions.
+    pub fn from_table(name: &str, table: toml::Table) -> Result<Self, ConfigError> {
+        let mut locations = BTreeMap::new();
+        for (section, value) in &table {
+            let location = Location {
+                source: name.to_string(),
+                line: 0,
+                column: 0,
+            };
+            locations.insert(section.clone(), location.clone());
+            if let toml::Value::Table(entries) = value {
+                for key in entries.keys() {
+                    locations.insert(format!("{section}.{key}"), location.clone());
+                }
+            }
+        }
+        Self::checked(name.to_string(), None, table, locations)
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn table(&self) -> &toml::Table {
+        &self.table
+    }
+
+    /// Every leaf key of this layer, as `section.key`.
+    pub fn keys(&self) -> Vec<String> {
+        let mut keys = Vec::new();
+        for (section, value) in &self.table {
+            if let toml::Value::Table(entries) = value {
+                keys.extend(entries.keys().map(|key| format!("{section}.{key}")));
+            }
+        }
+        keys
+    }
+
+    /// Rejects unknown keys and values of the wrong type, naming each.
+    fn checked(
+        name: String,
+        base_dir: Option<PathBuf>,
+        table: toml::Table,
+        locations: BTreeMap<String, Location>,
+    ) -> Result<Self, ConfigError> {
+        let mut errors = Vec::new();
+        for (section, value) in &table {
+            let Some((_, keys)) = KNOWN_KEYS.iter().find(|(known, _)| known == section) else {
+                let sections: Vec<_> = KNOWN_KEYS.iter().map(|(s, _)| format!("[{s}]")).collect();
+                errors.push(FieldError {
+                    key: section.clone(),
+                    location: locations.get(section).cloned(),
+                    problem: "unknown key".into(),
+                    fix: format!("remove it; settings live in the sections {}", sections.join(", ")),
+                });
+                continue;
+            };
+            let toml::Value::Table(entries) = value else {
+                errors.push(FieldError {
+                    key: section.clone(),
+                    location: locations.get(section).cloned(),
+                    problem: "must be a table".into(),
+                    fix: format!("write it as a [{section}] section"),
+                });
+                continue;
+            };
+            for (key, value) in entries {
+                let full = format!("{section}.{key}");
+                let Some((_, kind)) = keys.iter().find(|(known, _)| known == key) else {
+                    let valid: Vec<_> = keys.iter().map(|(k, _)| *k).collect();
+                    errors.push(FieldError {
+                        key: full.clone(),
+                        location: locations.get(&full).cloned(),
+                        problem: "unknown key".into(),
+                        fix: format!(
+                            "remove it or correct the spelling; valid keys in [{section}] are: {}",
+                            valid.join(", ")
+                        ),
+                    });
+                    continue;
+                };
+                if let Err(problem) = type_check(section, key, value) {
+                    errors.push(FieldError {
+                        key: full.clone(),
+                        location: locations.get(&full).cloned(),
+                        problem,
+                        fix: format!("write it as {kind}"),
+                    });
+                }
+            }
+        }
+        if errors.is_empty() {
+            Ok(Self {
+                name,
+                base_dir,
+                table,
+                locations,
+            })
+        } else {
+            Err(ConfigError::Invalid(errors))
+        }
+    }
+}
+
+/// Deserializes a single key on its own, so a type error names exactly that key.
+fn type_check(section: &str, key: &str, value: &toml::Value) -> Result<(), String> {
+    let mut inner = toml::Table::new();
+    inner.insert(key.to_string(), value.clone());
+    let mut outer = toml::Table::new();
+    outer.insert(section.to_string(), toml::Value::Table(inner));
+    RawConfig::deserialize(toml::Value::Table(outer))
+        .map(|_| ())
+        .map_err(|error| error.message().trim().to_string())
+}
+
+/// Reads the main file and the drop-ins beside it (`<stem>.d/*.toml`, in name order).
+pub fn load_layers(main: &Path) -> Result<Vec<Layer>, ConfigError> {
+    let mut layers = vec![Layer::from_file(main)?];
+    let dropin_dir = dropin_dir(main);
+    let entries = match std::fs::read_dir(&dropin_dir) {
+        Ok(entries) => entries,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(layers),
+        Err(source) => {
+            return Err(ConfigError::ReadDropIns {
+                path: dropin_dir,
+                source,
+            });
+        }
+    };
+    let mut paths = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|source| ConfigError::ReadDropIns {
+            path: dropin_dir.clone(),
+            source,
+        })?;
+        let path = entry.path();
+        if path.extension().is_some_and(|ext| ext == "toml") {
+            paths.push(path);
+        }
+    }
+    paths.sort();
+    for path in paths {
+        layers.push(Layer::from_file(&path)?);
+    }
+    Ok(layers)
+}
+
+/// `/etc/pangeod/pangeod.toml` has its drop-ins in `/etc/pangeod/pangeod.d/`.
+pub fn dropin_dir(main: &Path) -> PathBuf {
+    let stem = main
+        .file_stem()
+        .map(|stem| stem.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "pangeod".into());
+    main.with_file_name(format!("{stem}.d"))
+}
+
+/// Merges the layers in order; a later layer's key replaces an earlier one's.
+pub(crate) fn merge(layers: &[Layer]) -> Result<(RawConfig, Origins), ConfigError> {
+    let mut merged = toml::Table::new();
+    let mut origins = Origins::default();
+    for layer in layers {
+        for (section, value) in &layer.table {
+            let toml::Value::Table(entries) = value else {
+                continue;
+            };
+            let target = merged
+                .entry(section.clone())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            if let toml::Value::Table(target) = target {
+                for (key, value) in entries {
+                    target.insert(key.clone(), value.clone());
+                    let full = format!("{section}.{key}");
+                    if let Some(location) = layer.locations.get(&full) {
+                        origins
+                            .entries
+                            .insert(full, (location.clone(), layer.base_dir.clone()));
+                    }
+                }
+            }
+        }
+    }
+    let raw = RawConfig::deserialize(toml::Value::Table(merged)).map_err(|error| {
+        ConfigError::Invalid(vec![FieldError {
+            key: "(merged configuration)".into(),
+            location: None,
+            problem: error.message().trim().to_string(),
+            fix: "check the drop-ins in the order they are applied".into(),
+        }])
+    })?;
+    Ok((raw, origins))
+}
+
+/// Turns a byte offset into a 1-based line and column (in characters).
+fn position(source: &str, text: &str, offset: usize) -> Location {
+    let offset = offset.min(text.len());
+    let before = text.get(..offset).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let column = before.get(line_start..).map_or(0, |s| s.chars().count()) + 1;
+    Location {
+        source: source.to_string(),
+        line,
+        column,
+    }
+}

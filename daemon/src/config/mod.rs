@@ -1,0 +1,248 @@
+//! The appliance's settings: one data model, loaded from TOML layers, validated in one place.
+//!
+//! Layers are applied in order: the main file, then the drop-ins in `pangeod.d/*.toml` in name
+//! order (how the portal's cloud-init `write_files` hands over its settings), then any overlay
+//! written through the admin API. Every value remembers the layer and position it came from, so
+//! an error names the file, line and column, the key, the rule and the fix.
+
+mod layers;
+mod rules;
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+pub use layers::{Layer, Location, Origins, load_layers};
+
+/// Where the daemon reads its configuration by default.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/pangeod/pangeod.toml";
+
+/// Keys that are fixed once the platform has booted successfully: they are baked into
+/// certificates, group names and URLs.
+pub const IMMUTABLE_KEYS: &[&str] = &["cluster.name", "cluster.external_ip", "cluster.domain"];
+
+/// Keys the admin API may change at run time. Everything else is set in the files only.
+pub const UPDATABLE_KEYS: &[&str] = &[
+    "notebook.cpus",
+    "notebook.ram_gb",
+    "notebook.storage_gb",
+    "notebook.idle_cull_timeout_minutes",
+    "dask.max_worker_cores",
+    "dask.max_worker_memory_gb",
+    "freeipa.server",
+    "freeipa.tls",
+    "freeipa.base_dn",
+    "freeipa.bind_dn",
+    "freeipa.password_file",
+    "freeipa.ca_file",
+    "freeipa.sync_interval_seconds",
+    "hub.admin_users",
+];
+
+/// The validated configuration. Construct it only through [`Config::load`] or
+/// [`Config::from_layers`], so that every instance has passed validation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Config {
+    pub cluster: Cluster,
+    pub notebook: Notebook,
+    pub dask: Dask,
+    pub freeipa: FreeIpa,
+    pub hub: Hub,
+    pub api: Api,
+    pub daemon: Daemon,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Cluster {
+    pub name: String,
+    pub external_ip: IpAddr,
+    /// The domain as configured; `None` means the derived sslip.io default.
+    pub domain: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Notebook {
+    pub cpus: u32,
+    pub ram_gb: u32,
+    pub storage_gb: u32,
+    /// Idle notebook servers are culled after this long; 0 turns culling off.
+    pub idle_cull_timeout_minutes: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Dask {
+    pub max_worker_cores: u32,
+    pub max_worker_memory_gb: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LdapTls {
+    /// LDAP over TLS (port 636 by default).
+    Ldaps,
+    /// Plain LDAP upgraded with StartTLS (port 389 by default).
+    Starttls,
+    /// No TLS at all. Only for test directories; logged as a warning.
+    Plain,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FreeIpa {
+    /// `host` or `host:port`.
+    pub server: String,
+    pub tls: LdapTls,
+    pub base_dn: String,
+    pub bind_dn: String,
+    pub password_file: PathBuf,
+    pub ca_file: Option<PathBuf>,
+    pub sync_interval_seconds: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Hub {
+    pub admin_users: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Api {
+    pub socket: PathBuf,
+    pub socket_group: Option<String>,
+    pub admin_allowed_cidrs: Vec<IpNet>,
+    /// Optional TCP listener for the portal (TLS and a bearer token).
+    pub listen: Option<SocketAddr>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Daemon {
+    pub state_dir: PathBuf,
+    /// The mount point of the data disk, which holds everything that must outlive the image.
+    pub data_dir: PathBuf,
+    /// Preflight refuses to continue unless `data_dir` is a separate mounted filesystem.
+    pub require_data_disk: bool,
+    pub min_free_gb: u32,
+}
+
+impl Config {
+    /// Loads the main file and its drop-ins, and validates them.
+    pub fn load(main: &Path, overlay: Option<Layer>) -> Result<Self, ConfigError> {
+        let mut layers = load_layers(main)?;
+        layers.extend(overlay);
+        Self::from_layers(&layers)
+    }
+
+    /// Merges layers in order and validates the result.
+    pub fn from_layers(layers: &[Layer]) -> Result<Self, ConfigError> {
+        let (raw, origins) = layers::merge(layers)?;
+        rules::validate(raw, &origins).map_err(ConfigError::Invalid)
+    }
+
+    /// The FreeIPA group whose members may log in.
+    pub fn users_group(&self) -> String {
+        format!("{}_notebook_users", group_prefix(&self.cluster.name))
+    }
+
+    /// The FreeIPA group whose members are hub admins.
+    pub fn admins_group(&self) -> String {
+        format!("{}_notebook_admins", group_prefix(&self.cluster.name))
+    }
+
+    /// The domain the hub is served on: the configured one, or `pangeo.<dashed-ip>.sslip.io`.
+    pub fn domain(&self) -> String {
+        match &self.cluster.domain {
+            Some(domain) => domain.clone(),
+            None => default_domain(self.cluster.external_ip),
+        }
+    }
+
+    pub fn hub_url(&self) -> String {
+        format!("https://{}/", self.domain())
+    }
+
+    /// The value of an immutable key as it is locked in the state database.
+    pub fn immutable_value(&self, key: &str) -> Option<String> {
+        match key {
+            "cluster.name" => Some(self.cluster.name.clone()),
+            "cluster.external_ip" => Some(self.cluster.external_ip.to_string()),
+            "cluster.domain" => Some(self.domain()),
+            _ => None,
+        }
+    }
+}
+
+fn group_prefix(cluster_name: &str) -> String {
+    cluster_name.to_lowercase().replace('-', "_")
+}
+
+/// `pangeo.<ip with . or : replaced by ->.sslip.io`, which sslip.io resolves back to the IP.
+pub fn default_domain(ip: IpAddr) -> String {
+    let dashed = ip.to_string().replace(['.', ':'], "-");
+    format!("pangeo.{dashed}.sslip.io")
+}
+
+/// One broken rule, located as precisely as the layers allow.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FieldError {
+    pub key: String,
+    pub location: Option<Location>,
+    pub problem: String,
+    pub fix: String,
+}
+
+impl fmt::Display for FieldError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.location {
+            Some(location) => write!(f, "{location}: ")?,
+            None => write!(f, "(default value): ")?,
+        }
+        write!(f, "{}: {}; {}", self.key, self.problem, self.fix)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}; create it, or pass the right file with --config")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot list config drop-ins in {path}: {source}; fix its permissions or remove it")]
+    ReadDropIns {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{location}: {message}; fix the TOML syntax there")]
+    Syntax { location: Location, message: String },
+    #[error("{}", join_errors(.0))]
+    Invalid(Vec<FieldError>),
+}
+
+impl ConfigError {
+    /// The first key named by the error, for `STATUS=` lines and problem documents.
+    pub fn key(&self) -> Option<&str> {
+        match self {
+            ConfigError::Invalid(errors) => errors.first().map(|e| e.key.as_str()),
+            _ => None,
+        }
+    }
+
+    pub fn field_errors(&self) -> &[FieldError] {
+        match self {
+            ConfigError::Invalid(errors) => errors,
+            _ => &[],
+        }
+    }
+}
+
+fn join_errors(errors: &[FieldError]) -> String {
+    errors
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[cfg(test)]
+mod tests;

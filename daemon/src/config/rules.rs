@@ -1,0 +1,452 @@
+//! The rules every setting must satisfy, and the defaults. The only place values are checked.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+
+use ipnet::IpNet;
+use serde::Deserialize;
+
+use super::layers::Origins;
+use super::{Api, Cluster, Config, Daemon, Dask, FieldError, FreeIpa, Hub, LdapTls, Notebook};
+
+/// The configuration as written, before any rule is applied. Integers are `i64` so that a
+/// negative or huge value is reported by our range rule, not as a type error.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct RawConfig {
+    cluster: RawCluster,
+    notebook: RawNotebook,
+    dask: RawDask,
+    freeipa: RawFreeIpa,
+    hub: RawHub,
+    api: RawApi,
+    daemon: RawDaemon,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct RawCluster {
+    name: Option<String>,
+    external_ip: Option<String>,
+    domain: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct RawNotebook {
+    cpus: Option<i64>,
+    ram_gb: Option<i64>,
+    storage_gb: Option<i64>,
+    idle_cull_timeout_minutes: Option<i64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct RawDask {
+    max_worker_cores: Option<i64>,
+    max_worker_memory_gb: Option<i64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct RawFreeIpa {
+    server: Option<String>,
+    tls: Option<LdapTls>,
+    base_dn: Option<String>,
+    bind_dn: Option<String>,
+    password_file: Option<String>,
+    ca_file: Option<String>,
+    sync_interval_seconds: Option<i64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct RawHub {
+    admin_users: Option<Vec<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct RawApi {
+    socket: Option<String>,
+    socket_group: Option<String>,
+    admin_allowed_cidrs: Option<Vec<String>>,
+    listen: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct RawDaemon {
+    state_dir: Option<String>,
+    data_dir: Option<String>,
+    require_data_disk: Option<bool>,
+    min_free_gb: Option<i64>,
+}
+
+/// Collects every broken rule rather than stopping at the first, so one edit fixes them all.
+struct Checker<'a> {
+    origins: &'a Origins,
+    errors: Vec<FieldError>,
+}
+
+impl Checker<'_> {
+    fn fail(&mut self, key: &str, problem: impl Into<String>, fix: impl Into<String>) {
+        self.errors.push(FieldError {
+            key: key.to_string(),
+            location: self.origins.location(key).cloned(),
+            problem: problem.into(),
+            fix: fix.into(),
+        });
+    }
+
+    fn required<T>(&mut self, key: &str, value: Option<T>, example: &str) -> Option<T> {
+        if value.is_none() {
+            self.fail(
+                key,
+                "is required and is not set in any config file",
+                format!("set it, for example {key} = {example}"),
+            );
+        }
+        value
+    }
+
+    fn range(&mut self, key: &str, value: Option<i64>, default: u32, min: u32, max: u32) -> u32 {
+        let Some(value) = value else { return default };
+        match u32::try_from(value) {
+            Ok(v) if (min..=max).contains(&v) => v,
+            _ => {
+                self.fail(
+                    key,
+                    format!("{value} is out of range: it must be an integer from {min} to {max}"),
+                    format!("set {key} to a value from {min} to {max}"),
+                );
+                default
+            }
+        }
+    }
+
+    fn dn(&mut self, key: &str, value: Option<String>) -> String {
+        let Some(value) = self.required(key, value, "\"dc=example,dc=test\"") else {
+            return String::new();
+        };
+        if let Err(problem) = check_dn(&value) {
+            self.fail(
+                key,
+                format!("\"{value}\" is not a valid LDAP DN: {problem}"),
+                "write it as comma-separated attribute=value pairs, for example \"cn=users,cn=accounts,dc=example,dc=test\"",
+            );
+        }
+        value
+    }
+
+    /// A file the daemon must read later is checked now, while the operator is watching.
+    fn readable_file(&mut self, key: &str, value: Option<String>, must_contain: Option<&str>) -> PathBuf {
+        let Some(value) = self.required(key, value, "\"/etc/pangeod/secret\"") else {
+            return PathBuf::new();
+        };
+        let path = self.origins.resolve_path(key, &value);
+        match std::fs::read(&path) {
+            Ok(bytes) if bytes.iter().all(u8::is_ascii_whitespace) => self.fail(
+                key,
+                format!("file {} is empty", path.display()),
+                "write the value into the file",
+            ),
+            Ok(bytes) => {
+                if let Some(marker) = must_contain {
+                    if !String::from_utf8_lossy(&bytes).contains(marker) {
+                        self.fail(
+                            key,
+                            format!("file {} does not contain \"{marker}\"", path.display()),
+                            "point it at a PEM-encoded CA certificate",
+                        );
+                    }
+                }
+            }
+            Err(error) => self.fail(
+                key,
+                format!("cannot read file {}: {error}", path.display()),
+                "create the file, or fix the path or its permissions",
+            ),
+        }
+        path
+    }
+
+    fn path(&mut self, key: &str, value: Option<String>, default: &str) -> PathBuf {
+        match value {
+            Some(value) if value.is_empty() => {
+                self.fail(key, "must not be empty", format!("remove it to use {default}"));
+                PathBuf::from(default)
+            }
+            Some(value) => self.origins.resolve_path(key, &value),
+            None => PathBuf::from(default),
+        }
+    }
+}
+
+pub(crate) fn validate(raw: RawConfig, origins: &Origins) -> Result<Config, Vec<FieldError>> {
+    let mut c = Checker {
+        origins,
+        errors: Vec::new(),
+    };
+
+    let name = c
+        .required("cluster.name", raw.cluster.name, "\"my-cluster\"")
+        .unwrap_or_default();
+    if !name.is_empty() && !is_cluster_name(&name) {
+        c.fail(
+            "cluster.name",
+            format!("\"{name}\" is not a valid cluster name: use 1 to 63 letters, digits and '-', starting and ending with a letter or digit"),
+            "use the cluster name the portal shows, for example \"my-cluster\"",
+        );
+    }
+    let external_ip = match c.required("cluster.external_ip", raw.cluster.external_ip, "\"192.0.2.10\"") {
+        Some(text) => match text.parse::<IpAddr>() {
+            Ok(ip) if ip.is_unspecified() || ip.is_multicast() => {
+                c.fail(
+                    "cluster.external_ip",
+                    format!("{ip} cannot be the external IP"),
+                    "set the public IPv4 or IPv6 address users reach the appliance on",
+                );
+                ip
+            }
+            Ok(ip) => ip,
+            Err(_) => {
+                c.fail(
+                    "cluster.external_ip",
+                    format!("\"{text}\" is not an IPv4 or IPv6 address"),
+                    "write it like \"192.0.2.10\" or \"2001:db8::10\"",
+                );
+                IpAddr::from([0, 0, 0, 0])
+            }
+        },
+        None => IpAddr::from([0, 0, 0, 0]),
+    };
+    let domain = match raw.cluster.domain {
+        Some(domain) if domain.is_empty() => None,
+        Some(domain) => {
+            let domain = domain.trim_end_matches('.').to_ascii_lowercase();
+            if !is_dns_name(&domain) {
+                c.fail(
+                    "cluster.domain",
+                    format!("\"{domain}\" is not a valid DNS name"),
+                    "use a name like \"pangeo.example.org\", or remove the key to use the sslip.io default",
+                );
+            }
+            Some(domain)
+        }
+        None => None,
+    };
+
+    let notebook = Notebook {
+        cpus: c.range("notebook.cpus", raw.notebook.cpus, 1, 1, 256),
+        ram_gb: c.range("notebook.ram_gb", raw.notebook.ram_gb, 2, 1, 4096),
+        storage_gb: c.range("notebook.storage_gb", raw.notebook.storage_gb, 10, 1, 65536),
+        idle_cull_timeout_minutes: c.range(
+            "notebook.idle_cull_timeout_minutes",
+            raw.notebook.idle_cull_timeout_minutes,
+            60,
+            0,
+            10080,
+        ),
+    };
+    let dask = Dask {
+        max_worker_cores: c.range("dask.max_worker_cores", raw.dask.max_worker_cores, 8, 1, 8),
+        max_worker_memory_gb: c.range(
+            "dask.max_worker_memory_gb",
+            raw.dask.max_worker_memory_gb,
+            16,
+            1,
+            16,
+        ),
+    };
+
+    let server = c
+        .required("freeipa.server", raw.freeipa.server, "\"ipa.example.org\"")
+        .unwrap_or_default();
+    if !server.is_empty() && !is_host_port(&server) {
+        c.fail(
+            "freeipa.server",
+            format!("\"{server}\" is not a host name or address with an optional port"),
+            "write it like \"ipa.example.org\" or \"ipa.example.org:636\", without ldap:// (set freeipa.tls for the protocol)",
+        );
+    }
+    let tls = raw.freeipa.tls.unwrap_or(LdapTls::Ldaps);
+    let base_dn = c.dn("freeipa.base_dn", raw.freeipa.base_dn);
+    let bind_dn = c.dn("freeipa.bind_dn", raw.freeipa.bind_dn);
+    let password_file = c.readable_file("freeipa.password_file", raw.freeipa.password_file, None);
+    let ca_file = match (tls, raw.freeipa.ca_file) {
+        (LdapTls::Plain, None) => None,
+        (_, ca_file) => Some(c.readable_file(
+            "freeipa.ca_file",
+            ca_file,
+            Some("-----BEGIN CERTIFICATE-----"),
+        )),
+    };
+    let freeipa = FreeIpa {
+        server,
+        tls,
+        base_dn,
+        bind_dn,
+        password_file,
+        ca_file,
+        sync_interval_seconds: c.range(
+            "freeipa.sync_interval_seconds",
+            raw.freeipa.sync_interval_seconds,
+            300,
+            10,
+            86400,
+        ),
+    };
+
+    let admin_users = raw.hub.admin_users.unwrap_or_else(|| vec!["admin".to_string()]);
+    for user in &admin_users {
+        if !is_username(user) {
+            c.fail(
+                "hub.admin_users",
+                format!("\"{user}\" is not a valid FreeIPA user name"),
+                "list FreeIPA user names (letters, digits, '.', '_', '-'), for example [\"admin\"]",
+            );
+        }
+    }
+
+    let mut admin_allowed_cidrs = Vec::new();
+    for text in raw.api.admin_allowed_cidrs.unwrap_or_default() {
+        match text.parse::<IpNet>() {
+            Ok(net) if net != net.trunc() => c.fail(
+                "api.admin_allowed_cidrs",
+                format!("\"{text}\" has host bits set"),
+                format!("write the network address, \"{}\"", net.trunc()),
+            ),
+            Ok(net) => admin_allowed_cidrs.push(net),
+            Err(_) => c.fail(
+                "api.admin_allowed_cidrs",
+                format!("\"{text}\" is not a CIDR"),
+                "write networks like \"192.0.2.0/24\" or \"2001:db8::/32\"; a single host is \"192.0.2.7/32\"",
+            ),
+        }
+    }
+    let listen = match raw.api.listen {
+        Some(text) => match text.parse::<SocketAddr>() {
+            Ok(addr) => Some(addr),
+            Err(_) => {
+                c.fail(
+                    "api.listen",
+                    format!("\"{text}\" is not an address:port"),
+                    "write it like \"0.0.0.0:8443\" or \"[::]:8443\", or remove it to serve only the unix socket",
+                );
+                None
+            }
+        },
+        None => None,
+    };
+    let api = Api {
+        socket: c.path("api.socket", raw.api.socket, "/run/pangeod/admin.sock"),
+        socket_group: raw.api.socket_group.filter(|group| !group.is_empty()),
+        admin_allowed_cidrs,
+        listen,
+    };
+    let daemon = Daemon {
+        state_dir: c.path("daemon.state_dir", raw.daemon.state_dir, "/var/lib/pangeo/state"),
+        data_dir: c.path("daemon.data_dir", raw.daemon.data_dir, "/var/lib/pangeo"),
+        require_data_disk: raw.daemon.require_data_disk.unwrap_or(true),
+        min_free_gb: c.range("daemon.min_free_gb", raw.daemon.min_free_gb, 2, 0, 100_000),
+    };
+
+    if !c.errors.is_empty() {
+        return Err(c.errors);
+    }
+    Ok(Config {
+        cluster: Cluster {
+            name,
+            external_ip,
+            domain,
+        },
+        notebook,
+        dask,
+        freeipa,
+        hub: Hub { admin_users },
+        api,
+        daemon,
+    })
+}
+
+fn is_cluster_name(name: &str) -> bool {
+    is_dns_label(name)
+}
+
+fn is_dns_label(label: &str) -> bool {
+    let bytes = label.as_bytes();
+    !bytes.is_empty()
+        && bytes.len() <= 63
+        && bytes.iter().all(|b| b.is_ascii_alphanumeric() || *b == b'-')
+        && bytes.first().is_some_and(u8::is_ascii_alphanumeric)
+        && bytes.last().is_some_and(u8::is_ascii_alphanumeric)
+}
+
+pub(crate) fn is_dns_name(name: &str) -> bool {
+    name.len() <= 253 && name.split('.').all(is_dns_label)
+}
+
+fn is_host_port(text: &str) -> bool {
+    if text.parse::<IpAddr>().is_ok() || text.parse::<SocketAddr>().is_ok() {
+        return true;
+    }
+    let (host, port) = match text.rsplit_once(':') {
+        Some((host, port)) => (host, Some(port)),
+        None => (text, None),
+    };
+    is_dns_name(host) && port.is_none_or(|port| port.parse::<u16>().is_ok_and(|p| p > 0))
+}
+
+fn is_username(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 255
+        && name
+            .chars()
+            .all(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '.' | '_' | '-'))
+        && !name.starts_with('-')
+}
+
+/// A syntax check of an RFC 4514 distinguished name: `attr=value` pairs separated by commas,
+/// with backslash escapes, and attribute types as names or OIDs.
+pub(crate) fn check_dn(dn: &str) -> Result<(), String> {
+    if dn.trim().is_empty() {
+        return Err("it is empty".into());
+    }
+    let mut rdns = Vec::new();
+    let mut current = String::new();
+    let mut chars = dn.chars();
+    while let Some(ch) = chars.next() {
+        match ch {
+            '\\' => match chars.next() {
+                Some(escaped) => {
+                    current.push('\\');
+                    current.push(escaped);
+                }
+                None => return Err("it ends with a lone backslash".into()),
+            },
+            ',' => rdns.push(std::mem::take(&mut current)),
+            _ => current.push(ch),
+        }
+    }
+    rdns.push(current);
+    for rdn in rdns {
+        for ava in rdn.split('+') {
+            let Some((attr, value)) = ava.split_once('=') else {
+                return Err(format!("\"{}\" has no '='", ava.trim()));
+            };
+            let attr = attr.trim();
+            let is_name = attr.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
+                && attr.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
+            let is_oid = !attr.is_empty()
+                && attr.split('.').all(|part| !part.is_empty() && part.chars().all(|c| c.is_ascii_digit()));
+            if !is_name && !is_oid {
+                return Err(format!("\"{attr}\" is not an attribute type"));
+            }
+            if value.trim().is_empty() {
+                return Err(format!("the value of \"{attr}\" is empty"));
+            }
+        }
+    }
+    Ok(())
+}

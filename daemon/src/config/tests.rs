@@ -1,0 +1,366 @@
+use std::path::{Path, PathBuf};
+
+use super::*;
+
+const CA: &str = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+
+/// A directory with a valid main config and the files it points at.
+struct Fixture {
+    dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("ipa-password"), "secret\n").unwrap();
+        std::fs::write(dir.path().join("ipa-ca.pem"), CA).unwrap();
+        let fixture = Self { dir };
+        fixture.write_main(&Self::valid_main());
+        fixture
+    }
+
+    fn valid_main() -> String {
+        r#"[cluster]
+name = "Demo-Cluster"
+external_ip = "192.0.2.10"
+
+[notebook]
+cpus = 2
+
+[freeipa]
+server = "ipa.example.test"
+base_dn = "dc=example,dc=test"
+bind_dn = "uid=pangeod,cn=sysaccounts,cn=etc,dc=example,dc=test"
+password_file = "ipa-password"
+ca_file = "ipa-ca.pem"
+"#
+        .to_string()
+    }
+
+    fn main_path(&self) -> PathBuf {
+        self.dir.path().join("pangeod.toml")
+    }
+
+    fn write_main(&self, text: &str) {
+        std::fs::write(self.main_path(), text).unwrap();
+    }
+
+    fn write_dropin(&self, name: &str, text: &str) -> PathBuf {
+        let dir = self.dir.path().join("pangeod.d");
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    fn load(&self) -> Result<Config, ConfigError> {
+        Config::load(&self.main_path(), None)
+    }
+
+    fn error(&self) -> String {
+        self.load().unwrap_err().to_string()
+    }
+}
+
+fn replace(text: &str, from: &str, to: &str) -> String {
+    assert!(text.contains(from), "fixture lacks {from:?}");
+    text.replacen(from, to, 1)
+}
+
+#[test]
+fn valid_config_loads_with_defaults_and_derived_values() {
+    let f = Fixture::new();
+    let config = f.load().unwrap();
+    assert_eq!(config.notebook.cpus, 2);
+    assert_eq!(config.notebook.ram_gb, 2);
+    assert_eq!(config.notebook.storage_gb, 10);
+    assert_eq!(config.hub.admin_users, vec!["admin".to_string()]);
+    assert_eq!(config.users_group(), "demo_cluster_notebook_users");
+    assert_eq!(config.admins_group(), "demo_cluster_notebook_admins");
+    assert_eq!(config.domain(), "pangeo.192-0-2-10.sslip.io");
+    assert_eq!(config.hub_url(), "https://pangeo.192-0-2-10.sslip.io/");
+    // Relative paths resolve against the file that named them, not the working directory.
+    assert_eq!(config.freeipa.password_file, f.dir.path().join("ipa-password"));
+}
+
+#[test]
+fn ipv6_default_domain_uses_dashes() {
+    let ip: IpAddr = "2001:db8::10".parse().unwrap();
+    assert_eq!(default_domain(ip), "pangeo.2001-db8--10.sslip.io");
+}
+
+#[test]
+fn missing_file_names_the_path_and_the_fix() {
+    let f = Fixture::new();
+    let missing = f.dir.path().join("nope.toml");
+    let error = Config::load(&missing, None).unwrap_err().to_string();
+    assert_eq!(
+        error,
+        format!(
+            "cannot read config file {}: No such file or directory (os error 2); create it, or pass the right file with --config",
+            missing.display()
+        )
+    );
+}
+
+#[test]
+fn bad_toml_names_file_line_and_column() {
+    let f = Fixture::new();
+    f.write_main(&replace(&Fixture::valid_main(), "cpus = 2", "cpus = = 2"));
+    let error = f.error();
+    let prefix = format!("{}:6:8: ", f.main_path().display());
+    assert!(error.starts_with(&prefix), "{error}");
+    assert!(error.ends_with("; fix the TOML syntax there"), "{error}");
+}
+
+#[test]
+fn unknown_key_is_an_error_listing_the_valid_keys() {
+    let f = Fixture::new();
+    f.write_main(&replace(&Fixture::valid_main(), "cpus = 2", "cpu = 2"));
+    assert_eq!(
+        f.error(),
+        format!(
+            "{}:6:1: notebook.cpu: unknown key; remove it or correct the spelling; valid keys in [notebook] are: cpus, ram_gb, storage_gb, idle_cull_timeout_minutes",
+            f.main_path().display()
+        )
+    );
+}
+
+#[test]
+fn unknown_section_is_an_error() {
+    let f = Fixture::new();
+    f.write_main(&format!("{}\n[notbook]\ncpus = 1\n", Fixture::valid_main()));
+    let error = f.error();
+    assert!(error.contains(":15:2: notbook: unknown key; remove it; settings live in the sections [cluster]"), "{error}");
+}
+
+#[test]
+fn wrong_type_names_the_key_and_the_expected_kind() {
+    let f = Fixture::new();
+    f.write_main(&replace(&Fixture::valid_main(), "cpus = 2", "cpus = \"two\""));
+    assert_eq!(
+        f.error(),
+        format!(
+            "{}:6:1: notebook.cpus: invalid type: string \"two\", expected i64; write it as an integer",
+            f.main_path().display()
+        )
+    );
+}
+
+#[test]
+fn value_out_of_range_names_the_range() {
+    let f = Fixture::new();
+    f.write_main(&replace(&Fixture::valid_main(), "cpus = 2", "cpus = 0"));
+    assert_eq!(
+        f.error(),
+        format!(
+            "{}:6:1: notebook.cpus: 0 is out of range: it must be an integer from 1 to 256; set notebook.cpus to a value from 1 to 256",
+            f.main_path().display()
+        )
+    );
+}
+
+#[test]
+fn dask_limits_are_bounded_by_the_cluster_options() {
+    let f = Fixture::new();
+    f.write_main(&format!("{}\n[dask]\nmax_worker_cores = 9\n", Fixture::valid_main()));
+    assert!(f.error().contains("dask.max_worker_cores: 9 is out of range: it must be an integer from 1 to 8"));
+}
+
+#[test]
+fn bad_ip_is_named() {
+    let f = Fixture::new();
+    f.write_main(&replace(&Fixture::valid_main(), "192.0.2.10", "192.0.2.300"));
+    assert_eq!(
+        f.error(),
+        format!(
+            "{}:3:1: cluster.external_ip: \"192.0.2.300\" is not an IPv4 or IPv6 address; write it like \"192.0.2.10\" or \"2001:db8::10\"",
+            f.main_path().display()
+        )
+    );
+}
+
+#[test]
+fn bad_cidr_is_named_and_host_bits_are_refused() {
+    let f = Fixture::new();
+    f.write_main(&format!(
+        "{}\n[api]\nadmin_allowed_cidrs = [\"10.0.0.0/33\", \"10.1.2.3/8\"]\n",
+        Fixture::valid_main()
+    ));
+    let error = f.error();
+    let path = f.main_path().display().to_string();
+    assert_eq!(
+        error,
+        format!(
+            "{path}:16:1: api.admin_allowed_cidrs: \"10.0.0.0/33\" is not a CIDR; write networks like \"192.0.2.0/24\" or \"2001:db8::/32\"; a single host is \"192.0.2.7/32\"\n\
+             {path}:16:1: api.admin_allowed_cidrs: \"10.1.2.3/8\" has host bits set; write the network address, \"10.0.0.0/8\""
+        )
+    );
+}
+
+#[test]
+fn bad_dn_is_named() {
+    let f = Fixture::new();
+    f.write_main(&replace(&Fixture::valid_main(), "dc=example,dc=test\"\nbind", "dc=example,,dc=test\"\nbind"));
+    assert_eq!(
+        f.error(),
+        format!(
+            "{}:10:1: freeipa.base_dn: \"dc=example,,dc=test\" is not a valid LDAP DN: \"\" has no '='; write it as comma-separated attribute=value pairs, for example \"cn=users,cn=accounts,dc=example,dc=test\"",
+            f.main_path().display()
+        )
+    );
+}
+
+#[test]
+fn dn_syntax_accepts_escapes_and_oids() {
+    assert!(rules::check_dn("cn=Smith\\, John,ou=people,dc=example,dc=test").is_ok());
+    assert!(rules::check_dn("2.5.4.3=x+uid=y,dc=test").is_ok());
+    assert!(rules::check_dn("dc=example,").is_err());
+    assert!(rules::check_dn("1x=y").is_err());
+    assert!(rules::check_dn("cn=").is_err());
+}
+
+#[test]
+fn unreadable_files_are_named() {
+    let f = Fixture::new();
+    std::fs::remove_file(f.dir.path().join("ipa-password")).unwrap();
+    std::fs::write(f.dir.path().join("ipa-ca.pem"), "not a cert").unwrap();
+    let error = f.error();
+    let dir = f.dir.path().display();
+    assert!(error.contains(&format!(
+        "freeipa.password_file: cannot read file {dir}/ipa-password: No such file or directory (os error 2); create the file, or fix the path or its permissions"
+    )), "{error}");
+    assert!(error.contains(&format!(
+        "freeipa.ca_file: file {dir}/ipa-ca.pem does not contain \"-----BEGIN CERTIFICATE-----\"; point it at a PEM-encoded CA certificate"
+    )), "{error}");
+}
+
+#[test]
+fn missing_required_keys_are_listed_together() {
+    let f = Fixture::new();
+    f.write_main("[notebook]\ncpus = 1\n");
+    let error = f.load().unwrap_err();
+    let keys: Vec<_> = error.field_errors().iter().map(|e| e.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        ["cluster.name", "cluster.external_ip", "freeipa.server", "freeipa.base_dn", "freeipa.bind_dn", "freeipa.password_file", "freeipa.ca_file"]
+    );
+    assert!(error.to_string().starts_with(
+        "(default value): cluster.name: is required and is not set in any config file; set it, for example cluster.name = \"my-cluster\""
+    ));
+}
+
+#[test]
+fn dropins_apply_in_name_order_and_errors_name_the_dropin() {
+    let f = Fixture::new();
+    f.write_dropin("20-later.toml", "[notebook]\nram_gb = 8\n");
+    f.write_dropin("10-portal.toml", "[notebook]\nram_gb = 4\ncpus = 3\n");
+    f.write_dropin("ignored.txt", "not toml at all = = =");
+    let config = f.load().unwrap();
+    assert_eq!(config.notebook.ram_gb, 8);
+    assert_eq!(config.notebook.cpus, 3);
+
+    let bad = f.write_dropin("30-bad.toml", "[notebook]\n\nstorage_gb = -5\n");
+    assert_eq!(
+        f.error(),
+        format!(
+            "{}:3:1: notebook.storage_gb: -5 is out of range: it must be an integer from 1 to 65536; set notebook.storage_gb to a value from 1 to 65536",
+            bad.display()
+        )
+    );
+}
+
+#[test]
+fn api_overlay_is_checked_like_a_file() {
+    let f = Fixture::new();
+    let mut layers = load_layers(&f.main_path()).unwrap();
+    let overlay: toml::Table = toml::from_str("[notebook]\nram_gb = 16\n").unwrap();
+    layers.push(Layer::from_table("admin API revision 3", overlay).unwrap());
+    assert_eq!(Config::from_layers(&layers).unwrap().notebook.ram_gb, 16);
+
+    let bad: toml::Table = toml::from_str("[notebook]\nram = 16\n").unwrap();
+    let error = Layer::from_table("admin API revision 4", bad).unwrap_err().to_string();
+    assert!(error.starts_with("admin API revision 4: notebook.ram: unknown key"), "{error}");
+}
+
+#[test]
+fn every_known_key_is_wired_to_the_model() {
+    // A config setting every key to a non-default value: each must show up in the result,
+    // so a key listed in KNOWN_KEYS but ignored by the rules fails here.
+    let f = Fixture::new();
+    let state = f.dir.path().join("state");
+    f.write_main(&format!(
+        r#"[cluster]
+name = "c1"
+external_ip = "2001:db8::10"
+domain = "Pangeo.Example.org."
+[notebook]
+cpus = 3
+ram_gb = 5
+storage_gb = 7
+idle_cull_timeout_minutes = 0
+[dask]
+max_worker_cores = 2
+max_worker_memory_gb = 3
+[freeipa]
+server = "ipa.example.test:1636"
+tls = "starttls"
+base_dn = "dc=a,dc=b"
+bind_dn = "uid=x,dc=a,dc=b"
+password_file = "ipa-password"
+ca_file = "ipa-ca.pem"
+sync_interval_seconds = 60
+[hub]
+admin_users = ["alice", "bob"]
+[api]
+socket = "run/admin.sock"
+socket_group = "pangeo-admins"
+admin_allowed_cidrs = ["192.0.2.0/24"]
+listen = "127.0.0.1:8443"
+[daemon]
+state_dir = "{}"
+data_dir = "data"
+require_data_disk = false
+min_free_gb = 0
+"#,
+        state.display()
+    ));
+    let config = f.load().unwrap();
+    let mut keys_seen = 0;
+    for (_, keys) in layers::KNOWN_KEYS {
+        keys_seen += keys.len();
+    }
+    assert_eq!(keys_seen, 25, "update this test when adding a key");
+    assert_eq!(config.cluster.domain.as_deref(), Some("pangeo.example.org"));
+    assert_eq!(config.cluster.external_ip.to_string(), "2001:db8::10");
+    assert_eq!((config.notebook.cpus, config.notebook.ram_gb, config.notebook.storage_gb), (3, 5, 7));
+    assert_eq!(config.notebook.idle_cull_timeout_minutes, 0);
+    assert_eq!((config.dask.max_worker_cores, config.dask.max_worker_memory_gb), (2, 3));
+    assert_eq!(config.freeipa.server, "ipa.example.test:1636");
+    assert_eq!(config.freeipa.tls, LdapTls::Starttls);
+    assert_eq!(config.freeipa.base_dn, "dc=a,dc=b");
+    assert_eq!(config.freeipa.bind_dn, "uid=x,dc=a,dc=b");
+    assert_eq!(config.freeipa.sync_interval_seconds, 60);
+    assert_eq!(config.hub.admin_users, ["alice", "bob"]);
+    assert_eq!(config.api.socket, f.dir.path().join("run/admin.sock"));
+    assert_eq!(config.api.socket_group.as_deref(), Some("pangeo-admins"));
+    assert_eq!(config.api.admin_allowed_cidrs[0].to_string(), "192.0.2.0/24");
+    assert_eq!(config.api.listen.map(|a| a.port()), Some(8443));
+    assert_eq!(config.daemon.state_dir, state);
+    assert_eq!(config.daemon.data_dir, f.dir.path().join("data"));
+    assert!(!config.daemon.require_data_disk);
+    assert_eq!(config.daemon.min_free_gb, 0);
+    assert!(Path::new(&config.freeipa.password_file).is_absolute());
+    assert!(config.freeipa.ca_file.is_some());
+}
+
+#[test]
+fn shipped_example_configs_are_valid() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config");
+    for name in ["dev.toml"] {
+        let path = root.join(name);
+        if let Err(error) = Config::load(&path, None) {
+            panic!("{}: {error}", path.display());
+        }
+    }
+}

@@ -1,0 +1,78 @@
+//! Versioned schema migrations. `PRAGMA user_version` holds the number applied; each
+//! migration is one small step, run in its own transaction, in order.
+
+use std::path::Path;
+
+use rusqlite::Connection;
+
+use super::StateError;
+
+const MIGRATIONS: &[&str] = &[
+    // 1: the foundation tables.
+    "CREATE TABLE config_revisions (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        at TEXT NOT NULL,
+        actor TEXT NOT NULL,
+        source TEXT NOT NULL,
+        overlay TEXT NOT NULL,
+        effective TEXT NOT NULL
+    );
+    CREATE TABLE boot_steps (
+        name TEXT PRIMARY KEY,
+        state TEXT NOT NULL,
+        message TEXT NOT NULL,
+        progress REAL NOT NULL,
+        attempts INTEGER NOT NULL,
+        updated_at TEXT NOT NULL
+    );
+    CREATE TABLE events (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        at TEXT NOT NULL,
+        actor TEXT NOT NULL,
+        action TEXT NOT NULL,
+        details TEXT NOT NULL
+    );
+    CREATE TABLE locked_keys (
+        key TEXT PRIMARY KEY,
+        value TEXT NOT NULL,
+        locked_at TEXT NOT NULL
+    );",
+];
+
+/// The schema version this build writes.
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// Refuses a database written by a newer pangeod; returns the version found.
+pub(super) fn check_version(conn: &Connection, path: &Path) -> Result<i64, StateError> {
+    let found: i64 = conn
+        .pragma_query_value(None, "user_version", |row| row.get(0))
+        .map_err(|source| StateError::Sqlite {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    if found > SCHEMA_VERSION {
+        return Err(StateError::SchemaTooNew {
+            path: path.to_path_buf(),
+            found,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    Ok(found)
+}
+
+pub(super) fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StateError> {
+    let sqlite = |source| StateError::Sqlite {
+        path: path.to_path_buf(),
+        source,
+    };
+    let found = check_version(conn, path)?;
+    for (index, sql) in MIGRATIONS.iter().enumerate().skip(found.max(0) as usize) {
+        let version = index as i64 + 1;
+        let tx = conn.transaction().map_err(sqlite)?;
+        tx.execute_batch(sql).map_err(sqlite)?;
+        tx.pragma_update(None, "user_version", version).map_err(sqlite)?;
+        tx.commit().map_err(sqlite)?;
+        tracing::info!(version, path = %path.display(), "state database migrated");
+    }
+    Ok(())
+}

@@ -1,0 +1,370 @@
+//! The state database: the only module that talks to SQLite.
+//!
+//! WAL mode with `synchronous=FULL`, so a write that returned is on disk: an acknowledged
+//! change survives `kill -9` and a power cut. A lock file keeps a second pangeod away.
+
+mod migrations;
+
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::Serialize;
+
+pub use migrations::SCHEMA_VERSION;
+
+/// The database file inside the state directory.
+pub const DB_FILE: &str = "state.db";
+const LOCK_FILE: &str = "pangeod.lock";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("cannot create state directory {path}: {source}; check daemon.state_dir and that the data disk is mounted")]
+    CreateDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot open lock file {path}: {source}; check the permissions of daemon.state_dir")]
+    LockFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("another pangeod{} is already using the state in {dir}; stop it first (systemctl stop pangeod), or give this one its own daemon.state_dir", holder.map(|pid| format!(" (pid {pid})")).unwrap_or_default())]
+    Locked { dir: PathBuf, holder: Option<u32> },
+    #[error("state database {path} has schema version {found}, newer than the {supported} this pangeod understands: it was written by a newer pangeod. Run that version again, or restore a backup; the file was left untouched")]
+    SchemaTooNew {
+        path: PathBuf,
+        found: i64,
+        supported: i64,
+    },
+    #[error("state database {path}: {source}; if the file is damaged, restore it from a backup")]
+    Sqlite {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+    #[error("state database: cannot encode {what}: {source}")]
+    Encode {
+        what: &'static str,
+        source: serde_json::Error,
+    },
+}
+
+/// One entry of the event log: who did what, and when.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Event {
+    pub id: i64,
+    pub at: String,
+    pub actor: String,
+    pub action: String,
+    pub details: serde_json::Value,
+}
+
+/// A stored configuration revision.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ConfigRevision {
+    pub id: i64,
+    pub at: String,
+    pub actor: String,
+    pub source: String,
+    /// Keys set through the admin API, applied on top of the files.
+    pub overlay: serde_json::Value,
+    /// The validated configuration that was in force.
+    pub effective: serde_json::Value,
+}
+
+/// The persisted state of one boot step.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StepRecord {
+    pub name: String,
+    pub state: String,
+    pub message: String,
+    pub progress: f64,
+    pub attempts: i64,
+    pub updated_at: String,
+}
+
+/// The value an immutable key was locked to, and since when.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LockedKey {
+    pub value: String,
+    pub locked_at: String,
+}
+
+pub struct State {
+    conn: Mutex<Connection>,
+    path: PathBuf,
+    /// Held for the daemon's lifetime; the OS releases it when the process dies, even by kill -9.
+    _lock: File,
+}
+
+pub fn now() -> String {
+    jiff::Timestamp::now()
+        .round(jiff::Unit::Millisecond)
+        .map(|t| t.to_string())
+        .unwrap_or_else(|_| jiff::Timestamp::now().to_string())
+}
+
+impl State {
+    /// Takes the lock, opens the database and brings its schema up to date.
+    pub fn open(dir: &Path) -> Result<Self, StateError> {
+        std::fs::create_dir_all(dir).map_err(|source| StateError::CreateDir {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let lock = acquire_lock(dir)?;
+        let path = dir.join(DB_FILE);
+        let sqlite = |source| StateError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let mut conn = Connection::open(&path).map_err(sqlite)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(sqlite)?;
+        // Refuse a newer schema before anything (even the journal mode) touches the file.
+        migrations::check_version(&conn, &path)?;
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(sqlite)?;
+        conn.pragma_update(None, "synchronous", "FULL").map_err(sqlite)?;
+        conn.pragma_update(None, "foreign_keys", "ON").map_err(sqlite)?;
+        migrations::migrate(&mut conn, &path)?;
+        Ok(Self {
+            conn: Mutex::new(conn),
+            path,
+            _lock: lock,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn conn(&self) -> MutexGuard<'_, Connection> {
+        // A panic while holding the lock cannot leave SQLite half-written (each call is one
+        // statement or transaction), so a poisoned lock is safe to keep using.
+        self.conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn err(&self, source: rusqlite::Error) -> StateError {
+        StateError::Sqlite {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    pub fn record_event(
+        &self,
+        actor: &str,
+        action: &str,
+        details: serde_json::Value,
+    ) -> Result<i64, StateError> {
+        let details = serde_json::to_string(&details).map_err(|source| StateError::Encode {
+            what: "event details",
+            source,
+        })?;
+        let conn = self.conn();
+        conn.execute(
+            "INSERT INTO events (at, actor, action, details) VALUES (?1, ?2, ?3, ?4)",
+            params![now(), actor, action, details],
+        )
+        .map_err(|e| self.err(e))?;
+        Ok(conn.last_insert_rowid())
+    }
+
+    /// Events newest first; `before` pages backwards through older ones.
+    pub fn events(&self, before: Option<i64>, limit: u32) -> Result<Vec<Event>, StateError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT id, at, actor, action, details FROM events
+                 WHERE id < ?1 ORDER BY id DESC LIMIT ?2",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map(params![before.unwrap_or(i64::MAX), limit], |row| {
+                let details: String = row.get(4)?;
+                Ok(Event {
+                    id: row.get(0)?,
+                    at: row.get(1)?,
+                    actor: row.get(2)?,
+                    action: row.get(3)?,
+                    details: serde_json::from_str(&details).unwrap_or(serde_json::Value::String(details)),
+                })
+            })
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+    }
+
+    /// Stores a revision and its event in one transaction.
+    pub fn save_config_revision(
+        &self,
+        actor: &str,
+        source: &str,
+        overlay: &serde_json::Value,
+        effective: &serde_json::Value,
+    ) -> Result<i64, StateError> {
+        let encode = |what, value: &serde_json::Value| {
+            serde_json::to_string(value).map_err(|source| StateError::Encode { what, source })
+        };
+        let overlay_text = encode("config overlay", overlay)?;
+        let effective_text = encode("config", effective)?;
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(|e| self.err(e))?;
+        let at = now();
+        tx.execute(
+            "INSERT INTO config_revisions (at, actor, source, overlay, effective) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![at, actor, source, overlay_text, effective_text],
+        )
+        .map_err(|e| self.err(e))?;
+        let id = tx.last_insert_rowid();
+        let details = serde_json::json!({ "revision": id, "source": source });
+        tx.execute(
+            "INSERT INTO events (at, actor, action, details) VALUES (?1, ?2, 'config.revision', ?3)",
+            params![at, actor, details.to_string()],
+        )
+        .map_err(|e| self.err(e))?;
+        tx.commit().map_err(|e| self.err(e))?;
+        Ok(id)
+    }
+
+    pub fn latest_config_revision(&self) -> Result<Option<ConfigRevision>, StateError> {
+        let conn = self.conn();
+        conn.query_row(
+            "SELECT id, at, actor, source, overlay, effective FROM config_revisions ORDER BY id DESC LIMIT 1",
+            [],
+            |row| {
+                let overlay: String = row.get(4)?;
+                let effective: String = row.get(5)?;
+                Ok(ConfigRevision {
+                    id: row.get(0)?,
+                    at: row.get(1)?,
+                    actor: row.get(2)?,
+                    source: row.get(3)?,
+                    overlay: serde_json::from_str(&overlay).unwrap_or_default(),
+                    effective: serde_json::from_str(&effective).unwrap_or_default(),
+                })
+            },
+        )
+        .optional()
+        .map_err(|e| self.err(e))
+    }
+
+    pub fn steps(&self) -> Result<Vec<StepRecord>, StateError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT name, state, message, progress, attempts, updated_at FROM boot_steps",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([], |row| {
+                Ok(StepRecord {
+                    name: row.get(0)?,
+                    state: row.get(1)?,
+                    message: row.get(2)?,
+                    progress: row.get(3)?,
+                    attempts: row.get(4)?,
+                    updated_at: row.get(5)?,
+                })
+            })
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+    }
+
+    pub fn save_step(&self, step: &StepRecord) -> Result<(), StateError> {
+        self.conn()
+            .execute(
+                "INSERT INTO boot_steps (name, state, message, progress, attempts, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT(name) DO UPDATE SET state = ?2, message = ?3, progress = ?4,
+                    attempts = ?5, updated_at = ?6",
+                params![
+                    step.name,
+                    step.state,
+                    step.message,
+                    step.progress,
+                    step.attempts,
+                    step.updated_at
+                ],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    pub fn locked_keys(&self) -> Result<BTreeMap<String, LockedKey>, StateError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached("SELECT key, value, locked_at FROM locked_keys")
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([], |row| {
+                Ok((
+                    row.get::<_, String>(0)?,
+                    LockedKey {
+                        value: row.get(1)?,
+                        locked_at: row.get(2)?,
+                    },
+                ))
+            })
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+    }
+
+    /// Locks keys that are not locked yet; an existing lock is never overwritten.
+    pub fn lock_keys(&self, values: &[(String, String)]) -> Result<(), StateError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(|e| self.err(e))?;
+        let at = now();
+        for (key, value) in values {
+            tx.execute(
+                "INSERT OR IGNORE INTO locked_keys (key, value, locked_at) VALUES (?1, ?2, ?3)",
+                params![key, value, at],
+            )
+            .map_err(|e| self.err(e))?;
+        }
+        tx.commit().map_err(|e| self.err(e))
+    }
+}
+
+/// Takes an exclusive lock on `pangeod.lock` and writes our PID into it.
+fn acquire_lock(dir: &Path) -> Result<File, StateError> {
+    let path = dir.join(LOCK_FILE);
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|source| StateError::LockFile {
+            path: path.clone(),
+            source,
+        })?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut text = String::new();
+            let holder = file
+                .read_to_string(&mut text)
+                .ok()
+                .and_then(|_| text.trim().parse().ok());
+            return Err(StateError::Locked {
+                dir: dir.to_path_buf(),
+                holder,
+            });
+        }
+        Err(std::fs::TryLockError::Error(source)) => {
+            return Err(StateError::LockFile { path, source });
+        }
+    }
+    let write_pid = |file: &mut File| -> std::io::Result<()> {
+        file.set_len(0)?;
+        file.rewind()?;
+        writeln!(file, "{}", std::process::id())?;
+        file.sync_all()
+    };
+    write_pid(&mut file).map_err(|source| StateError::LockFile { path, source })?;
+    Ok(file)
+}
+
+#[cfg(test)]
+mod tests;
