@@ -1,0 +1,273 @@
+#!/usr/bin/env bash
+# Starts a test Kubernetes control plane in <workdir>:
+#   kine (SQLite in <workdir>/data) -> kube-apiserver (RBAC, client certs) -> kube-controller-manager,
+#   helm-controller; installs the HelmChart, HelmChartConfig and DaskCluster CRDs from shared/reference.
+# All listen on 127.0.0.1 with ports picked at run time. Each process runs in its own session (setsid);
+# PIDs in <workdir>/pids, logs in <workdir>/logs/, settings in <workdir>/env (KEY=value lines).
+#
+# Usage: start.sh <workdir>      (stop with stop.sh <workdir>)
+# Env:   CONTROLPLANE_START_TIMEOUT (seconds to wait for /readyz, default 90)
+#        CONTROLPLANE_BIN_DIR (use these binaries instead of building), PANGEO_CACHE_DIR
+#        PANGEO_REFERENCE_DIR (default: <repo>/../shared/reference)
+# Exit codes: 0 ready, 1 failure (processes started so far are stopped), 2 usage, 3 go not found (SKIPPED).
+set -euo pipefail
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+[ $# -eq 1 ] || { echo "usage: $0 <workdir>" >&2; exit 2; }
+mkdir -p "$1"
+WD="$(cd "$1" && pwd)"
+case "$WD" in *[[:space:]]*) cp_die "workdir must not contain whitespace: $WD" 2 ;; esac
+TIMEOUT="${CONTROLPLANE_START_TIMEOUT:-90}"
+T_START=$(date +%s.%N)
+
+for tool in openssl curl; do
+  command -v "$tool" >/dev/null 2>&1 || cp_die "$tool not found (needed to start the control plane)" 1
+done
+
+if [ -s "$WD/pids" ]; then
+  while read -r _name pid; do
+    if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+      cp_die "a control plane already runs in $WD (pid $pid); run stop.sh $WD first" 1
+    fi
+  done <"$WD/pids"
+fi
+
+# Binaries (cached build; "SKIPPED: go not found" -> exit 3).
+if [ -n "${CONTROLPLANE_BIN_DIR:-}" ]; then
+  BIN="$CONTROLPLANE_BIN_DIR"
+  cp_bin_complete "$BIN" || cp_die "CONTROLPLANE_BIN_DIR=$BIN lacks one of: ${CP_BINARIES[*]}" 1
+else
+  rc=0
+  BIN="$("$CP_DIR/build.sh" --print-bin-dir)" || rc=$?
+  if [ "$rc" -eq 3 ]; then echo "SKIPPED: go not found"; exit 3; fi
+  [ "$rc" -eq 0 ] || cp_die "build.sh failed (exit $rc)" 1
+fi
+
+REF="$(cp_reference_dir)"
+CRD_FILES=(
+  "$REF/k3s-helm-controller/helm.cattle.io_helmcharts.yaml"
+  "$REF/k3s-helm-controller/helm.cattle.io_helmchartconfigs.yaml"
+  "$REF/dask-gateway-chart/daskclusters.yaml"
+)
+for f in "${CRD_FILES[@]}"; do [ -f "$f" ] || cp_die "CRD file not found: $f (set PANGEO_REFERENCE_DIR?)" 1; done
+
+rm -rf "$WD/logs" "$WD/pki" "$WD/data" "$WD/kcm-certs" "$WD/pids" "$WD/env" "$WD/kubeconfig" "$WD"/*.kubeconfig
+mkdir -p "$WD/logs" "$WD/pki" "$WD/data" "$WD/kcm-certs"
+: >"$WD/pids"
+PKI="$WD/pki"
+
+STARTED_OK=0
+on_exit() {
+  if [ "$STARTED_OK" != 1 ]; then
+    cp_log "start failed; stopping what was started"
+    "$CP_DIR/stop.sh" "$WD" >&2 || true
+  fi
+}
+trap on_exit EXIT
+
+# ---------------------------------------------------------------- certificates
+cp_log "generating certificates in $PKI"
+ossl() { openssl "$@" >>"$WD/logs/openssl.log" 2>&1 || cp_die "openssl $1 failed (see $WD/logs/openssl.log)" 1; }
+ec_key() { ossl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$1"; }
+
+ec_key "$PKI/ca.key"
+ossl req -x509 -new -key "$PKI/ca.key" -sha256 -days 3650 -subj "/CN=pangeo-test-ca" \
+  -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign,digitalSignature" \
+  -out "$PKI/ca.crt"
+
+# cert <name> <subject> <extKeyUsage> [subjectAltName]
+cert() {
+  local name="$1" subj="$2" eku="$3" san="${4:-}" ext="$PKI/$1.ext"
+  ec_key "$PKI/$name.key"
+  ossl req -new -key "$PKI/$name.key" -subj "$subj" -out "$PKI/$name.csr"
+  {
+    echo "basicConstraints=critical,CA:FALSE"
+    echo "keyUsage=critical,digitalSignature,keyEncipherment"
+    echo "extendedKeyUsage=$eku"
+    [ -n "$san" ] && echo "subjectAltName=$san"
+  } >"$ext"
+  ossl x509 -req -in "$PKI/$name.csr" -CA "$PKI/ca.crt" -CAkey "$PKI/ca.key" -CAcreateserial \
+    -days 3650 -sha256 -extfile "$ext" -out "$PKI/$name.crt"
+  rm -f "$PKI/$name.csr" "$ext"
+}
+cert apiserver "/CN=kube-apiserver" serverAuth \
+  "IP:127.0.0.1,IP:10.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
+cert admin "/O=system:masters/CN=pangeo-test-admin" clientAuth
+cert kube-controller-manager "/CN=system:kube-controller-manager" clientAuth
+cert helm-controller "/O=system:masters/CN=helm-controller" clientAuth
+# ServiceAccount token signing key pair (RSA, as kubeadm).
+ossl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$PKI/sa.key"
+ossl pkey -in "$PKI/sa.key" -pubout -out "$PKI/sa.pub"
+chmod 600 "$PKI"/*.key
+
+# ---------------------------------------------------------------- ports
+KINE_PORT=$(cp_free_port)
+API_PORT=$(cp_free_port)
+KCM_PORT=$(cp_free_port)
+[ -n "$KINE_PORT" ] && [ -n "$API_PORT" ] && [ -n "$KCM_PORT" ] || cp_die "could not find free ports" 1
+APISERVER_URL="https://127.0.0.1:$API_PORT"
+KINE_ENDPOINT="http://127.0.0.1:$KINE_PORT"
+
+# kubeconfig <file> <cert-name>
+kubeconfig() {
+  cat >"$1" <<EOF
+apiVersion: v1
+kind: Config
+clusters:
+- name: pangeo-test
+  cluster:
+    server: $APISERVER_URL
+    certificate-authority: $PKI/ca.crt
+users:
+- name: $2
+  user:
+    client-certificate: $PKI/$2.crt
+    client-key: $PKI/$2.key
+contexts:
+- name: pangeo-test
+  context:
+    cluster: pangeo-test
+    user: $2
+current-context: pangeo-test
+EOF
+  chmod 600 "$1"
+}
+kubeconfig "$WD/kubeconfig" admin
+kubeconfig "$WD/kube-controller-manager.kubeconfig" kube-controller-manager
+kubeconfig "$WD/helm-controller.kubeconfig" helm-controller
+
+# ---------------------------------------------------------------- processes
+# launch <name> <binary> args...   (own session via setsid; PID recorded; log in logs/<name>.log)
+launch() {
+  local name="$1" bin="$2" pid; shift 2
+  cp_log "starting $name"
+  setsid "$BIN/$bin" "$@" </dev/null >"$WD/logs/$name.log" 2>&1 &
+  pid=$!
+  echo "$name $pid" >>"$WD/pids"
+  eval "PID_$(echo "$name" | tr 'a-z-' 'A-Z_')=$pid"
+}
+fail_with_logs() { # message, log names...
+  local msg="$1" n; shift
+  for n in "$@"; do
+    echo "---- last 30 lines of $WD/logs/$n.log" >&2
+    tail -n 30 "$WD/logs/$n.log" >&2 || true
+  done
+  cp_die "$msg" 1
+}
+alive() { kill -0 "$1" 2>/dev/null; }
+
+launch kine kine \
+  --listen-address "127.0.0.1:$KINE_PORT" \
+  --endpoint "sqlite://$WD/data/state.db?_journal=WAL&cache=shared&_busy_timeout=30000&_txlock=immediate" \
+  --metrics-bind-address 0
+
+# kine answers etcd's grpc on the port; wait until it listens.
+deadline=$(( $(date +%s) + TIMEOUT ))
+until (exec 3<>"/dev/tcp/127.0.0.1/$KINE_PORT") 2>/dev/null; do
+  alive "$PID_KINE" || fail_with_logs "kine exited during startup" kine
+  [ "$(date +%s)" -lt "$deadline" ] || fail_with_logs "kine did not listen on 127.0.0.1:$KINE_PORT within ${TIMEOUT}s" kine
+  sleep 0.1
+done
+
+# Flags modelled on controller-runtime envtest (pkg/internal/testing/controlplane/apiserver.go),
+# plus RBAC and what k3s sets for a kine-backed single node.
+launch kube-apiserver kube-apiserver \
+  --etcd-servers="$KINE_ENDPOINT" \
+  --storage-backend=etcd3 \
+  --bind-address=127.0.0.1 \
+  --advertise-address=127.0.0.1 \
+  --secure-port="$API_PORT" \
+  --cert-dir="$WD/pki" \
+  --tls-cert-file="$PKI/apiserver.crt" \
+  --tls-private-key-file="$PKI/apiserver.key" \
+  --client-ca-file="$PKI/ca.crt" \
+  --authorization-mode=RBAC \
+  --anonymous-auth=false \
+  --allow-privileged=true \
+  --service-cluster-ip-range=10.0.0.0/24 \
+  --service-account-issuer="$APISERVER_URL" \
+  --service-account-key-file="$PKI/sa.pub" \
+  --service-account-signing-key-file="$PKI/sa.key" \
+  --api-audiences="$APISERVER_URL" \
+  --endpoint-reconciler-type=none \
+  --profiling=false \
+  --v=1
+
+cp_log "waiting for $APISERVER_URL/readyz (timeout ${TIMEOUT}s)"
+CURL=(curl -sS --max-time 5 --cacert "$PKI/ca.crt" --cert "$PKI/admin.crt" --key "$PKI/admin.key")
+deadline=$(( $(date +%s) + TIMEOUT ))
+while :; do
+  alive "$PID_KUBE_APISERVER" || fail_with_logs "kube-apiserver exited during startup" kube-apiserver kine
+  alive "$PID_KINE" || fail_with_logs "kine exited during startup" kine
+  out="$("${CURL[@]}" "$APISERVER_URL/readyz" 2>&1)" && [ "$out" = ok ] && break
+  [ "$(date +%s)" -lt "$deadline" ] || {
+    echo "---- /readyz?verbose:" >&2
+    "${CURL[@]}" "$APISERVER_URL/readyz?verbose" >&2 || true
+    fail_with_logs "kube-apiserver not ready within ${TIMEOUT}s (last answer: $out)" kube-apiserver kine
+  }
+  sleep 0.2
+done
+cp_log "kube-apiserver ready after $(elapsed "$T_START")s"
+
+launch kube-controller-manager kube-controller-manager \
+  --kubeconfig="$WD/kube-controller-manager.kubeconfig" \
+  --authentication-kubeconfig="$WD/kube-controller-manager.kubeconfig" \
+  --authorization-kubeconfig="$WD/kube-controller-manager.kubeconfig" \
+  --bind-address=127.0.0.1 \
+  --secure-port="$KCM_PORT" \
+  --cert-dir="$WD/kcm-certs" \
+  --leader-elect=false \
+  --controllers='*' \
+  --use-service-account-credentials=false \
+  --service-account-private-key-file="$PKI/sa.key" \
+  --root-ca-file="$PKI/ca.crt" \
+  --cluster-signing-cert-file="$PKI/ca.crt" \
+  --cluster-signing-key-file="$PKI/ca.key" \
+  --service-cluster-ip-range=10.0.0.0/24 \
+  --profiling=false \
+  --v=1
+
+# ---------------------------------------------------------------- CRDs
+KUBECTL=("$BIN/kubectl" --kubeconfig "$WD/kubeconfig")
+cp_log "installing CRDs from $REF"
+for f in "${CRD_FILES[@]}"; do
+  "${KUBECTL[@]}" apply --server-side --field-manager=pangeo-controlplane-fixture -f "$f" >>"$WD/logs/crds.log" 2>&1 \
+    || fail_with_logs "applying $f failed" crds kube-apiserver
+done
+crd_names=()
+for f in "${CRD_FILES[@]}"; do
+  crd_names+=("crd/$(awk '/^metadata:/{m=1;next} m && /^  name:/{print $2; exit}' "$f")")
+done
+"${KUBECTL[@]}" wait --for=condition=Established --timeout="${TIMEOUT}s" "${crd_names[@]}" >>"$WD/logs/crds.log" 2>&1 \
+  || fail_with_logs "CRDs not Established within ${TIMEOUT}s" crds kube-apiserver
+
+# helm-controller: all namespaces (as k3s runs it), lease in kube-system.
+launch helm-controller helm-controller \
+  --kubeconfig "$WD/helm-controller.kubeconfig" \
+  --namespace "" \
+  --node-name pangeo-test-node
+
+sleep 0.5
+for n in kine kube-apiserver kube-controller-manager helm-controller; do
+  pid="$(awk -v n="$n" '$1==n{print $2}' "$WD/pids")"
+  alive "$pid" || fail_with_logs "$n exited right after start" "$n"
+done
+
+cat >"$WD/env" <<EOF
+KUBECONFIG=$WD/kubeconfig
+APISERVER_URL=$APISERVER_URL
+KUBERNETES_VERSION=$KUBERNETES_VERSION
+CONTROLPLANE_BIN_DIR=$BIN
+KUBECTL=$BIN/kubectl
+CA_CERT=$PKI/ca.crt
+ADMIN_CERT=$PKI/admin.crt
+ADMIN_KEY=$PKI/admin.key
+KINE_ENDPOINT=$KINE_ENDPOINT
+KINE_PID=$PID_KINE
+KUBE_APISERVER_PID=$PID_KUBE_APISERVER
+KUBE_CONTROLLER_MANAGER_PID=$PID_KUBE_CONTROLLER_MANAGER
+HELM_CONTROLLER_PID=$PID_HELM_CONTROLLER
+CONTROLPLANE_WORKDIR=$WD
+EOF
+STARTED_OK=1
+cp_log "control plane up at $APISERVER_URL after $(elapsed "$T_START")s; env in $WD/env"
