@@ -2,5 +2,11 @@
 //!
 //! Each outside system has one module that alone talks to it; see docs/ARCHITECTURE.md.
 
+pub mod api;
+pub mod boot;
+pub mod client;
 pub mod config;
+pub mod daemon;
+pub mod logging;
 pub mod state;
+pub mod systemd;

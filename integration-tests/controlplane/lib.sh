@@ -50,11 +50,11 @@ cp_bin_complete() {
   return 0
 }
 
-# Free TCP port on 127.0.0.1, not in $CP_USED_PORTS. Racy by nature (as every "pick a free port"),
+# cp_free_port VAR: sets VAR to a free TCP port on 127.0.0.1, not in $CP_USED_PORTS. Racy by nature (as every "pick a free port"),
 # but ports are drawn at random from a high range and checked against listening sockets.
 CP_USED_PORTS=""
 cp_free_port() {
-  local p i
+  local var="$1" p i
   for i in $(seq 1 200); do
     p=$(( 20000 + (RANDOM * 32768 + RANDOM) % 40000 ))
     case " $CP_USED_PORTS " in *" $p "*) continue ;; esac
@@ -64,7 +64,7 @@ cp_free_port() {
     # nothing answers on it?
     if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then continue; fi
     CP_USED_PORTS="$CP_USED_PORTS $p"
-    echo "$p"
+    printf -v "$var" '%s' "$p"
     return 0
   done
   return 1

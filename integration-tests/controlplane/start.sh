@@ -101,10 +101,7 @@ ossl pkey -in "$PKI/sa.key" -pubout -out "$PKI/sa.pub"
 chmod 600 "$PKI"/*.key
 
 # ---------------------------------------------------------------- ports
-KINE_PORT=$(cp_free_port)
-API_PORT=$(cp_free_port)
-KCM_PORT=$(cp_free_port)
-[ -n "$KINE_PORT" ] && [ -n "$API_PORT" ] && [ -n "$KCM_PORT" ] || cp_die "could not find free ports" 1
+for v in KINE_PORT API_PORT KCM_PORT; do cp_free_port "$v" || cp_die "could not find a free port" 1; done
 APISERVER_URL="https://127.0.0.1:$API_PORT"
 KINE_ENDPOINT="http://127.0.0.1:$KINE_PORT"
 

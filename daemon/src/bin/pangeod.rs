@@ -1,1 +1,61 @@
-fn main(){}
+//! `pangeod`: the appliance daemon. See docs/ARCHITECTURE.md.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use pangeod::config::{Config, DEFAULT_CONFIG_PATH};
+use pangeod::daemon::{self, DaemonError, EXIT_CANNOT_START};
+
+#[derive(Parser)]
+#[command(version, about = "Turns this VM into a multi-user Pangeo platform")]
+struct Args {
+    /// The main config file; drop-ins are read from `<stem>.d/*.toml` beside it.
+    #[arg(long, short, default_value = DEFAULT_CONFIG_PATH, env = "PANGEOD_CONFIG")]
+    config: PathBuf,
+    /// Validate the config files and exit: 0 if valid, 1 with the errors otherwise.
+    #[arg(long)]
+    check: bool,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    if args.check {
+        return match Config::load(&args.config, None) {
+            Ok(config) => {
+                println!(
+                    "{}: valid; hub URL {}",
+                    args.config.display(),
+                    config.hub_url()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(error) => {
+                eprintln!("{error}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    pangeod::logging::init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("pangeod: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(daemon::run(args.config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("pangeod: {error}");
+            match error {
+                DaemonError::State(_) | DaemonError::Listen(_) => ExitCode::from(EXIT_CANNOT_START),
+                DaemonError::Signal(..) => ExitCode::FAILURE,
+            }
+        }
+    }
+}

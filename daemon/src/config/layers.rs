@@ -113,8 +113,8 @@ impl Origins {
     pub fn resolve_path(&self, key: &str, value: &str) -> PathBuf {
         let path = Path::new(value);
         match self.entries.get(key) {
-            Some((_, Some(base))) if path.is_relative() => base.join(path),
-            _ => path.to_path_buf(),
+            Some((_, Some(base))) if path.is_relative() => normalize(&base.join(path)),
+            _ => normalize(path),
         }
     }
 }
@@ -137,7 +137,11 @@ impl Layer {
     }
 
     /// Parses TOML text, recording the position of every key.
-    pub fn from_str(name: &str, base_dir: Option<PathBuf>, text: &str) -> Result<Self, ConfigError> {
+    pub fn from_str(
+        name: &str,
+        base_dir: Option<PathBuf>,
+        text: &str,
+    ) -> Result<Self, ConfigError> {
         let document = DeTable::parse(text).map_err(|error| ConfigError::Syntax {
             location: position(name, text, error.span().map_or(0, |span| span.start)),
             message: error.message().trim().to_string(),
@@ -223,7 +227,10 @@ impl Layer {
                     key: section.clone(),
                     location: locations.get(section).cloned(),
                     problem: "unknown key".into(),
-                    fix: format!("remove it; settings live in the sections {}", sections.join(", ")),
+                    fix: format!(
+                        "remove it; settings live in the sections {}",
+                        sections.join(", ")
+                    ),
                 });
                 continue;
             };
@@ -374,4 +381,82 @@ fn position(source: &str, text: &str, offset: usize) -> Location {
         line,
         column,
     }
+}
+
+/// The few settings the daemon needs before the config is validated: where its state and its
+/// socket live, so that it can come up and report a bad config instead of crash-looping.
+/// Read leniently: whatever cannot be read falls back to the default.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bootstrap {
+    pub state_dir: PathBuf,
+    pub socket: PathBuf,
+    pub socket_group: Option<String>,
+}
+
+pub fn bootstrap(main: &Path) -> Bootstrap {
+    let mut result = Bootstrap {
+        state_dir: PathBuf::from("/var/lib/pangeo/state"),
+        socket: PathBuf::from("/run/pangeod/admin.sock"),
+        socket_group: None,
+    };
+    let mut files = vec![main.to_path_buf()];
+    if let Ok(entries) = std::fs::read_dir(dropin_dir(main)) {
+        let mut dropins: Vec<_> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|ext| ext == "toml"))
+            .collect();
+        dropins.sort();
+        files.extend(dropins);
+    }
+    for file in files {
+        let Ok(text) = std::fs::read_to_string(&file) else {
+            continue;
+        };
+        let Ok(table) = toml::from_str::<toml::Table>(&text) else {
+            continue;
+        };
+        let base = file.parent().map(Path::to_path_buf).unwrap_or_default();
+        let get = |section: &str, key: &str| -> Option<String> {
+            table
+                .get(section)?
+                .get(key)?
+                .as_str()
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+        };
+        if let Some(dir) = get("daemon", "state_dir") {
+            result.state_dir = normalize(&base.join(dir));
+        }
+        if let Some(socket) = get("api", "socket") {
+            result.socket = normalize(&base.join(socket));
+        }
+        if let Some(group) = get("api", "socket_group") {
+            result.socket_group = Some(group);
+        }
+    }
+    result
+}
+
+/// Removes `.` and `a/..` lexically, so messages show `target/dev/state`, not
+/// `config/../target/dev/state`. Symlinks are not resolved.
+pub fn normalize(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for component in path.components() {
+        match component {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                if matches!(out.components().next_back(), Some(Component::Normal(_))) {
+                    out.pop();
+                } else {
+                    out.push("..");
+                }
+            }
+            other => out.push(other),
+        }
+    }
+    if out.as_os_str().is_empty() {
+        out.push(".");
+    }
+    out
 }

@@ -8,6 +8,7 @@
 mod layers;
 mod rules;
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -15,7 +16,7 @@ use std::path::{Path, PathBuf};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
-pub use layers::{Layer, Location, Origins, load_layers};
+pub use layers::{Bootstrap, Layer, Location, Origins, bootstrap, dropin_dir, load_layers};
 
 /// Where the daemon reads its configuration by default.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/pangeod/pangeod.toml";
@@ -130,13 +131,56 @@ impl Config {
     pub fn load(main: &Path, overlay: Option<Layer>) -> Result<Self, ConfigError> {
         let mut layers = load_layers(main)?;
         layers.extend(overlay);
-        Self::from_layers(&layers)
+        Self::from_layers(&layers, &BTreeMap::new())
     }
 
-    /// Merges layers in order and validates the result.
-    pub fn from_layers(layers: &[Layer]) -> Result<Self, ConfigError> {
+    /// Merges layers in order and validates the result, refusing any change to a key that
+    /// was locked after the first successful boot.
+    pub fn from_layers(
+        layers: &[Layer],
+        locked: &BTreeMap<String, LockedValue>,
+    ) -> Result<Self, ConfigError> {
         let (raw, origins) = layers::merge(layers)?;
-        rules::validate(raw, &origins).map_err(ConfigError::Invalid)
+        let config = rules::validate(raw, &origins).map_err(ConfigError::Invalid)?;
+        let locked_all = locked;
+        let mut errors = Vec::new();
+        for key in IMMUTABLE_KEYS {
+            let (Some(locked), Some(value)) = (locked.get(*key), config.immutable_value(key))
+            else {
+                continue;
+            };
+            // A derived domain follows the IP: report the IP change alone.
+            let derived_follows_ip = *key == "cluster.domain"
+                && config.cluster.domain.is_none()
+                && locked_ip_changed(&config, locked_all);
+            if locked.value != value && !derived_follows_ip {
+                errors.push(FieldError {
+                    key: (*key).to_string(),
+                    location: origins.location(key).cloned(),
+                    problem: format!(
+                        "cannot change from \"{}\" to \"{value}\": it was locked at the first successful boot ({}), and the appliance keeps \"{}\"",
+                        locked.value, locked.since, locked.value
+                    ),
+                    fix: format!(
+                        "restore {key} = \"{}\", or launch a new appliance for a different value",
+                        locked.value
+                    ),
+                });
+            }
+        }
+        if errors.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigError::Invalid(errors))
+        }
+    }
+
+    /// The values to lock after the first successful boot.
+    pub fn immutable_values(&self) -> Vec<(String, String)> {
+        IMMUTABLE_KEYS
+            .iter()
+            .filter_map(|key| Some(((*key).to_string(), self.immutable_value(key)?)))
+            .collect()
     }
 
     /// The FreeIPA group whose members may log in.
@@ -172,6 +216,12 @@ impl Config {
     }
 }
 
+fn locked_ip_changed(config: &Config, locked: &BTreeMap<String, LockedValue>) -> bool {
+    locked
+        .get("cluster.external_ip")
+        .is_some_and(|ip| ip.value != config.cluster.external_ip.to_string())
+}
+
 fn group_prefix(cluster_name: &str) -> String {
     cluster_name.to_lowercase().replace('-', "_")
 }
@@ -180,6 +230,13 @@ fn group_prefix(cluster_name: &str) -> String {
 pub fn default_domain(ip: IpAddr) -> String {
     let dashed = ip.to_string().replace(['.', ':'], "-");
     format!("pangeo.{dashed}.sslip.io")
+}
+
+/// The value an immutable key was locked to, and since when.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LockedValue {
+    pub value: String,
+    pub since: String,
 }
 
 /// One broken rule, located as precisely as the layers allow.
@@ -203,7 +260,9 @@ impl fmt::Display for FieldError {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}; create it, or pass the right file with --config")]
+    #[error(
+        "cannot read config file {path}: {source}; create it, or pass the right file with --config"
+    )]
     Read {
         path: PathBuf,
         source: std::io::Error,

@@ -140,7 +140,12 @@ impl Checker<'_> {
     }
 
     /// A file the daemon must read later is checked now, while the operator is watching.
-    fn readable_file(&mut self, key: &str, value: Option<String>, must_contain: Option<&str>) -> PathBuf {
+    fn readable_file(
+        &mut self,
+        key: &str,
+        value: Option<String>,
+        must_contain: Option<&str>,
+    ) -> PathBuf {
         let Some(value) = self.required(key, value, "\"/etc/pangeod/secret\"") else {
             return PathBuf::new();
         };
@@ -152,8 +157,10 @@ impl Checker<'_> {
                 "write the value into the file",
             ),
             Ok(bytes) => {
-                if let Some(marker) = must_contain {
-                    if !String::from_utf8_lossy(&bytes).contains(marker) {
+                if let Some(marker) = must_contain
+                    && !String::from_utf8_lossy(&bytes).contains(marker)
+                {
+                    {
                         self.fail(
                             key,
                             format!("file {} does not contain \"{marker}\"", path.display()),
@@ -174,7 +181,11 @@ impl Checker<'_> {
     fn path(&mut self, key: &str, value: Option<String>, default: &str) -> PathBuf {
         match value {
             Some(value) if value.is_empty() => {
-                self.fail(key, "must not be empty", format!("remove it to use {default}"));
+                self.fail(
+                    key,
+                    "must not be empty",
+                    format!("remove it to use {default}"),
+                );
                 PathBuf::from(default)
             }
             Some(value) => self.origins.resolve_path(key, &value),
@@ -199,7 +210,11 @@ pub(crate) fn validate(raw: RawConfig, origins: &Origins) -> Result<Config, Vec<
             "use the cluster name the portal shows, for example \"my-cluster\"",
         );
     }
-    let external_ip = match c.required("cluster.external_ip", raw.cluster.external_ip, "\"192.0.2.10\"") {
+    let external_ip = match c.required(
+        "cluster.external_ip",
+        raw.cluster.external_ip,
+        "\"192.0.2.10\"",
+    ) {
         Some(text) => match text.parse::<IpAddr>() {
             Ok(ip) if ip.is_unspecified() || ip.is_multicast() => {
                 c.fail(
@@ -298,7 +313,10 @@ pub(crate) fn validate(raw: RawConfig, origins: &Origins) -> Result<Config, Vec<
         ),
     };
 
-    let admin_users = raw.hub.admin_users.unwrap_or_else(|| vec!["admin".to_string()]);
+    let admin_users = raw
+        .hub
+        .admin_users
+        .unwrap_or_else(|| vec!["admin".to_string()]);
     for user in &admin_users {
         if !is_username(user) {
             c.fail(
@@ -346,7 +364,11 @@ pub(crate) fn validate(raw: RawConfig, origins: &Origins) -> Result<Config, Vec<
         listen,
     };
     let daemon = Daemon {
-        state_dir: c.path("daemon.state_dir", raw.daemon.state_dir, "/var/lib/pangeo/state"),
+        state_dir: c.path(
+            "daemon.state_dir",
+            raw.daemon.state_dir,
+            "/var/lib/pangeo/state",
+        ),
         data_dir: c.path("daemon.data_dir", raw.daemon.data_dir, "/var/lib/pangeo"),
         require_data_disk: raw.daemon.require_data_disk.unwrap_or(true),
         min_free_gb: c.range("daemon.min_free_gb", raw.daemon.min_free_gb, 2, 0, 100_000),
@@ -378,7 +400,9 @@ fn is_dns_label(label: &str) -> bool {
     let bytes = label.as_bytes();
     !bytes.is_empty()
         && bytes.len() <= 63
-        && bytes.iter().all(|b| b.is_ascii_alphanumeric() || *b == b'-')
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || *b == b'-')
         && bytes.first().is_some_and(u8::is_ascii_alphanumeric)
         && bytes.last().is_some_and(u8::is_ascii_alphanumeric)
 }
@@ -439,7 +463,9 @@ pub(crate) fn check_dn(dn: &str) -> Result<(), String> {
             let is_name = attr.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
                 && attr.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
             let is_oid = !attr.is_empty()
-                && attr.split('.').all(|part| !part.is_empty() && part.chars().all(|c| c.is_ascii_digit()));
+                && attr
+                    .split('.')
+                    .all(|part| !part.is_empty() && part.chars().all(|c| c.is_ascii_digit()));
             if !is_name && !is_oid {
                 return Err(format!("\"{attr}\" is not an attribute type"));
             }

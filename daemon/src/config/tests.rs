@@ -80,7 +80,10 @@ fn valid_config_loads_with_defaults_and_derived_values() {
     assert_eq!(config.domain(), "pangeo.192-0-2-10.sslip.io");
     assert_eq!(config.hub_url(), "https://pangeo.192-0-2-10.sslip.io/");
     // Relative paths resolve against the file that named them, not the working directory.
-    assert_eq!(config.freeipa.password_file, f.dir.path().join("ipa-password"));
+    assert_eq!(
+        config.freeipa.password_file,
+        f.dir.path().join("ipa-password")
+    );
 }
 
 #[test]
@@ -131,13 +134,22 @@ fn unknown_section_is_an_error() {
     let f = Fixture::new();
     f.write_main(&format!("{}\n[notbook]\ncpus = 1\n", Fixture::valid_main()));
     let error = f.error();
-    assert!(error.contains(":15:2: notbook: unknown key; remove it; settings live in the sections [cluster]"), "{error}");
+    assert!(
+        error.contains(
+            ":15:2: notbook: unknown key; remove it; settings live in the sections [cluster]"
+        ),
+        "{error}"
+    );
 }
 
 #[test]
 fn wrong_type_names_the_key_and_the_expected_kind() {
     let f = Fixture::new();
-    f.write_main(&replace(&Fixture::valid_main(), "cpus = 2", "cpus = \"two\""));
+    f.write_main(&replace(
+        &Fixture::valid_main(),
+        "cpus = 2",
+        "cpus = \"two\"",
+    ));
     assert_eq!(
         f.error(),
         format!(
@@ -163,14 +175,25 @@ fn value_out_of_range_names_the_range() {
 #[test]
 fn dask_limits_are_bounded_by_the_cluster_options() {
     let f = Fixture::new();
-    f.write_main(&format!("{}\n[dask]\nmax_worker_cores = 9\n", Fixture::valid_main()));
-    assert!(f.error().contains("dask.max_worker_cores: 9 is out of range: it must be an integer from 1 to 8"));
+    f.write_main(&format!(
+        "{}\n[dask]\nmax_worker_cores = 9\n",
+        Fixture::valid_main()
+    ));
+    assert!(
+        f.error().contains(
+            "dask.max_worker_cores: 9 is out of range: it must be an integer from 1 to 8"
+        )
+    );
 }
 
 #[test]
 fn bad_ip_is_named() {
     let f = Fixture::new();
-    f.write_main(&replace(&Fixture::valid_main(), "192.0.2.10", "192.0.2.300"));
+    f.write_main(&replace(
+        &Fixture::valid_main(),
+        "192.0.2.10",
+        "192.0.2.300",
+    ));
     assert_eq!(
         f.error(),
         format!(
@@ -201,7 +224,11 @@ fn bad_cidr_is_named_and_host_bits_are_refused() {
 #[test]
 fn bad_dn_is_named() {
     let f = Fixture::new();
-    f.write_main(&replace(&Fixture::valid_main(), "dc=example,dc=test\"\nbind", "dc=example,,dc=test\"\nbind"));
+    f.write_main(&replace(
+        &Fixture::valid_main(),
+        "dc=example,dc=test\"\nbind",
+        "dc=example,,dc=test\"\nbind",
+    ));
     assert_eq!(
         f.error(),
         format!(
@@ -240,10 +267,22 @@ fn missing_required_keys_are_listed_together() {
     let f = Fixture::new();
     f.write_main("[notebook]\ncpus = 1\n");
     let error = f.load().unwrap_err();
-    let keys: Vec<_> = error.field_errors().iter().map(|e| e.key.as_str()).collect();
+    let keys: Vec<_> = error
+        .field_errors()
+        .iter()
+        .map(|e| e.key.as_str())
+        .collect();
     assert_eq!(
         keys,
-        ["cluster.name", "cluster.external_ip", "freeipa.server", "freeipa.base_dn", "freeipa.bind_dn", "freeipa.password_file", "freeipa.ca_file"]
+        [
+            "cluster.name",
+            "cluster.external_ip",
+            "freeipa.server",
+            "freeipa.base_dn",
+            "freeipa.bind_dn",
+            "freeipa.password_file",
+            "freeipa.ca_file"
+        ]
     );
     assert!(error.to_string().starts_with(
         "(default value): cluster.name: is required and is not set in any config file; set it, for example cluster.name = \"my-cluster\""
@@ -276,11 +315,22 @@ fn api_overlay_is_checked_like_a_file() {
     let mut layers = load_layers(&f.main_path()).unwrap();
     let overlay: toml::Table = toml::from_str("[notebook]\nram_gb = 16\n").unwrap();
     layers.push(Layer::from_table("admin API revision 3", overlay).unwrap());
-    assert_eq!(Config::from_layers(&layers).unwrap().notebook.ram_gb, 16);
+    assert_eq!(
+        Config::from_layers(&layers, &Default::default())
+            .unwrap()
+            .notebook
+            .ram_gb,
+        16
+    );
 
     let bad: toml::Table = toml::from_str("[notebook]\nram = 16\n").unwrap();
-    let error = Layer::from_table("admin API revision 4", bad).unwrap_err().to_string();
-    assert!(error.starts_with("admin API revision 4: notebook.ram: unknown key"), "{error}");
+    let error = Layer::from_table("admin API revision 4", bad)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.starts_with("admin API revision 4: notebook.ram: unknown key"),
+        "{error}"
+    );
 }
 
 #[test]
@@ -333,9 +383,22 @@ min_free_gb = 0
     assert_eq!(keys_seen, 25, "update this test when adding a key");
     assert_eq!(config.cluster.domain.as_deref(), Some("pangeo.example.org"));
     assert_eq!(config.cluster.external_ip.to_string(), "2001:db8::10");
-    assert_eq!((config.notebook.cpus, config.notebook.ram_gb, config.notebook.storage_gb), (3, 5, 7));
+    assert_eq!(
+        (
+            config.notebook.cpus,
+            config.notebook.ram_gb,
+            config.notebook.storage_gb
+        ),
+        (3, 5, 7)
+    );
     assert_eq!(config.notebook.idle_cull_timeout_minutes, 0);
-    assert_eq!((config.dask.max_worker_cores, config.dask.max_worker_memory_gb), (2, 3));
+    assert_eq!(
+        (
+            config.dask.max_worker_cores,
+            config.dask.max_worker_memory_gb
+        ),
+        (2, 3)
+    );
     assert_eq!(config.freeipa.server, "ipa.example.test:1636");
     assert_eq!(config.freeipa.tls, LdapTls::Starttls);
     assert_eq!(config.freeipa.base_dn, "dc=a,dc=b");
@@ -344,7 +407,10 @@ min_free_gb = 0
     assert_eq!(config.hub.admin_users, ["alice", "bob"]);
     assert_eq!(config.api.socket, f.dir.path().join("run/admin.sock"));
     assert_eq!(config.api.socket_group.as_deref(), Some("pangeo-admins"));
-    assert_eq!(config.api.admin_allowed_cidrs[0].to_string(), "192.0.2.0/24");
+    assert_eq!(
+        config.api.admin_allowed_cidrs[0].to_string(),
+        "192.0.2.0/24"
+    );
     assert_eq!(config.api.listen.map(|a| a.port()), Some(8443));
     assert_eq!(config.daemon.state_dir, state);
     assert_eq!(config.daemon.data_dir, f.dir.path().join("data"));
@@ -355,12 +421,97 @@ min_free_gb = 0
 }
 
 #[test]
-fn shipped_example_configs_are_valid() {
+fn shipped_config_files_use_only_known_keys_of_the_right_type() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config");
-    for name in ["dev.toml"] {
-        let path = root.join(name);
-        if let Err(error) = Config::load(&path, None) {
-            panic!("{}: {error}", path.display());
+    for name in ["pangeod.toml", "portal-example.toml", "dev.toml"] {
+        if let Err(error) = Layer::from_file(&root.join(name)) {
+            panic!("config/{name}: {error}");
         }
     }
+}
+
+#[test]
+fn shipped_example_configs_are_valid() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config");
+    let path = root.join("dev.toml");
+    if let Err(error) = Config::load(&path, None) {
+        panic!("{}: {error}", path.display());
+    }
+}
+
+fn locked(pairs: &[(&str, &str)]) -> std::collections::BTreeMap<String, LockedValue> {
+    pairs
+        .iter()
+        .map(|(k, v)| {
+            (
+                (*k).to_string(),
+                LockedValue {
+                    value: (*v).to_string(),
+                    since: "2026-01-01T00:00:00Z".into(),
+                },
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_locked_key_cannot_change_in_the_main_file() {
+    let f = Fixture::new();
+    let config = f.load().unwrap();
+    let values = config.immutable_values();
+    assert_eq!(
+        values,
+        [
+            ("cluster.name".to_string(), "Demo-Cluster".to_string()),
+            ("cluster.external_ip".to_string(), "192.0.2.10".to_string()),
+            (
+                "cluster.domain".to_string(),
+                "pangeo.192-0-2-10.sslip.io".to_string()
+            ),
+        ]
+    );
+    let lock = locked(&[
+        ("cluster.name", "Demo-Cluster"),
+        ("cluster.external_ip", "192.0.2.10"),
+        ("cluster.domain", "pangeo.192-0-2-10.sslip.io"),
+    ]);
+    let layers = load_layers(&f.main_path()).unwrap();
+    assert!(
+        Config::from_layers(&layers, &lock).is_ok(),
+        "unchanged values pass"
+    );
+
+    f.write_main(&replace(&Fixture::valid_main(), "Demo-Cluster", "other"));
+    let layers = load_layers(&f.main_path()).unwrap();
+    let error = Config::from_layers(&layers, &lock).unwrap_err().to_string();
+    assert_eq!(
+        error,
+        format!(
+            "{}:2:1: cluster.name: cannot change from \"Demo-Cluster\" to \"other\": it was locked at the first successful boot (2026-01-01T00:00:00Z), and the appliance keeps \"Demo-Cluster\"; restore cluster.name = \"Demo-Cluster\", or launch a new appliance for a different value",
+            f.main_path().display()
+        )
+    );
+}
+
+#[test]
+fn a_dropin_cannot_override_a_locked_key() {
+    let f = Fixture::new();
+    let lock = locked(&[
+        ("cluster.external_ip", "192.0.2.10"),
+        ("cluster.domain", "pangeo.192-0-2-10.sslip.io"),
+    ]);
+    let dropin = f.write_dropin(
+        "50-portal.toml",
+        "[cluster]\ndomain = \"pangeo.example.org\"\n",
+    );
+    let layers = load_layers(&f.main_path()).unwrap();
+    let error = Config::from_layers(&layers, &lock).unwrap_err();
+    assert_eq!(error.key(), Some("cluster.domain"));
+    assert!(
+        error.to_string().starts_with(&format!(
+            "{}:2:1: cluster.domain: cannot change from \"pangeo.192-0-2-10.sslip.io\" to \"pangeo.example.org\"",
+            dropin.display()
+        )),
+        "{error}"
+    );
 }

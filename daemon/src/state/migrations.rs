@@ -70,7 +70,8 @@ pub(super) fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StateErr
         let version = index as i64 + 1;
         let tx = conn.transaction().map_err(sqlite)?;
         tx.execute_batch(sql).map_err(sqlite)?;
-        tx.pragma_update(None, "user_version", version).map_err(sqlite)?;
+        tx.pragma_update(None, "user_version", version)
+            .map_err(sqlite)?;
         tx.commit().map_err(sqlite)?;
         tracing::info!(version, path = %path.display(), "state database migrated");
     }

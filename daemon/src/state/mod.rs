@@ -14,6 +14,8 @@ use std::sync::{Mutex, MutexGuard};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 
+use crate::config::LockedValue;
+
 pub use migrations::SCHEMA_VERSION;
 
 /// The database file inside the state directory.
@@ -22,7 +24,9 @@ const LOCK_FILE: &str = "pangeod.lock";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
-    #[error("cannot create state directory {path}: {source}; check daemon.state_dir and that the data disk is mounted")]
+    #[error(
+        "cannot create state directory {path}: {source}; check daemon.state_dir and that the data disk is mounted"
+    )]
     CreateDir {
         path: PathBuf,
         source: std::io::Error,
@@ -34,7 +38,9 @@ pub enum StateError {
     },
     #[error("another pangeod{} is already using the state in {dir}; stop it first (systemctl stop pangeod), or give this one its own daemon.state_dir", holder.map(|pid| format!(" (pid {pid})")).unwrap_or_default())]
     Locked { dir: PathBuf, holder: Option<u32> },
-    #[error("state database {path} has schema version {found}, newer than the {supported} this pangeod understands: it was written by a newer pangeod. Run that version again, or restore a backup; the file was left untouched")]
+    #[error(
+        "state database {path} has schema version {found}, newer than the {supported} this pangeod understands: it was written by a newer pangeod. Run that version again, or restore a backup; the file was left untouched"
+    )]
     SchemaTooNew {
         path: PathBuf,
         found: i64,
@@ -86,13 +92,6 @@ pub struct StepRecord {
     pub updated_at: String,
 }
 
-/// The value an immutable key was locked to, and since when.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct LockedKey {
-    pub value: String,
-    pub locked_at: String,
-}
-
 pub struct State {
     conn: Mutex<Connection>,
     path: PathBuf,
@@ -121,12 +120,16 @@ impl State {
             source,
         };
         let mut conn = Connection::open(&path).map_err(sqlite)?;
-        conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(sqlite)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(sqlite)?;
         // Refuse a newer schema before anything (even the journal mode) touches the file.
         migrations::check_version(&conn, &path)?;
-        conn.pragma_update(None, "journal_mode", "WAL").map_err(sqlite)?;
-        conn.pragma_update(None, "synchronous", "FULL").map_err(sqlite)?;
-        conn.pragma_update(None, "foreign_keys", "ON").map_err(sqlite)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(sqlite)?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(sqlite)?;
+        conn.pragma_update(None, "foreign_keys", "ON")
+            .map_err(sqlite)?;
         migrations::migrate(&mut conn, &path)?;
         Ok(Self {
             conn: Mutex::new(conn),
@@ -142,7 +145,9 @@ impl State {
     fn conn(&self) -> MutexGuard<'_, Connection> {
         // A panic while holding the lock cannot leave SQLite half-written (each call is one
         // statement or transaction), so a poisoned lock is safe to keep using.
-        self.conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.conn
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn err(&self, source: rusqlite::Error) -> StateError {
@@ -188,7 +193,8 @@ impl State {
                     at: row.get(1)?,
                     actor: row.get(2)?,
                     action: row.get(3)?,
-                    details: serde_json::from_str(&details).unwrap_or(serde_json::Value::String(details)),
+                    details: serde_json::from_str(&details)
+                        .unwrap_or(serde_json::Value::String(details)),
                 })
             })
             .map_err(|e| self.err(e))?;
@@ -291,7 +297,7 @@ impl State {
         Ok(())
     }
 
-    pub fn locked_keys(&self) -> Result<BTreeMap<String, LockedKey>, StateError> {
+    pub fn locked_keys(&self) -> Result<BTreeMap<String, LockedValue>, StateError> {
         let conn = self.conn();
         let mut stmt = conn
             .prepare_cached("SELECT key, value, locked_at FROM locked_keys")
@@ -300,9 +306,9 @@ impl State {
             .query_map([], |row| {
                 Ok((
                     row.get::<_, String>(0)?,
-                    LockedKey {
+                    LockedValue {
                         value: row.get(1)?,
-                        locked_at: row.get(2)?,
+                        since: row.get(2)?,
                     },
                 ))
             })

@@ -79,9 +79,20 @@ fn events_page_backwards() {
             .unwrap();
     }
     let first = state.events(None, 2).unwrap();
-    assert_eq!(first.iter().map(|e| e.details["i"].as_i64().unwrap()).collect::<Vec<_>>(), [4, 3]);
+    assert_eq!(
+        first
+            .iter()
+            .map(|e| e.details["i"].as_i64().unwrap())
+            .collect::<Vec<_>>(),
+        [4, 3]
+    );
     let next = state.events(Some(first[1].id), 10).unwrap();
-    assert_eq!(next.iter().map(|e| e.details["i"].as_i64().unwrap()).collect::<Vec<_>>(), [2, 1, 0]);
+    assert_eq!(
+        next.iter()
+            .map(|e| e.details["i"].as_i64().unwrap())
+            .collect::<Vec<_>>(),
+        [2, 1, 0]
+    );
     assert_eq!(next[0].actor, "tester");
 }
 
@@ -89,9 +100,14 @@ fn events_page_backwards() {
 fn locked_keys_are_never_overwritten() {
     let dir = tempfile::tempdir().unwrap();
     let state = State::open(dir.path()).unwrap();
-    state.lock_keys(&[("cluster.name".into(), "a".into())]).unwrap();
     state
-        .lock_keys(&[("cluster.name".into(), "b".into()), ("cluster.external_ip".into(), "192.0.2.1".into())])
+        .lock_keys(&[("cluster.name".into(), "a".into())])
+        .unwrap();
+    state
+        .lock_keys(&[
+            ("cluster.name".into(), "b".into()),
+            ("cluster.external_ip".into(), "192.0.2.1".into()),
+        ])
         .unwrap();
     let locked = state.locked_keys().unwrap();
     assert_eq!(locked["cluster.name"].value, "a");
@@ -105,10 +121,18 @@ fn config_revisions_and_steps_round_trip() {
     assert!(state.latest_config_revision().unwrap().is_none());
     let overlay = serde_json::json!({ "notebook": { "cpus": 2 } });
     let id = state
-        .save_config_revision("uid 0", "admin API", &overlay, &serde_json::json!({ "x": 1 }))
+        .save_config_revision(
+            "uid 0",
+            "admin API",
+            &overlay,
+            &serde_json::json!({ "x": 1 }),
+        )
         .unwrap();
     let latest = state.latest_config_revision().unwrap().unwrap();
-    assert_eq!((latest.id, &latest.overlay, latest.actor.as_str()), (id, &overlay, "uid 0"));
+    assert_eq!(
+        (latest.id, &latest.overlay, latest.actor.as_str()),
+        (id, &overlay, "uid 0")
+    );
     assert_eq!(state.events(None, 1).unwrap()[0].action, "config.revision");
 
     let mut step = StepRecord {

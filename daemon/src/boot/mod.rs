@@ -1,0 +1,436 @@
+//! The boot flow: one ordered list of named steps, each idempotent, each persisted, so a
+//! restart resumes and `/v1/status` and systemd's `STATUS=` always say where the boot is.
+//!
+//! Later issues add steps (k3s, kubernetes-api, components, directory-sync) to [`BOOT_STEPS`].
+
+mod preflight;
+mod steps;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::config::Config;
+use crate::state::{State, StepRecord, now};
+use crate::systemd::{Heartbeats, Notifier};
+
+/// A boot step, in the order the platform comes up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// Load and validate the config files, the portal's drop-ins and the API overlay.
+    Config,
+    /// Kernel features, free disk, the data disk, and the DNS of a custom domain.
+    Preflight,
+}
+
+pub const BOOT_STEPS: &[Step] = &[Step::Config, Step::Preflight];
+
+impl Step {
+    pub fn name(self) -> &'static str {
+        match self {
+            Step::Config => "config",
+            Step::Preflight => "preflight",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StepState {
+    Pending,
+    Running,
+    Done,
+    Failed,
+}
+
+impl StepState {
+    fn as_str(self) -> &'static str {
+        match self {
+            StepState::Pending => "pending",
+            StepState::Running => "running",
+            StepState::Done => "done",
+            StepState::Failed => "failed",
+        }
+    }
+
+    fn parse(text: &str) -> Self {
+        match text {
+            "running" => StepState::Running,
+            "done" => StepState::Done,
+            "failed" => StepState::Failed,
+            _ => StepState::Pending,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StepStatus {
+    pub name: &'static str,
+    pub state: StepState,
+    pub message: String,
+    /// 0.0 to 1.0 within this step.
+    pub progress: f64,
+    /// How many times the step has been started, across restarts.
+    pub attempts: i64,
+    pub updated_at: String,
+    /// The config key at fault, when a step failed because of a setting.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Phase {
+    /// Steps are pending or running.
+    Booting,
+    /// Every step is done.
+    Ready,
+    /// A step failed; the daemon stays up and says why.
+    Failed,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BootStatus {
+    pub phase: Phase,
+    pub steps: Vec<StepStatus>,
+    /// The config revision in force, if any config has passed validation.
+    pub config_revision: Option<i64>,
+    /// Why the last reload was refused, while the previous config stays in force.
+    pub reload_error: Option<String>,
+}
+
+impl BootStatus {
+    /// One line for systemd's `STATUS=`.
+    pub fn summary(&self) -> String {
+        let total = self.steps.len();
+        let done = self
+            .steps
+            .iter()
+            .filter(|s| s.state == StepState::Done)
+            .count();
+        if let Some(failed) = self.steps.iter().find(|s| s.state == StepState::Failed) {
+            return format!("failed at {}: {}", failed.name, failed.message);
+        }
+        if let Some(running) = self.steps.iter().find(|s| s.state == StepState::Running) {
+            return format!(
+                "step {}/{total} {}: {}",
+                done + 1,
+                running.name,
+                running.message
+            );
+        }
+        match self.phase {
+            Phase::Ready => format!("ready: {done}/{total} boot steps done"),
+            _ => format!("booting: {done}/{total} boot steps done"),
+        }
+    }
+
+    pub fn step(&self, name: &str) -> Option<&StepStatus> {
+        self.steps.iter().find(|s| s.name == name)
+    }
+}
+
+/// Why a step failed, and whether waiting may fix it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepError {
+    pub message: String,
+    pub key: Option<String>,
+    /// `None`: only a new config (SIGHUP or the API) can fix it.
+    pub retry_after: Option<Duration>,
+}
+
+/// Requests to the boot runner from signals and the API.
+pub enum BootCommand {
+    /// Re-read the config and re-run the steps; the answer says whether the config was taken.
+    Reload {
+        actor: String,
+        reply: Option<oneshot::Sender<Result<(), String>>>,
+    },
+}
+
+/// Handles for the rest of the daemon.
+#[derive(Clone)]
+pub struct BootHandle {
+    pub status: watch::Receiver<BootStatus>,
+    pub config: watch::Receiver<Option<Arc<Config>>>,
+    pub commands: mpsc::Sender<BootCommand>,
+}
+
+pub struct BootRunner {
+    config_path: PathBuf,
+    state: Arc<State>,
+    notifier: Notifier,
+    heartbeats: Heartbeats,
+    status: watch::Sender<BootStatus>,
+    config: watch::Sender<Option<Arc<Config>>>,
+    commands: mpsc::Receiver<BootCommand>,
+}
+
+/// How often the runner beats while idle or while a step runs.
+const BEAT: Duration = Duration::from_secs(1);
+pub const LOOP_NAME: &str = "boot";
+
+impl BootRunner {
+    /// Restores the persisted step states, so status shows the last boot until steps re-run.
+    pub fn new(
+        config_path: PathBuf,
+        state: Arc<State>,
+        notifier: Notifier,
+        heartbeats: Heartbeats,
+    ) -> Result<(Self, BootHandle), crate::state::StateError> {
+        let saved = state.steps()?;
+        let steps = BOOT_STEPS
+            .iter()
+            .map(|step| {
+                let record = saved.iter().find(|r| r.name == step.name());
+                StepStatus {
+                    name: step.name(),
+                    state: record.map_or(StepState::Pending, |r| StepState::parse(&r.state)),
+                    message: record.map(|r| r.message.clone()).unwrap_or_default(),
+                    progress: record.map_or(0.0, |r| r.progress),
+                    attempts: record.map_or(0, |r| r.attempts),
+                    updated_at: record.map(|r| r.updated_at.clone()).unwrap_or_else(now),
+                    key: None,
+                }
+            })
+            .collect();
+        let initial = BootStatus {
+            phase: Phase::Booting,
+            steps,
+            config_revision: None,
+            reload_error: None,
+        };
+        let (status_tx, status_rx) = watch::channel(initial);
+        let (config_tx, config_rx) = watch::channel(None);
+        let (command_tx, command_rx) = mpsc::channel(16);
+        heartbeats.beat(LOOP_NAME);
+        Ok((
+            Self {
+                config_path,
+                state,
+                notifier,
+                heartbeats,
+                status: status_tx,
+                config: config_tx,
+                commands: command_rx,
+            },
+            BootHandle {
+                status: status_rx,
+                config: config_rx,
+                commands: command_tx,
+            },
+        ))
+    }
+
+    /// Runs the steps, then serves reloads and retries until the command channel closes.
+    pub async fn run(mut self) {
+        let mut retry = self.run_steps("pangeod", false).await;
+        let mut beat = tokio::time::interval(BEAT);
+        loop {
+            let retry_sleep = async {
+                match retry {
+                    Some(after) => tokio::time::sleep(after).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = beat.tick() => self.heartbeats.beat(LOOP_NAME),
+                () = retry_sleep => {
+                    tracing::info!("retrying the failed boot step");
+                    retry = self.run_steps("pangeod", false).await;
+                }
+                command = self.commands.recv() => match command {
+                    Some(BootCommand::Reload { actor, reply }) => {
+                        self.notifier.reloading();
+                        retry = self.run_steps(&actor, true).await;
+                        self.notifier.reloaded();
+                        if let Some(reply) = reply {
+                            let outcome = match &self.status.borrow().reload_error {
+                                Some(error) => Err(error.clone()),
+                                None => Ok(()),
+                            };
+                            let _ = reply.send(outcome);
+                        }
+                    }
+                    None => break,
+                },
+            }
+        }
+    }
+
+    /// Runs every step in order, stopping at the first failure. Returns when to retry.
+    async fn run_steps(&mut self, actor: &str, reload: bool) -> Option<Duration> {
+        let mut ctx = steps::StepContext {
+            config_path: &self.config_path,
+            state: &self.state,
+            current: self.config.borrow().clone(),
+            actor,
+            reload,
+            revision: None,
+        };
+        for (index, step) in BOOT_STEPS.iter().enumerate() {
+            self.set_step(index, StepState::Running, "running".into(), 0.0, None, true);
+            let outcome = {
+                let future = steps::run(*step, &mut ctx);
+                tokio::pin!(future);
+                let mut beat = tokio::time::interval(BEAT);
+                loop {
+                    tokio::select! {
+                        outcome = &mut future => break outcome,
+                        // Beats only while the runner task is being polled: a step that blocks
+                        // the thread stops the beats, and the watchdog notices.
+                        _ = beat.tick() => self.heartbeats.beat(LOOP_NAME),
+                    }
+                }
+            };
+            if let Some(revision) = ctx.revision {
+                self.status
+                    .send_modify(|s| s.config_revision = Some(revision));
+            }
+            match outcome {
+                Ok(steps::StepOutcome::Done(message)) => {
+                    if *step == Step::Config {
+                        self.status.send_modify(|s| s.reload_error = None);
+                        self.config.send_replace(ctx.current.clone());
+                    }
+                    self.set_step(index, StepState::Done, message, 1.0, None, false);
+                }
+                Ok(steps::StepOutcome::ReloadRefused(error)) => {
+                    // The previous config stays in force; the platform is not disturbed.
+                    let message = error.message.clone();
+                    self.status
+                        .send_modify(|s| s.reload_error = Some(message.clone()));
+                    self.record_event(
+                        actor,
+                        "config.reload_refused",
+                        serde_json::json!({ "error": message, "key": error.key }),
+                    );
+                    tracing::warn!(error = %error.message, "config reload refused; keeping the config in force");
+                    self.set_step(
+                        index,
+                        StepState::Done,
+                        "config in force; the last reload was refused".into(),
+                        1.0,
+                        None,
+                        false,
+                    );
+                }
+                Err(error) => {
+                    tracing::error!(step = step.name(), error = %error.message, "boot step failed");
+                    self.record_event(
+                        "pangeod",
+                        "boot.step_failed",
+                        serde_json::json!({ "step": step.name(), "error": error.message, "key": error.key }),
+                    );
+                    let retry = error.retry_after;
+                    self.set_step(
+                        index,
+                        StepState::Failed,
+                        error.message,
+                        0.0,
+                        error.key,
+                        false,
+                    );
+                    for later in index + 1..BOOT_STEPS.len() {
+                        self.set_step(
+                            later,
+                            StepState::Pending,
+                            "waiting for earlier steps".into(),
+                            0.0,
+                            None,
+                            false,
+                        );
+                    }
+                    self.status.send_modify(|s| s.phase = Phase::Failed);
+                    self.notifier.status(&self.status.borrow().summary());
+                    return retry;
+                }
+            }
+        }
+        let first_ready = self.status.borrow().phase != Phase::Ready;
+        self.status.send_modify(|s| s.phase = Phase::Ready);
+        if first_ready {
+            self.on_ready(actor);
+        }
+        self.notifier.status(&self.status.borrow().summary());
+        None
+    }
+
+    /// After the first successful boot the immutable keys are locked for good.
+    fn on_ready(&self, actor: &str) {
+        let Some(config) = self.config.borrow().clone() else {
+            return;
+        };
+        match self.state.locked_keys() {
+            Ok(locked) if locked.is_empty() => {
+                let values = config.immutable_values();
+                match self.state.lock_keys(&values) {
+                    Ok(()) => {
+                        self.record_event(actor, "config.keys_locked", serde_json::json!(values))
+                    }
+                    Err(error) => tracing::error!(%error, "cannot lock the immutable keys"),
+                }
+            }
+            Ok(_) => {}
+            Err(error) => tracing::error!(%error, "cannot read the locked keys"),
+        }
+        self.record_event(
+            actor,
+            "boot.ready",
+            serde_json::json!({ "hub_url": config.hub_url() }),
+        );
+        tracing::info!(hub_url = %config.hub_url(), "all boot steps done");
+    }
+
+    fn set_step(
+        &self,
+        index: usize,
+        state: StepState,
+        message: String,
+        progress: f64,
+        key: Option<String>,
+        started: bool,
+    ) {
+        let mut record = None;
+        self.status.send_modify(|status| {
+            if state == StepState::Running {
+                status.phase = Phase::Booting;
+            }
+            if let Some(step) = status.steps.get_mut(index) {
+                step.state = state;
+                step.message = message;
+                step.progress = progress;
+                step.key = key;
+                step.updated_at = now();
+                if started {
+                    step.attempts += 1;
+                }
+                record = Some(StepRecord {
+                    name: step.name.to_string(),
+                    state: state.as_str().to_string(),
+                    message: step.message.clone(),
+                    progress,
+                    attempts: step.attempts,
+                    updated_at: step.updated_at.clone(),
+                });
+            }
+        });
+        if let Some(record) = record
+            && let Err(error) = self.state.save_step(&record)
+        {
+            {
+                tracing::error!(%error, step = record.name, "cannot persist the boot step");
+            }
+        }
+        self.notifier.status(&self.status.borrow().summary());
+    }
+
+    fn record_event(&self, actor: &str, action: &str, details: serde_json::Value) {
+        if let Err(error) = self.state.record_event(actor, action, details) {
+            tracing::error!(%error, action, "cannot record the event");
+        }
+    }
+}

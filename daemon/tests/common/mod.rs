@@ -1,0 +1,228 @@
+//! Runs the real `pangeod` binary as a child process on a config in a temp dir.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use hyper::Method;
+use pangeod::client;
+
+pub const CA: &str = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+
+pub struct TestDaemon {
+    pub dir: tempfile::TempDir,
+    pub child: Option<Child>,
+}
+
+impl TestDaemon {
+    /// A temp dir with a valid config; `extra` is appended to the main file.
+    pub fn new(extra: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("ipa-password"), "secret\n").unwrap();
+        std::fs::write(dir.path().join("ipa-ca.pem"), CA).unwrap();
+        let daemon = Self { dir, child: None };
+        daemon.write_main(&format!("{}{extra}", Self::main_text()));
+        daemon
+    }
+
+    pub fn main_text() -> String {
+        r#"[cluster]
+name = "test"
+external_ip = "192.0.2.10"
+
+[freeipa]
+server = "localhost:636"
+base_dn = "dc=example,dc=test"
+bind_dn = "uid=pangeod,cn=sysaccounts,cn=etc,dc=example,dc=test"
+password_file = "ipa-password"
+ca_file = "ipa-ca.pem"
+
+[api]
+socket = "run/admin.sock"
+
+[daemon]
+state_dir = "state"
+data_dir = "."
+require_data_disk = false
+min_free_gb = 0
+"#
+        .to_string()
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("pangeod.toml")
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.dir.path().join("run/admin.sock")
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    pub fn write_main(&self, text: &str) {
+        std::fs::write(self.config_path(), text).unwrap();
+    }
+
+    pub fn write_dropin(&self, name: &str, text: &str) -> PathBuf {
+        let dir = self.dir.path().join("pangeod.d");
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    pub fn command(&self) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_pangeod"));
+        command
+            .arg("--config")
+            .arg(self.config_path())
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("JOURNAL_STREAM")
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        command
+    }
+
+    /// Starts the daemon and waits until its socket answers.
+    pub fn start(&mut self) {
+        let child = self.command().spawn().unwrap();
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("pangeod exited early with {status}: {}", self.stderr());
+            }
+            if self.try_get("/v1/health").is_some() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("pangeod did not answer on {}", self.socket().display());
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().unwrap().id() as i32
+    }
+
+    pub fn signal(&self, signal: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), signal).unwrap();
+    }
+
+    /// Waits for the child to exit and returns its code.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<i32> {
+        let deadline = Instant::now() + within;
+        let child = self.child.as_mut().unwrap();
+        while Instant::now() < deadline {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("pangeod did not exit within {within:?}");
+    }
+
+    pub fn stderr(&mut self) -> String {
+        use std::io::Read;
+        let mut text = String::new();
+        if let Some(stderr) = self.child.as_mut().and_then(|c| c.stderr.as_mut()) {
+            let _ = stderr.read_to_string(&mut text);
+        }
+        text
+    }
+
+    pub fn request(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<Vec<u8>>,
+    ) -> client::Response {
+        runtime()
+            .block_on(client::request(
+                &self.socket(),
+                method,
+                path,
+                headers,
+                body,
+                Duration::from_secs(10),
+            ))
+            .unwrap()
+    }
+
+    pub fn try_get(&self, path: &str) -> Option<client::Response> {
+        runtime()
+            .block_on(client::request(
+                &self.socket(),
+                Method::GET,
+                path,
+                &[],
+                None,
+                Duration::from_secs(2),
+            ))
+            .ok()
+    }
+
+    pub fn get_json(&self, path: &str) -> serde_json::Value {
+        self.request(Method::GET, path, &[], None).json().unwrap()
+    }
+
+    /// Polls `/v1/status` until `check` holds.
+    pub fn wait_status(
+        &self,
+        what: &str,
+        check: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut last = serde_json::Value::Null;
+        while Instant::now() < deadline {
+            last = self.get_json("/v1/status");
+            if check(&last) {
+                return last;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("status never showed {what}; last: {last:#}");
+    }
+
+    pub fn stop(&mut self) {
+        if self.child.is_some() {
+            self.signal(nix::sys::signal::Signal::SIGTERM);
+            let code = self.wait_exit(Duration::from_secs(15));
+            assert_eq!(code, Some(0), "graceful stop must exit 0");
+            self.child = None;
+        }
+    }
+}
+
+impl Drop for TestDaemon {
+    fn drop(&mut self) {
+        if let Some(child) = self.child.as_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+pub fn step<'a>(status: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    status["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == name)
+        .unwrap()
+}
+
+pub fn exists(path: &Path) -> bool {
+    path.exists()
+}

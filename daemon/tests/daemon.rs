@@ -1,0 +1,289 @@
+//! The daemon as a process: bad config, signals, locks, restarts.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{TestDaemon, step};
+use nix::sys::signal::Signal;
+use pangeod::state::State;
+
+#[test]
+fn bad_config_keeps_the_daemon_up_in_a_failed_state_naming_the_field() {
+    let mut daemon = TestDaemon::new("\n[notebook]\ncpus = 0\n");
+    daemon.start();
+    let status = daemon.wait_status("a failed config step", |s| s["phase"] == "failed");
+    let config = step(&status, "config");
+    assert_eq!(config["state"], "failed");
+    assert_eq!(config["key"], "notebook.cpus");
+    let path = daemon.config_path().display().to_string();
+    assert_eq!(
+        config["message"],
+        format!(
+            "{path}:22:1: notebook.cpus: 0 is out of range: it must be an integer from 1 to 256; set notebook.cpus to a value from 1 to 256"
+        )
+    );
+    assert_eq!(step(&status, "preflight")["state"], "pending");
+    assert!(
+        status["summary"]
+            .as_str()
+            .unwrap()
+            .starts_with("failed at config: ")
+    );
+
+    let ready = daemon.request(hyper::Method::GET, "/v1/ready", &[], None);
+    assert_eq!(ready.status, 503);
+    assert_eq!(
+        ready.content_type.as_deref(),
+        Some("application/problem+json")
+    );
+
+    // Still up a while later: no crash loop.
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(daemon.child.as_mut().unwrap().try_wait().unwrap().is_none());
+    daemon.stop();
+}
+
+#[test]
+fn fixing_the_config_and_sending_sighup_recovers() {
+    let mut daemon = TestDaemon::new("");
+    let broken = daemon.write_dropin("50-portal.toml", "[notebook]\nram_gb = \"lots\"\n");
+    daemon.start();
+    let status = daemon.wait_status("a failed config step", |s| s["phase"] == "failed");
+    assert_eq!(
+        step(&status, "config")["message"],
+        format!(
+            "{}:2:1: notebook.ram_gb: invalid type: string \"lots\", expected i64; write it as an integer",
+            broken.display()
+        )
+    );
+    daemon.write_dropin("50-portal.toml", "[notebook]\nram_gb = 4\n");
+    daemon.signal(Signal::SIGHUP);
+    let status = daemon.wait_status("ready", |s| s["phase"] == "ready");
+    assert_eq!(step(&status, "config")["state"], "done");
+    daemon.stop();
+}
+
+#[test]
+fn sighup_applies_a_valid_change_and_refuses_an_invalid_one() {
+    let mut daemon = TestDaemon::new("");
+    daemon.start();
+    let first = daemon.wait_status("ready", |s| s["phase"] == "ready");
+    let first_revision = first["config_revision"].as_i64().unwrap();
+
+    daemon.write_dropin("50-portal.toml", "[notebook]\ncpus = 4\n");
+    daemon.signal(Signal::SIGHUP);
+    let second = daemon.wait_status("a new revision", |s| {
+        s["config_revision"].as_i64() > Some(first_revision)
+    });
+    let second_revision = second["config_revision"].as_i64().unwrap();
+
+    daemon.write_dropin("60-typo.toml", "[notebook]\ncpu = 8\n");
+    daemon.signal(Signal::SIGHUP);
+    let refused = daemon.wait_status("a refused reload", |s| !s["reload_error"].is_null());
+    assert!(
+        refused["reload_error"]
+            .as_str()
+            .unwrap()
+            .contains("notebook.cpu: unknown key")
+    );
+    assert_eq!(refused["phase"], "ready", "the config in force stays");
+    assert_eq!(refused["config_revision"].as_i64(), Some(second_revision));
+    daemon.stop();
+
+    let state = State::open(&daemon.state_dir()).unwrap();
+    let latest = state.latest_config_revision().unwrap().unwrap();
+    assert_eq!(latest.id, second_revision);
+    assert_eq!(latest.effective["notebook"]["cpus"], 4);
+    let actions: Vec<String> = state
+        .events(None, 100)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.action)
+        .collect();
+    assert!(
+        actions.contains(&"config.reload_refused".to_string()),
+        "{actions:?}"
+    );
+}
+
+#[test]
+fn immutable_keys_are_locked_after_the_first_successful_boot() {
+    let mut daemon = TestDaemon::new("");
+    daemon.start();
+    daemon.wait_status("ready", |s| s["phase"] == "ready");
+    daemon.stop();
+
+    // A drop-in from the portal tries to move the cluster to another IP.
+    let dropin = daemon.write_dropin(
+        "50-portal.toml",
+        "[cluster]\nexternal_ip = \"192.0.2.99\"\n",
+    );
+    daemon.start();
+    let status = daemon.wait_status("a failed config step", |s| s["phase"] == "failed");
+    let config = step(&status, "config");
+    assert_eq!(config["key"], "cluster.external_ip");
+    let message = config["message"].as_str().unwrap();
+    let prefix = format!(
+        "{}:2:1: cluster.external_ip: cannot change from \"192.0.2.10\" to \"192.0.2.99\": it was locked at the first successful boot (",
+        dropin.display()
+    );
+    assert!(message.starts_with(&prefix), "{message}");
+    assert!(message.ends_with("), and the appliance keeps \"192.0.2.10\"; restore cluster.external_ip = \"192.0.2.10\", or launch a new appliance for a different value"), "{message}");
+    daemon.stop();
+
+    let state = State::open(&daemon.state_dir()).unwrap();
+    assert_eq!(
+        state.locked_keys().unwrap()["cluster.external_ip"].value,
+        "192.0.2.10"
+    );
+    let latest = state.latest_config_revision().unwrap().unwrap();
+    assert_eq!(
+        latest.effective["cluster"]["external_ip"], "192.0.2.10",
+        "the old value is kept"
+    );
+}
+
+#[test]
+fn a_second_daemon_on_the_same_state_is_refused() {
+    let mut first = TestDaemon::new("");
+    first.start();
+    let mut second = first.command().spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let code = loop {
+        if let Some(status) = second.try_wait().unwrap() {
+            break status.code();
+        }
+        assert!(Instant::now() < deadline, "the second daemon kept running");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(code, Some(78));
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(second.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert!(
+        stderr.contains(&format!(
+            "pangeod: another pangeod (pid {}) is already using the state in {}; stop it first",
+            first.pid(),
+            first.state_dir().display()
+        )),
+        "{stderr}"
+    );
+    // The first one is unharmed.
+    assert_eq!(first.get_json("/v1/health")["status"], "ok");
+    first.stop();
+}
+
+#[test]
+fn a_state_database_from_a_newer_version_is_refused() {
+    let mut daemon = TestDaemon::new("");
+    std::fs::create_dir_all(daemon.state_dir()).unwrap();
+    let db = daemon.state_dir().join("state.db");
+    rusqlite::Connection::open(&db)
+        .unwrap()
+        .pragma_update(None, "user_version", 42)
+        .unwrap();
+    let before = std::fs::read(&db).unwrap();
+    daemon.child = Some(daemon.command().spawn().unwrap());
+    assert_eq!(daemon.wait_exit(Duration::from_secs(10)), Some(78));
+    let stderr = daemon.stderr();
+    assert!(
+        stderr.contains("has schema version 42, newer than the 1 this pangeod understands"),
+        "{stderr}"
+    );
+    assert_eq!(
+        std::fs::read(&db).unwrap(),
+        before,
+        "the newer database is not touched"
+    );
+    daemon.child = None;
+}
+
+#[test]
+fn sigterm_stops_gracefully_and_removes_the_socket() {
+    let mut daemon = TestDaemon::new("");
+    daemon.start();
+    daemon.wait_status("ready", |s| s["phase"] == "ready");
+    let started = Instant::now();
+    daemon.signal(Signal::SIGTERM);
+    assert_eq!(daemon.wait_exit(Duration::from_secs(10)), Some(0));
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert!(!daemon.socket().exists());
+    daemon.child = None;
+    let state = State::open(&daemon.state_dir()).unwrap();
+    assert_eq!(state.events(None, 1).unwrap()[0].action, "daemon.stopped");
+}
+
+#[test]
+fn a_missing_data_disk_fails_preflight_naming_the_key() {
+    let mut daemon = TestDaemon::new("");
+    daemon.write_main(
+        &TestDaemon::main_text().replace("require_data_disk = false", "require_data_disk = true"),
+    );
+    daemon.start();
+    let status = daemon.wait_status("a failed preflight", |s| s["phase"] == "failed");
+    let preflight = step(&status, "preflight");
+    assert_eq!(preflight["key"], "daemon.data_dir");
+    assert!(
+        preflight["message"]
+            .as_str()
+            .unwrap()
+            .contains("is not a mounted filesystem: the data disk is missing"),
+        "{preflight}"
+    );
+    assert_eq!(step(&status, "config")["state"], "done");
+    daemon.stop();
+}
+
+#[test]
+fn step_states_survive_a_restart() {
+    let mut daemon = TestDaemon::new("");
+    daemon.start();
+    daemon.wait_status("ready", |s| s["phase"] == "ready");
+    daemon.stop();
+    daemon.start();
+    let status = daemon.wait_status("ready", |s| s["phase"] == "ready");
+    assert_eq!(
+        step(&status, "config")["attempts"],
+        2,
+        "attempts count across restarts"
+    );
+    daemon.stop();
+}
+
+#[test]
+fn the_unit_file_matches_the_daemon() {
+    let unit = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../systemd/pangeod.service"
+    ))
+    .unwrap();
+    let value = |key: &str| -> Vec<String> {
+        unit.lines()
+            .filter_map(|line| line.strip_prefix(&format!("{key}=")))
+            .map(str::to_string)
+            .collect()
+    };
+    assert_eq!(value("Type"), ["notify"]);
+    assert_eq!(value("NotifyAccess"), ["main"]);
+    assert_eq!(value("Restart"), ["on-failure"]);
+    assert_eq!(
+        value("RestartPreventExitStatus"),
+        [pangeod::daemon::EXIT_CANNOT_START.to_string()]
+    );
+    assert_eq!(
+        value("ExecStart"),
+        [format!(
+            "/usr/bin/pangeod --config {}",
+            pangeod::config::DEFAULT_CONFIG_PATH
+        )]
+    );
+    assert_eq!(value("ProtectSystem"), ["strict"]);
+    assert_eq!(value("PrivateTmp"), ["yes"]);
+    assert!(!value("WatchdogSec").is_empty());
+    // The state lives on the data disk, which must stay writable under ProtectSystem=strict.
+    assert!(
+        value("ReadWritePaths")[0]
+            .split(' ')
+            .any(|p| p == "/var/lib/pangeo")
+    );
+}
