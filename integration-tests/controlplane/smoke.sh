@@ -11,7 +11,7 @@ WD="$(mktemp -d "${TMPDIR:-/tmp}/pangeo-controlplane-smoke.XXXXXX")"
 
 cleanup() {
   local rc=$?
-  "$CP_DIR/stop.sh" "$WD" || true
+  "$CP_DIR/stop.sh" "$WD" >/dev/null 2>&1 || true
   if [ "${KEEP_WORKDIR:-0}" = 1 ] || [ "$FAILED" -gt 0 ]; then
     echo "workdir kept: $WD" >&2
   else
@@ -37,7 +37,8 @@ wait_for() {
 # ------------------------------------------------------------------ 1. build + start
 echo "== build (cached) and start control plane in $WD"
 rc=0
-"$CP_DIR/build.sh" || rc=$?
+CONTROLPLANE_BIN_DIR="$("$CP_DIR/build.sh" --print-bin-dir)" || rc=$?
+export CONTROLPLANE_BIN_DIR
 if [ "$rc" -eq 3 ]; then trap - EXIT; rm -rf "$WD"; echo "SKIPPED: go not found"; exit 3; fi
 [ "$rc" -eq 0 ] || { fail "build.sh (exit $rc)"; echo "$PASSED passed, $FAILED failed"; exit 1; }
 
@@ -59,7 +60,7 @@ k version 2>&1 | sed 's/^/  /'
 # ------------------------------------------------------------------ 2. RBAC on
 check_rbac() {
   # The admin (system:masters) may do anything; an unbound user may not.
-  [ "$(k auth can-i create namespaces)" = yes ] || return 1
+  [ "$(k auth can-i create namespaces 2>/dev/null)" = yes ] || return 1
   [ "$(k auth can-i create namespaces --as=nobody 2>/dev/null || true)" = no ] || return 1
   k get --raw /apis/rbac.authorization.k8s.io/v1 >/dev/null || return 1
 }
@@ -100,10 +101,12 @@ EOF
   k -n "$NS" get job helm-install-demo -o jsonpath='{range .spec.template.spec.containers[*]}    image: {.image}{"\n"}    args: {.args}{"\n"}{range .env[*]}    env {.name}={.value}{"\n"}{end}{end}' \
     | cut -c1-160
   # The job controller (kube-controller-manager) creates its pod; it stays Pending (no scheduler, no kubelet).
-  if wait_for 30 k -n "$NS" get pods -l job-name=helm-install-demo -o name; then
-    echo "  job pod created by kube-controller-manager: $(k -n "$NS" get pods -l job-name=helm-install-demo -o name)"
+  has_job_pod() { [ -n "$(k -n "$NS" get pods -l job-name=helm-install-demo -o name 2>/dev/null)" ]; }
+  if wait_for 30 has_job_pod; then
+    echo "  job pod created by kube-controller-manager: $(k -n "$NS" get pods -l job-name=helm-install-demo \
+      -o jsonpath='{range .items[*]}{.metadata.name} phase={.status.phase}{end}') (stays Pending: no scheduler, no kubelet)"
   else
-    echo "  (no pod for the job yet)"
+    echo "  (no pod for the job within 30s; see logs/kube-controller-manager.log)"
   fi
 }
 if check_helmchart; then pass "HelmChart -> helm-controller created Job helm-install-demo"; else fail "HelmChart/Job check"; fi

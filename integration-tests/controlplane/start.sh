@@ -86,7 +86,8 @@ cert() {
     echo "extendedKeyUsage=$eku"
     [ -n "$san" ] && echo "subjectAltName=$san"
   } >"$ext"
-  ossl x509 -req -in "$PKI/$name.csr" -CA "$PKI/ca.crt" -CAkey "$PKI/ca.key" -CAcreateserial \
+  local ca="${CA_NAME:-ca}"
+  ossl x509 -req -in "$PKI/$name.csr" -CA "$PKI/$ca.crt" -CAkey "$PKI/$ca.key" -CAcreateserial \
     -days 3650 -sha256 -extfile "$ext" -out "$PKI/$name.crt"
   rm -f "$PKI/$name.csr" "$ext"
 }
@@ -95,6 +96,13 @@ cert apiserver "/CN=kube-apiserver" serverAuth \
 cert admin "/O=system:masters/CN=pangeo-test-admin" clientAuth
 cert kube-controller-manager "/CN=system:kube-controller-manager" clientAuth
 cert helm-controller "/O=system:masters/CN=helm-controller" clientAuth
+# Front proxy (aggregation layer) CA + client, as kubeadm/k3s: fills the requestheader CA in
+# kube-system/extension-apiserver-authentication that delegated authn (controller-manager) reads.
+ec_key "$PKI/front-proxy-ca.key"
+ossl req -x509 -new -key "$PKI/front-proxy-ca.key" -sha256 -days 3650 -subj "/CN=pangeo-test-front-proxy-ca" \
+  -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign,digitalSignature" \
+  -out "$PKI/front-proxy-ca.crt"
+CA_NAME=front-proxy-ca cert front-proxy-client "/CN=front-proxy-client" clientAuth
 # ServiceAccount token signing key pair (RSA, as kubeadm).
 ossl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$PKI/sa.key"
 ossl pkey -in "$PKI/sa.key" -pubout -out "$PKI/sa.pub"
@@ -178,6 +186,13 @@ launch kube-apiserver kube-apiserver \
   --tls-cert-file="$PKI/apiserver.crt" \
   --tls-private-key-file="$PKI/apiserver.key" \
   --client-ca-file="$PKI/ca.crt" \
+  --requestheader-client-ca-file="$PKI/front-proxy-ca.crt" \
+  --requestheader-allowed-names=front-proxy-client \
+  --requestheader-username-headers=X-Remote-User \
+  --requestheader-group-headers=X-Remote-Group \
+  --requestheader-extra-headers-prefix=X-Remote-Extra- \
+  --proxy-client-cert-file="$PKI/front-proxy-client.crt" \
+  --proxy-client-key-file="$PKI/front-proxy-client.key" \
   --authorization-mode=RBAC \
   --anonymous-auth=false \
   --allow-privileged=true \
@@ -215,7 +230,7 @@ launch kube-controller-manager kube-controller-manager \
   --cert-dir="$WD/kcm-certs" \
   --leader-elect=false \
   --controllers='*' \
-  --use-service-account-credentials=false \
+  --use-service-account-credentials=true \
   --service-account-private-key-file="$PKI/sa.key" \
   --root-ca-file="$PKI/ca.crt" \
   --cluster-signing-cert-file="$PKI/ca.crt" \

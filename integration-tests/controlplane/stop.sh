@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Stops a control plane started by start.sh <workdir>: SIGTERM to each PID in <workdir>/pids
-# (newest first), waits up to CONTROLPLANE_STOP_TIMEOUT seconds (default 15), then SIGKILL.
+# Stops a control plane started by start.sh <workdir>: for each PID in <workdir>/pids, newest first,
+# SIGTERM, wait up to CONTROLPLANE_STOP_TIMEOUT seconds (default 15), then SIGKILL.
 # Only PIDs whose command line mentions <workdir> are signalled (guards against PID reuse).
 # Idempotent: a missing pids file or dead processes are fine. Exit 0 unless usage error (2).
 set -uo pipefail
@@ -18,32 +18,27 @@ ours() { # pid -> alive and started for this workdir
   tr '\0' ' ' <"/proc/$pid/cmdline" | grep -qF "$WD"
 }
 
+# One at a time, newest first (helm-controller, controller-manager, apiserver, then kine), so the
+# apiserver can still reach its storage while it shuts down.
 mapfile -t lines < <(tac "$WD/pids")
-pids=()
+n=0
 for l in "${lines[@]}"; do
   name="${l%% *}"; pid="${l##* }"
   [[ "$pid" =~ ^[0-9]+$ ]] || continue
-  if ours "$pid"; then
-    cp_log "SIGTERM $name ($pid)"
-    kill -TERM "$pid" 2>/dev/null || true
-    pids+=("$pid:$name")
-  fi
-done
-
-deadline=$(( $(date +%s) + TIMEOUT ))
-for e in "${pids[@]}"; do
-  pid="${e%%:*}"; name="${e#*:}"
+  ours "$pid" || continue
+  n=$((n + 1))
+  t0=$(date +%s.%N)
+  kill -TERM "$pid" 2>/dev/null || true
+  deadline=$(( $(date +%s) + TIMEOUT ))
   while ours "$pid" && [ "$(date +%s)" -lt "$deadline" ]; do sleep 0.1; done
   if ours "$pid"; then
-    cp_log "SIGKILL $name ($pid): still running after ${TIMEOUT}s"
+    cp_log "SIGKILL $name ($pid): still running ${TIMEOUT}s after SIGTERM"
     kill -KILL "$pid" 2>/dev/null || true
+    for _ in $(seq 1 50); do ours "$pid" || break; sleep 0.1; done
+  else
+    cp_log "stopped $name ($pid) after SIGTERM in $(elapsed "$t0")s"
   fi
 done
-# Reap zombies' view: wait briefly for killed ones to disappear.
-for e in "${pids[@]}"; do
-  pid="${e%%:*}"
-  for _ in $(seq 1 50); do ours "$pid" || break; sleep 0.1; done
-done
 mv -f "$WD/pids" "$WD/pids.stopped" 2>/dev/null || true
-cp_log "stopped (${#pids[@]} processes)"
+cp_log "stopped ($n processes)"
 exit 0
