@@ -168,15 +168,21 @@ def cmd_chart_images(tgz):
                 continue
             text = t.extractfile(member).read().decode("utf-8", "replace")
             registry = name = None
+            since = 0
             for line in text.splitlines():
+                since += 1
+                if since > 4:  # name/repository and tag sit together in an image: block
+                    registry = name = None
                 mt = IMAGE_RE.match(line)
                 if not mt:
                     continue
                 key, val = mt.groups()
                 if key == "registry":
                     registry = val
-                elif key in ("name", "repository"):
-                    name = val if "/" in val or key == "repository" else name
+                    since = 0
+                elif key in ("name", "repository") and val:
+                    name = val
+                    since = 0
                 elif key == "tag" and name:
                     ref = "%s/%s" % (registry, name) if registry and not name.startswith(registry) else name
                     found.add("%s:%s" % (ref, val or "<chart appVersion>"))
