@@ -33,8 +33,8 @@ fi
 mkdir -p "$ROOT"
 # One builder at a time per cache dir (parallel test runs share it).
 exec 9>"$ROOT/.build.lock"
-if command -v flock >/dev/null 2>&1; then
-  cp_log "waiting for build lock $ROOT/.build.lock"
+if command -v flock >/dev/null 2>&1 && ! flock -n 9; then
+  cp_log "another build holds $ROOT/.build.lock; waiting"
   flock 9
 fi
 if cp_bin_complete "$BIN"; then    # built by someone else while we waited
@@ -82,20 +82,11 @@ build_one() { # name module-dir package [extra go build args...]
   cp_log "building $name ($pkg) ..."
   if ! (cd "$CP_DIR/go/$dir" && "$GO" build -trimpath "$@" -o "$TMP/$name" "$pkg") >"$TMP/$name.log" 2>&1; then
     tail -n 40 "$TMP/$name.log" >&2
-    cp_die "building $name failed (see output above)" 1
+    cp_die "building $name failed (see output above; go downloads missing modules from \$GOPROXY=$("$GO" env GOPROXY))" 1
   fi
   t1=$(date +%s)
   cp_log "built $name in $((t1 - t0))s"
 }
-
-# Download first so a network problem gives a clear error of its own.
-for d in kubernetes kine helm-controller; do
-  cp_log "go mod download ($d) ..."
-  if ! (cd "$CP_DIR/go/$d" && "$GO" mod download) >"$TMP/download-$d.log" 2>&1; then
-    tail -n 20 "$TMP/download-$d.log" >&2
-    cp_die "go mod download failed for go/$d (no access to the Go module proxy?)" 1
-  fi
-done
 
 build_one kube-apiserver kubernetes k8s.io/kubernetes/cmd/kube-apiserver -ldflags "$K8S_LDFLAGS"
 build_one kube-controller-manager kubernetes k8s.io/kubernetes/cmd/kube-controller-manager -ldflags "$K8S_LDFLAGS"

@@ -113,7 +113,7 @@ for v in KINE_PORT API_PORT KCM_PORT; do cp_free_port "$v" || cp_die "could not 
 APISERVER_URL="https://127.0.0.1:$API_PORT"
 KINE_ENDPOINT="http://127.0.0.1:$KINE_PORT"
 
-# kubeconfig <file> <cert-name>
+# kubeconfig <file> <cert-name>: self-contained (certificates embedded as base64 data).
 kubeconfig() {
   cat >"$1" <<EOF
 apiVersion: v1
@@ -122,12 +122,12 @@ clusters:
 - name: pangeo-test
   cluster:
     server: $APISERVER_URL
-    certificate-authority: $PKI/ca.crt
+    certificate-authority-data: $(base64 -w0 "$PKI/ca.crt")
 users:
 - name: $2
   user:
-    client-certificate: $PKI/$2.crt
-    client-key: $PKI/$2.key
+    client-certificate-data: $(base64 -w0 "$PKI/$2.crt")
+    client-key-data: $(base64 -w0 "$PKI/$2.key")
 contexts:
 - name: pangeo-test
   context:
