@@ -14,7 +14,7 @@ CP_BUILD_REV=1
 CP_BINARIES=(kube-apiserver kube-controller-manager kubectl kine helm-controller)
 
 cp_log() { printf '[controlplane] %s\n' "$*" >&2; }
-cp_die() { printf '[controlplane] ERROR: %s\n' "$*" >&2; exit "${2:-1}"; }
+cp_die() { printf '[controlplane] ERROR: %s\n' "$1" >&2; exit "${2:-1}"; }
 
 # Locate go: PATH first, then the usual install location.
 cp_find_go() {
