@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::api::{self, AppState};
-use crate::boot::{BootCommand, BootRunner};
+use crate::boot::BootRunner;
 use crate::config;
 use crate::state::{State, StateError};
 use crate::systemd::{self, Heartbeats, Notifier};
@@ -35,19 +35,19 @@ pub async fn run(config_path: PathBuf) -> Result<(), DaemonError> {
     let paths = config::bootstrap(&config_path);
     tracing::info!(
         config = %config_path.display(),
-        state_dir = %paths.state_dir.display(),
-        socket = %paths.socket.display(),
+        state_dir = %paths.daemon.state_dir.display(),
+        socket = %paths.api.socket.display(),
         version = env!("CARGO_PKG_VERSION"),
         "pangeod starting"
     );
-    let state = match State::open(&paths.state_dir) {
+    let state = match State::open(&paths.daemon.state_dir) {
         Ok(state) => Arc::new(state),
         Err(error) => {
             notifier.status(&format!("cannot start: {error}"));
             return Err(error.into());
         }
     };
-    let listener = match api::bind_socket(&paths.socket, paths.socket_group.as_deref()).await {
+    let listener = match api::bind_socket(&paths.api.socket, paths.api.socket_group.as_deref()).await {
         Ok(listener) => listener,
         Err(error) => {
             notifier.status(&format!("cannot start: {error}"));
@@ -62,7 +62,7 @@ pub async fn run(config_path: PathBuf) -> Result<(), DaemonError> {
 
     let heartbeats = Heartbeats::default();
     let (runner, boot) = BootRunner::new(
-        config_path,
+        config_path.clone(),
         state.clone(),
         notifier.clone(),
         heartbeats.clone(),
@@ -77,15 +77,42 @@ pub async fn run(config_path: PathBuf) -> Result<(), DaemonError> {
     notifier.ready("loading config");
 
     let (stop_api, api_stopped) = tokio::sync::watch::channel(false);
+    let tcp = match &paths.api.listen {
+        Some(addr) => match tcp_listener(*addr, &paths).await {
+            Ok(tcp) => Some(tcp),
+            Err(error) => {
+                // The socket still serves local admins; status and the log say why TCP is off.
+                tracing::error!(%error, "the admin API's TCP listener is off");
+                record(&state, "api.tcp_failed", serde_json::json!({ "error": error.to_string() }));
+                None
+            }
+        },
+        None => None,
+    };
     let app = AppState {
         boot: boot.clone(),
         state: state.clone(),
+        config_path: config_path.clone(),
         started,
+        metrics: Default::default(),
+        tcp: tcp.as_ref().map(|t| t.info.clone()),
+        patch_lock: Default::default(),
     };
-    let server = tokio::spawn(serve(listener, api::router(app), api_stopped));
+    let router = api::router(app);
+    let mut servers = vec![tokio::spawn(api::serve_unix(listener, router.clone(), api_stopped.clone()))];
+    if let Some(tcp) = tcp {
+        servers.push(tokio::spawn(api::serve_tls(
+            tcp.listener,
+            router,
+            tcp.tls,
+            paths.api.admin_allowed_cidrs.clone(),
+            tcp.tokens,
+            api_stopped,
+        )));
+    }
     let runner = tokio::spawn(runner.run());
     heartbeats.beat(API_LOOP);
-    let probe = tokio::spawn(probe_api(paths.socket.clone(), heartbeats.clone()));
+    let probe = tokio::spawn(probe_api(paths.api.socket.clone(), heartbeats.clone()));
     let watchdog = systemd::watchdog_interval().map(|interval| {
         tracing::info!(?interval, "systemd watchdog armed");
         tokio::spawn(systemd::run_watchdog(
@@ -100,10 +127,7 @@ pub async fn run(config_path: PathBuf) -> Result<(), DaemonError> {
         tokio::select! {
             _ = hangup.recv() => {
                 tracing::info!("SIGHUP: re-reading the config");
-                let command = BootCommand::Reload { actor: "SIGHUP".into(), reply: None };
-                if boot.commands.send(command).await.is_err() {
-                    tracing::error!("the boot runner has stopped; cannot reload");
-                }
+                boot.request_reload("SIGHUP");
             }
             _ = terminate.recv() => break,
             _ = interrupt.recv() => break,
@@ -119,32 +143,57 @@ pub async fn run(config_path: PathBuf) -> Result<(), DaemonError> {
     // Steps are idempotent and persisted, so a step cut short resumes on the next start.
     runner.abort();
     let _ = stop_api.send(true);
-    if tokio::time::timeout(SHUTDOWN_BOUND, server).await.is_err() {
-        tracing::warn!("API connections did not close in time; stopping anyway");
+    for server in servers {
+        if tokio::time::timeout(SHUTDOWN_BOUND, server).await.is_err() {
+            tracing::warn!("API connections did not close in time; stopping anyway");
+        }
     }
     record(
         &state,
         "daemon.stopped",
         serde_json::json!({ "uptime_seconds": started.elapsed().as_secs() }),
     );
-    let _ = std::fs::remove_file(&paths.socket);
+    let _ = std::fs::remove_file(&paths.api.socket);
     Ok(())
 }
 
-async fn serve(
-    listener: tokio::net::UnixListener,
-    router: axum::Router,
-    mut stop: tokio::sync::watch::Receiver<bool>,
-) {
-    let shutdown = async move {
-        let _ = stop.wait_for(|stop| *stop).await;
-    };
-    if let Err(error) = axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await
-    {
-        tracing::error!(%error, "admin API server failed");
+struct TcpListener {
+    listener: tokio::net::TcpListener,
+    tls: std::sync::Arc<rustls::ServerConfig>,
+    tokens: api::auth::Tokens,
+    info: api::TcpListenerInfo,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum TcpError {
+    #[error(transparent)]
+    Auth(#[from] api::auth::AuthError),
+    #[error(transparent)]
+    Listen(#[from] api::ListenError),
+}
+
+/// The portal's listener: TLS (configured or generated), tokens (configured or generated).
+async fn tcp_listener(addr: std::net::SocketAddr, paths: &config::Bootstrap) -> Result<TcpListener, TcpError> {
+    let state_dir = &paths.daemon.state_dir;
+    let tokens = api::auth::Tokens::load_or_generate(paths.api.token_file.as_deref(), state_dir)?;
+    let tls = api::auth::tls_material(paths.api.tls_cert.as_deref(), paths.api.tls_key.as_deref(), state_dir, &paths.names)?;
+    let listener = api::bind_tcp(addr).await?;
+    let address = listener.local_addr().map_or_else(|_| addr.to_string(), |a| a.to_string());
+    if paths.api.admin_allowed_cidrs.is_empty() {
+        tracing::warn!("api.admin_allowed_cidrs is empty: the TCP listener refuses every source");
     }
+    tracing::info!(%address, fingerprint = %tls.fingerprint, "admin API listening on TCP with TLS");
+    Ok(TcpListener {
+        listener,
+        tls: tls.config,
+        info: api::TcpListenerInfo {
+            address,
+            tls_fingerprint: tls.fingerprint,
+            ca_file: tls.ca_path.map(|p| p.display().to_string()),
+            token_file: tokens.path.display().to_string(),
+        },
+        tokens,
+    })
 }
 
 /// The API loop is alive when it answers its own health route over the socket.

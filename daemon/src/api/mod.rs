@@ -1,98 +1,80 @@
 //! The admin API. It owns no state: handlers read the boot status and the config through
 //! watch channels, and hand changes to the boot runner and the state module.
 
+pub mod auth;
+mod body;
+mod listen;
+mod metrics;
 mod problem;
 mod routes;
 
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::Router;
-use tokio::net::UnixListener;
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use tower_http::timeout::TimeoutLayer;
 
 use crate::boot::BootHandle;
 use crate::state::State;
 
+pub use listen::{HEADER_TIMEOUT, ListenError, bind_socket, bind_tcp, serve_tls, serve_unix};
+pub use metrics::Metrics;
 pub use problem::Problem;
+
+/// Request bodies larger than this get 413.
+pub const BODY_LIMIT: usize = 64 * 1024;
+/// A request that takes longer than this gets 408.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// What status shows about the TCP listener.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct TcpListenerInfo {
+    pub address: String,
+    /// SHA-256 fingerprint of the listener's certificate.
+    pub tls_fingerprint: String,
+    /// The local CA that signed a generated certificate, for clients to trust.
+    pub ca_file: Option<String>,
+    pub token_file: String,
+}
 
 /// What every handler can reach.
 #[derive(Clone)]
 pub struct AppState {
     pub boot: BootHandle,
     pub state: Arc<State>,
+    pub config_path: PathBuf,
     pub started: Instant,
+    pub metrics: Arc<Metrics>,
+    pub tcp: Option<TcpListenerInfo>,
+    /// Config changes are applied one at a time.
+    pub patch_lock: Arc<tokio::sync::Mutex<()>>,
 }
 
+/// The routes, with their OpenAPI document generated from the same handler definitions.
 pub fn router(app: AppState) -> Router {
-    routes::router().with_state(app)
+    let (router, openapi) = routes::router().split_for_parts();
+    let openapi = Arc::new(openapi);
+    let metrics = app.metrics.clone();
+    router
+        .route(
+            "/v1/openapi.json",
+            axum::routing::get(move || {
+                let openapi = openapi.clone();
+                async move { axum::Json(openapi.as_ref().clone()) }
+            }),
+        )
+        .fallback(routes::not_found)
+        .with_state(app)
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, REQUEST_TIMEOUT))
+        .layer(axum::middleware::from_fn(problem::problemize))
+        .layer(axum::middleware::from_fn_with_state(metrics, metrics::track))
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum ListenError {
-    #[error("cannot create the socket directory {path}: {source}; check api.socket")]
-    CreateDir {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error(
-        "another process is serving the admin socket {path}; stop it, or set a different api.socket"
-    )]
-    InUse { path: PathBuf },
-    #[error(
-        "cannot bind the admin socket {path}: {source}; check api.socket and its directory's permissions"
-    )]
-    Bind {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error(
-        "api.socket_group: no group named \"{group}\" exists; create it (groupadd {group}) or remove api.socket_group"
-    )]
-    NoSuchGroup { group: String },
-    #[error("cannot set the owner or mode of {path}: {source}")]
-    Permissions {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-}
-
-/// Binds the admin socket with mode 0660 and the configured group. A stale socket file left by
-/// a crash is replaced; a live one is refused.
-pub async fn bind_socket(path: &Path, group: Option<&str>) -> Result<UnixListener, ListenError> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|source| ListenError::CreateDir {
-            path: dir.to_path_buf(),
-            source,
-        })?;
-    }
-    if path.exists() {
-        if tokio::net::UnixStream::connect(path).await.is_ok() {
-            return Err(ListenError::InUse {
-                path: path.to_path_buf(),
-            });
-        }
-        let _ = std::fs::remove_file(path);
-    }
-    let listener = UnixListener::bind(path).map_err(|source| ListenError::Bind {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let permissions = |source| ListenError::Permissions {
-        path: path.to_path_buf(),
-        source,
-    };
-    if let Some(group) = group {
-        let gid = nix::unistd::Group::from_name(group)
-            .ok()
-            .flatten()
-            .ok_or_else(|| ListenError::NoSuchGroup {
-                group: group.to_string(),
-            })?
-            .gid;
-        std::os::unix::fs::chown(path, None, Some(gid.as_raw())).map_err(permissions)?;
-    }
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660)).map_err(permissions)?;
-    Ok(listener)
+/// The OpenAPI document, as served on `/v1/openapi.json`.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    routes::router().split_for_parts().1
 }

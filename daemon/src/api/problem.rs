@@ -5,7 +5,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Problem {
     /// A stable identifier, `urn:pangeod:problem:<code>`.
     #[serde(rename = "type")]
@@ -53,6 +53,35 @@ impl IntoResponse for Problem {
         );
         response
     }
+}
+
+/// Every error leaves as problem+json, including those made by layers and extractors
+/// (405, 408, 413, query rejections): their plain text becomes the `detail`.
+pub async fn problemize(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let response = next.run(request).await;
+    let status = response.status();
+    let is_problem = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/problem+json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_problem {
+        return response;
+    }
+    let (code, title) = match status {
+        StatusCode::BAD_REQUEST => ("bad-request", "Bad request"),
+        StatusCode::NOT_FOUND => ("not-found", "Not found"),
+        StatusCode::METHOD_NOT_ALLOWED => ("method-not-allowed", "Method not allowed"),
+        StatusCode::REQUEST_TIMEOUT => ("timeout", "Request timed out"),
+        StatusCode::PAYLOAD_TOO_LARGE => ("body-too-large", "Body too large"),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => ("unsupported-media-type", "Unsupported media type"),
+        StatusCode::UNPROCESSABLE_ENTITY => ("invalid", "Invalid request"),
+        _ if status.is_server_error() => ("internal", "Internal error"),
+        _ => ("client-error", "Client error"),
+    };
+    let body = axum::body::to_bytes(response.into_body(), 16 * 1024).await.unwrap_or_default();
+    let text = String::from_utf8_lossy(&body).trim().to_string();
+    let detail = if text.is_empty() { title.to_string() } else { text };
+    Problem::new(status, code, title, detail).into_response()
 }
 
 impl From<crate::state::StateError> for Problem {

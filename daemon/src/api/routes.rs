@@ -1,86 +1,343 @@
-//! Routes. Each handler translates HTTP into a call on the boot runner or the state module.
+//! Routes. Each handler translates HTTP into a call on the boot runner or the state module;
+//! `#[utoipa::path]` beside each keeps the OpenAPI document generated from the code.
 
-use axum::Router;
-use axum::extract::State as Extract;
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Json};
-use axum::routing::get;
-use serde::Serialize;
+use axum::Extension;
+use axum::extract::{Query, State as Extract};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Json, Response};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, OpenApi, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use crate::boot::{BootStatus, Phase};
+use crate::boot::{BootStatus, PatchError, Phase, StepState, apply_config_patch};
+use crate::state::Event;
 
-use super::{AppState, Problem};
+use super::auth::Actor;
+use super::body::JsonBody;
+use super::{AppState, Problem, TcpListenerInfo};
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/health", get(health))
-        .route("/v1/ready", get(ready))
-        .route("/v1/status", get(status))
-        .fallback(not_found)
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "pangeod admin API",
+        description = "The Pangeo appliance's admin API. Errors are application/problem+json with a stable `type` (urn:pangeod:problem:<code>).",
+        license(name = "Apache-2.0", identifier = "Apache-2.0")
+    ),
+    components(schemas(Problem))
+)]
+struct ApiDoc;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(health))
+        .routes(routes!(ready))
+        .routes(routes!(status))
+        .routes(routes!(get_config, patch_config))
+        .routes(routes!(events))
+        .routes(routes!(metrics))
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct Health {
-    pub status: &'static str,
-    pub version: &'static str,
+    pub status: String,
+    pub version: String,
 }
 
+/// The daemon is alive (not: the platform is ready).
+#[utoipa::path(get, path = "/v1/health", tag = "status", responses((status = 200, body = Health)))]
 async fn health() -> Json<Health> {
     Json(Health {
-        status: "ok",
-        version: env!("CARGO_PKG_VERSION"),
+        status: "ok".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
     })
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct Ready {
     pub ready: bool,
 }
 
+/// The platform is ready: every boot step is done. Otherwise 503 with the reason.
+#[utoipa::path(get, path = "/v1/ready", tag = "status", responses(
+    (status = 200, body = Ready),
+    (status = 503, body = Problem, content_type = "application/problem+json", description = "not ready; `detail` says why")
+))]
 async fn ready(Extract(app): Extract<AppState>) -> Result<Json<Ready>, Problem> {
     let status = app.boot.status.borrow().clone();
     if status.phase == Phase::Ready {
         Ok(Json(Ready { ready: true }))
     } else {
-        Err(Problem::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not-ready",
-            "Platform not ready",
-            status.summary(),
-        ))
+        Err(Problem::new(StatusCode::SERVICE_UNAVAILABLE, "not-ready", "Platform not ready", status.summary()))
     }
 }
 
-#[derive(Serialize)]
+/// A platform component; later versions fill these in as they manage each one.
+#[derive(Serialize, ToSchema)]
+pub struct ComponentStatus {
+    pub name: String,
+    /// `unmanaged`: this version of pangeod does not manage the component yet.
+    pub state: String,
+    pub message: String,
+}
+
+#[derive(Serialize, ToSchema)]
 pub struct Status {
-    pub version: &'static str,
+    pub version: String,
     pub uptime_seconds: u64,
+    /// One line, as in systemd's STATUS=.
     pub summary: String,
     pub hub_url: Option<String>,
     #[serde(flatten)]
     pub boot: BootStatus,
+    pub components: Vec<ComponentStatus>,
+    /// The TCP listener for the portal, when configured.
+    pub api_listener: Option<TcpListenerInfo>,
 }
 
+const COMPONENTS: &[&str] = &["k3s", "jupyterhub", "dask-gateway", "storage", "ingress", "directory-sync"];
+
+/// Boot steps, the overall phase, version, uptime and components.
+#[utoipa::path(get, path = "/v1/status", tag = "status", responses((status = 200, body = Status)))]
 async fn status(Extract(app): Extract<AppState>) -> Json<Status> {
     let boot = app.boot.status.borrow().clone();
     let hub_url = app.boot.config.borrow().as_ref().map(|c| c.hub_url());
     Json(Status {
-        version: env!("CARGO_PKG_VERSION"),
+        version: env!("CARGO_PKG_VERSION").into(),
         uptime_seconds: app.started.elapsed().as_secs(),
         summary: boot.summary(),
         hub_url,
         boot,
+        components: COMPONENTS
+            .iter()
+            .map(|name| ComponentStatus {
+                name: (*name).to_string(),
+                state: "unmanaged".into(),
+                message: "not managed by this version of pangeod".into(),
+            })
+            .collect(),
+        api_listener: app.tcp.clone(),
     })
 }
 
-async fn not_found(uri: axum::http::Uri) -> impl IntoResponse {
+#[derive(Serialize, ToSchema)]
+pub struct ConfigView {
+    /// The config revision in force.
+    pub revision: i64,
+    /// False when a PATCH changed nothing.
+    pub changed: bool,
+    /// The effective config. Secrets are never inline: only the paths of their files appear.
+    #[schema(value_type = Object)]
+    pub config: serde_json::Value,
+    /// The keys set through this API, applied over the files.
+    #[schema(value_type = Object)]
+    pub overlay: serde_json::Value,
+}
+
+/// The config in force, secrets redacted.
+#[utoipa::path(get, path = "/v1/config", tag = "config", responses(
+    (status = 200, body = ConfigView),
+    (status = 503, body = Problem, content_type = "application/problem+json", description = "no valid config yet")
+))]
+async fn get_config(Extract(app): Extract<AppState>) -> Result<Json<ConfigView>, Problem> {
+    let state = app.state.clone();
+    let latest = tokio::task::spawn_blocking(move || state.latest_config_revision())
+        .await
+        .map_err(|e| Problem::internal(e.to_string()))??;
+    let summary = app.boot.status.borrow().summary();
+    let Some(latest) = latest else {
+        return Err(Problem::new(StatusCode::SERVICE_UNAVAILABLE, "config-invalid", "No valid config yet", summary));
+    };
+    Ok(Json(ConfigView {
+        revision: latest.id,
+        changed: false,
+        config: latest.effective,
+        overlay: latest.overlay,
+    }))
+}
+
+/// The updatable keys. `null` reverts a key to the value in the config files.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+pub struct ConfigPatch {
+    notebook: Option<NotebookPatch>,
+    dask: Option<DaskPatch>,
+    freeipa: Option<FreeIpaPatch>,
+    hub: Option<HubPatch>,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+struct NotebookPatch {
+    #[schema(minimum = 1, maximum = 256)]
+    cpus: Option<u32>,
+    #[schema(minimum = 1, maximum = 4096)]
+    ram_gb: Option<u32>,
+    #[schema(minimum = 1, maximum = 65536)]
+    storage_gb: Option<u32>,
+    #[schema(minimum = 0, maximum = 10080)]
+    idle_cull_timeout_minutes: Option<u32>,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+struct DaskPatch {
+    #[schema(minimum = 1, maximum = 8)]
+    max_worker_cores: Option<u32>,
+    #[schema(minimum = 1, maximum = 16)]
+    max_worker_memory_gb: Option<u32>,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+struct FreeIpaPatch {
+    server: Option<String>,
+    /// `ldaps`, `starttls` or `plain`.
+    tls: Option<String>,
+    base_dn: Option<String>,
+    bind_dn: Option<String>,
+    password_file: Option<String>,
+    ca_file: Option<String>,
+    #[schema(minimum = 10, maximum = 86400)]
+    sync_interval_seconds: Option<u32>,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+struct HubPatch {
+    admin_users: Option<Vec<String>>,
+}
+
+/// Changes updatable keys (JSON merge patch). Validated with the same rules as the files,
+/// stored as a revision, recorded as an event, and applied.
+#[utoipa::path(patch, path = "/v1/config", tag = "config",
+    request_body(content = ConfigPatch, content_type = "application/json"),
+    responses(
+        (status = 200, body = ConfigView),
+        (status = 400, body = Problem, content_type = "application/problem+json", description = "malformed JSON, with the position"),
+        (status = 409, body = Problem, content_type = "application/problem+json", description = "the key cannot be changed here"),
+        (status = 413, body = Problem, content_type = "application/problem+json"),
+        (status = 415, body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json", description = "unknown key or bad value; `field` names it"),
+    )
+)]
+async fn patch_config(
+    Extract(app): Extract<AppState>,
+    Extension(actor): Extension<Actor>,
+    JsonBody(patch): JsonBody,
+) -> Result<Json<ConfigView>, Problem> {
+    let _one_at_a_time = app.patch_lock.lock().await;
+    let state = app.state.clone();
+    let config_path = app.config_path.clone();
+    let who = actor.0.clone();
+    let outcome = tokio::task::spawn_blocking(move || apply_config_patch(&config_path, &state, &who, &patch))
+        .await
+        .map_err(|e| Problem::internal(e.to_string()))?
+        .map_err(patch_problem)?;
+    if outcome.changed {
+        tracing::info!(actor = %actor.0, revision = outcome.revision, "config changed through the API");
+        app.boot.request_reload(&actor.0);
+    }
+    Ok(Json(ConfigView {
+        revision: outcome.revision,
+        changed: outcome.changed,
+        config: outcome.config,
+        overlay: outcome.overlay,
+    }))
+}
+
+fn patch_problem(error: PatchError) -> Problem {
+    let key = error.key().map(str::to_string);
+    let detail = error.to_string();
+    let problem = match error {
+        PatchError::State(error) => return Problem::from(error),
+        PatchError::Immutable { .. } => Problem::new(StatusCode::CONFLICT, "immutable-key", "Key cannot be changed", detail),
+        PatchError::FileOnly { .. } => Problem::new(StatusCode::CONFLICT, "file-only-key", "Key is set in the config files only", detail),
+        PatchError::FilesBroken(_) => Problem::new(StatusCode::CONFLICT, "config-files-invalid", "The config files are invalid", detail),
+        PatchError::Shape { .. } | PatchError::Invalid(_) => {
+            Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid-config", "Invalid config value", detail)
+        }
+    };
+    match key {
+        Some(key) => problem.with_field(key),
+        None => problem,
+    }
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct EventsQuery {
+    /// Return events older than this id (from `next_before` of the previous page).
+    before: Option<i64>,
+    /// Page size.
+    #[param(minimum = 1, maximum = 500)]
+    limit: Option<u32>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct EventsPage {
+    /// Newest first.
+    pub events: Vec<Event>,
+    /// Pass as `before` for the next (older) page; null on the last page.
+    pub next_before: Option<i64>,
+}
+
+/// The event log: who changed what, and when. Newest first.
+#[utoipa::path(get, path = "/v1/events", tag = "events", params(EventsQuery), responses(
+    (status = 200, body = EventsPage),
+    (status = 422, body = Problem, content_type = "application/problem+json")
+))]
+async fn events(Extract(app): Extract<AppState>, Query(query): Query<EventsQuery>) -> Result<Json<EventsPage>, Problem> {
+    let limit = query.limit.unwrap_or(50);
+    if !(1..=500).contains(&limit) {
+        return Err(Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid-parameter", "Invalid parameter", "limit must be from 1 to 500")
+            .with_field("limit"));
+    }
+    let state = app.state.clone();
+    let events = tokio::task::spawn_blocking(move || state.events(query.before, limit))
+        .await
+        .map_err(|e| Problem::internal(e.to_string()))??;
+    let next_before = (events.len() == limit as usize).then(|| events.last().map(|e| e.id)).flatten();
+    Ok(Json(EventsPage { events, next_before }))
+}
+
+/// Prometheus metrics.
+#[utoipa::path(get, path = "/metrics", tag = "status", responses((status = 200, content_type = "text/plain", body = String)))]
+async fn metrics(Extract(app): Extract<AppState>) -> Response {
+    use std::fmt::Write;
+    let boot = app.boot.status.borrow().clone();
+    let mut out = String::new();
+    let _ = writeln!(out, "# HELP pangeod_info The running pangeod.\n# TYPE pangeod_info gauge");
+    let _ = writeln!(out, "pangeod_info{{version=\"{}\"}} 1", env!("CARGO_PKG_VERSION"));
+    let _ = writeln!(out, "# HELP pangeod_uptime_seconds Seconds since pangeod started.\n# TYPE pangeod_uptime_seconds gauge");
+    let _ = writeln!(out, "pangeod_uptime_seconds {}", app.started.elapsed().as_secs());
+    let _ = writeln!(out, "# HELP pangeod_ready 1 when every boot step is done.\n# TYPE pangeod_ready gauge");
+    let _ = writeln!(out, "pangeod_ready {}", u8::from(boot.phase == Phase::Ready));
+    let _ = writeln!(out, "# HELP pangeod_boot_step_state The state of each boot step (1 for the current state).\n# TYPE pangeod_boot_step_state gauge");
+    for step in &boot.steps {
+        for state in [StepState::Pending, StepState::Running, StepState::Done, StepState::Failed] {
+            let name = serde_json::to_value(state).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+            let _ = writeln!(out, "pangeod_boot_step_state{{step=\"{}\",state=\"{name}\"}} {}", step.name, u8::from(step.state == state));
+        }
+    }
+    if let Some(revision) = boot.config_revision {
+        let _ = writeln!(out, "# HELP pangeod_config_revision The config revision in force.\n# TYPE pangeod_config_revision gauge");
+        let _ = writeln!(out, "pangeod_config_revision {revision}");
+    }
+    app.metrics.render(&mut out);
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+}
+
+pub async fn not_found(uri: axum::http::Uri) -> Problem {
     Problem::new(
         StatusCode::NOT_FOUND,
         "not-found",
         "No such route",
-        format!(
-            "{} is not a route of this API; see /v1/openapi.json",
-            uri.path()
-        ),
+        format!("{} is not a route of this API; see /v1/openapi.json", uri.path()),
     )
 }

@@ -6,12 +6,14 @@
 mod preflight;
 mod steps;
 
+pub use steps::{PatchError, PatchOutcome, apply_config_patch};
+
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{Notify, watch};
 
 use crate::config::Config;
 use crate::state::{State, StepRecord, now};
@@ -37,7 +39,7 @@ impl Step {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum StepState {
     Pending,
@@ -66,7 +68,7 @@ impl StepState {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct StepStatus {
     pub name: &'static str,
     pub state: StepState,
@@ -81,7 +83,7 @@ pub struct StepStatus {
     pub key: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Phase {
     /// Steps are pending or running.
@@ -92,7 +94,7 @@ pub enum Phase {
     Failed,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct BootStatus {
     pub phase: Phase,
     pub steps: Vec<StepStatus>,
@@ -142,13 +144,12 @@ pub struct StepError {
     pub retry_after: Option<Duration>,
 }
 
-/// Requests to the boot runner from signals and the API.
-pub enum BootCommand {
-    /// Re-read the config and re-run the steps; the answer says whether the config was taken.
-    Reload {
-        actor: String,
-        reply: Option<oneshot::Sender<Result<(), String>>>,
-    },
+/// Reload requests from SIGHUP and the API. Requests that arrive while a reload runs are
+/// coalesced into one more run, so a burst of config changes costs one or two reloads.
+#[derive(Default)]
+struct ReloadRequests {
+    notify: Notify,
+    actor: std::sync::Mutex<Option<String>>,
 }
 
 /// Handles for the rest of the daemon.
@@ -156,7 +157,15 @@ pub enum BootCommand {
 pub struct BootHandle {
     pub status: watch::Receiver<BootStatus>,
     pub config: watch::Receiver<Option<Arc<Config>>>,
-    pub commands: mpsc::Sender<BootCommand>,
+    reloads: Arc<ReloadRequests>,
+}
+
+impl BootHandle {
+    /// Asks the runner to re-read the config and re-run the steps.
+    pub fn request_reload(&self, actor: &str) {
+        *self.reloads.actor.lock().unwrap_or_else(|p| p.into_inner()) = Some(actor.to_string());
+        self.reloads.notify.notify_one();
+    }
 }
 
 pub struct BootRunner {
@@ -166,7 +175,7 @@ pub struct BootRunner {
     heartbeats: Heartbeats,
     status: watch::Sender<BootStatus>,
     config: watch::Sender<Option<Arc<Config>>>,
-    commands: mpsc::Receiver<BootCommand>,
+    reloads: Arc<ReloadRequests>,
 }
 
 /// How often the runner beats while idle or while a step runs.
@@ -205,7 +214,7 @@ impl BootRunner {
         };
         let (status_tx, status_rx) = watch::channel(initial);
         let (config_tx, config_rx) = watch::channel(None);
-        let (command_tx, command_rx) = mpsc::channel(16);
+        let reloads = Arc::new(ReloadRequests::default());
         heartbeats.beat(LOOP_NAME);
         Ok((
             Self {
@@ -215,17 +224,17 @@ impl BootRunner {
                 heartbeats,
                 status: status_tx,
                 config: config_tx,
-                commands: command_rx,
+                reloads: reloads.clone(),
             },
             BootHandle {
                 status: status_rx,
                 config: config_rx,
-                commands: command_tx,
+                reloads,
             },
         ))
     }
 
-    /// Runs the steps, then serves reloads and retries until the command channel closes.
+    /// Runs the steps, then serves reloads and retries until the task is aborted.
     pub async fn run(mut self) {
         let mut retry = self.run_steps("pangeod", false).await;
         let mut beat = tokio::time::interval(BEAT);
@@ -242,21 +251,18 @@ impl BootRunner {
                     tracing::info!("retrying the failed boot step");
                     retry = self.run_steps("pangeod", false).await;
                 }
-                command = self.commands.recv() => match command {
-                    Some(BootCommand::Reload { actor, reply }) => {
-                        self.notifier.reloading();
-                        retry = self.run_steps(&actor, true).await;
-                        self.notifier.reloaded();
-                        if let Some(reply) = reply {
-                            let outcome = match &self.status.borrow().reload_error {
-                                Some(error) => Err(error.clone()),
-                                None => Ok(()),
-                            };
-                            let _ = reply.send(outcome);
-                        }
-                    }
-                    None => break,
-                },
+                () = self.reloads.notify.notified() => {
+                    let actor = self
+                        .reloads
+                        .actor
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .take()
+                        .unwrap_or_else(|| "pangeod".into());
+                    self.notifier.reloading();
+                    retry = self.run_steps(&actor, true).await;
+                    self.notifier.reloaded();
+                }
             }
         }
     }

@@ -81,7 +81,7 @@ fn config(ctx: &mut StepContext<'_>) -> Result<StepOutcome, StepError> {
                 "files"
             };
             ctx.state
-                .save_config_revision(ctx.actor, source, &overlay, &effective)
+                .save_config_revision(ctx.actor, source, &overlay, &effective, &serde_json::Value::Null)
                 .map_err(state_error)?
         }
     };
@@ -111,4 +111,124 @@ pub(crate) fn load(
         }
     }
     Config::from_layers(&layers, locked)
+}
+
+/// Why a config change through the API was not taken.
+#[derive(Debug, thiserror::Error)]
+pub enum PatchError {
+    #[error("{key} cannot be changed: it is fixed at the first boot (the cluster name, external IP and domain are part of certificates, group names and URLs); launch a new appliance for a different value")]
+    Immutable { key: String },
+    #[error("{key} is set in the config files only (/etc/pangeod/pangeod.toml and its drop-ins), not through the API")]
+    FileOnly { key: String },
+    #[error("{detail}")]
+    Shape { key: String, detail: String },
+    #[error("{0}")]
+    Invalid(ConfigError),
+    #[error("the config files have errors, so no change can be validated; fix them first: {0}")]
+    FilesBroken(ConfigError),
+    #[error(transparent)]
+    State(#[from] crate::state::StateError),
+}
+
+impl PatchError {
+    /// The config key at fault, for the problem document.
+    pub fn key(&self) -> Option<&str> {
+        match self {
+            PatchError::Immutable { key } | PatchError::FileOnly { key } | PatchError::Shape { key, .. } => Some(key),
+            PatchError::Invalid(error) | PatchError::FilesBroken(error) => error.key(),
+            PatchError::State(_) => None,
+        }
+    }
+}
+
+/// The outcome of a config change.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PatchOutcome {
+    pub revision: i64,
+    pub changed: bool,
+    pub config: serde_json::Value,
+    pub overlay: serde_json::Value,
+}
+
+/// Applies a JSON merge patch (`{"notebook": {"cpus": 2}}`; `null` reverts a key to the files'
+/// value) of updatable keys on top of the files, validates the result with the same rules as
+/// the files, and stores it as a revision with its event. Nothing is stored on any error.
+pub fn apply_config_patch(
+    config_path: &Path,
+    state: &State,
+    actor: &str,
+    patch: &serde_json::Value,
+) -> Result<PatchOutcome, PatchError> {
+    use crate::config::{IMMUTABLE_KEYS, UPDATABLE_KEYS};
+    let shape = |key: &str, detail: String| PatchError::Shape {
+        key: key.to_string(),
+        detail,
+    };
+    let serde_json::Value::Object(sections) = patch else {
+        return Err(shape("(body)", "the body must be a JSON object of sections, for example {\"notebook\": {\"cpus\": 2}}".into()));
+    };
+    let latest = state.latest_config_revision()?;
+    let mut overlay = match latest.as_ref().map(|l| &l.overlay) {
+        Some(serde_json::Value::Object(map)) => map.clone(),
+        _ => serde_json::Map::new(),
+    };
+    let mut patched_keys = Vec::new();
+    for (section, entries) in sections {
+        let serde_json::Value::Object(entries) = entries else {
+            return Err(shape(section, format!("{section} must be an object of keys, for example {{\"{section}\": {{...}}}}")));
+        };
+        for (key, value) in entries {
+            let full = format!("{section}.{key}");
+            if IMMUTABLE_KEYS.contains(&full.as_str()) {
+                return Err(PatchError::Immutable { key: full });
+            }
+            let known = crate::config::is_known_key(&full);
+            if known && !UPDATABLE_KEYS.contains(&full.as_str()) {
+                return Err(PatchError::FileOnly { key: full });
+            }
+            let target = overlay
+                .entry(section.clone())
+                .or_insert_with(|| serde_json::Value::Object(serde_json::Map::new()));
+            if let serde_json::Value::Object(target) = target {
+                if value.is_null() {
+                    target.remove(key);
+                } else {
+                    target.insert(key.clone(), value.clone());
+                }
+            }
+            patched_keys.push(full);
+        }
+    }
+    overlay.retain(|_, entries| entries.as_object().is_none_or(|e| !e.is_empty()));
+    let overlay = serde_json::Value::Object(overlay);
+
+    let table: toml::Table = serde_json::from_value(overlay.clone()).map_err(|error| {
+        shape(patched_keys.first().map_or("(body)", String::as_str), format!("a value cannot be used: {error}"))
+    })?;
+    let layer = Layer::from_table("admin API", table).map_err(PatchError::Invalid)?;
+    let mut layers = crate::config::load_layers(config_path).map_err(PatchError::FilesBroken)?;
+    layers.push(layer);
+    let locked = state.locked_keys()?;
+    let config = Config::from_layers(&layers, &locked).map_err(|error| {
+        let ours = error.field_errors().iter().any(|e| patched_keys.contains(&e.key));
+        if ours { PatchError::Invalid(error) } else { PatchError::FilesBroken(error) }
+    })?;
+    let effective = serde_json::to_value(&config).map_err(|error| {
+        shape("(body)", format!("cannot encode the config: {error}"))
+    })?;
+    if let Some(latest) = latest.filter(|l| l.effective == effective && l.overlay == overlay) {
+        return Ok(PatchOutcome {
+            revision: latest.id,
+            changed: false,
+            config: effective,
+            overlay,
+        });
+    }
+    let revision = state.save_config_revision(actor, "admin API", &overlay, &effective, patch)?;
+    Ok(PatchOutcome {
+        revision,
+        changed: true,
+        config: effective,
+        overlay,
+    })
 }

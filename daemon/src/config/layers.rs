@@ -57,6 +57,9 @@ pub(crate) const KNOWN_KEYS: &[(&str, &[(&str, &str)])] = &[
             ("socket_group", "a string"),
             ("admin_allowed_cidrs", "an array of strings"),
             ("listen", "a string"),
+            ("token_file", "a string"),
+            ("tls_cert", "a string"),
+            ("tls_key", "a string"),
         ],
     ),
     (
@@ -383,22 +386,18 @@ fn position(source: &str, text: &str, offset: usize) -> Location {
     }
 }
 
-/// The few settings the daemon needs before the config is validated: where its state and its
-/// socket live, so that it can come up and report a bad config instead of crash-looping.
-/// Read leniently: whatever cannot be read falls back to the default.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The settings the daemon needs before the config is validated: its own plumbing (state
+/// dir, sockets, TLS) and the names for its certificate. Read leniently, file by file, so that a
+/// broken platform setting still lets the daemon come up and report it.
+#[derive(Debug, Clone)]
 pub struct Bootstrap {
-    pub state_dir: PathBuf,
-    pub socket: PathBuf,
-    pub socket_group: Option<String>,
+    pub api: super::Api,
+    pub daemon: super::Daemon,
+    /// Names for a generated TLS certificate: the external IP and the domain, as far as known.
+    pub names: Vec<String>,
 }
 
 pub fn bootstrap(main: &Path) -> Bootstrap {
-    let mut result = Bootstrap {
-        state_dir: PathBuf::from("/var/lib/pangeo/state"),
-        socket: PathBuf::from("/run/pangeod/admin.sock"),
-        socket_group: None,
-    };
     let mut files = vec![main.to_path_buf()];
     if let Ok(entries) = std::fs::read_dir(dropin_dir(main)) {
         let mut dropins: Vec<_> = entries
@@ -408,33 +407,36 @@ pub fn bootstrap(main: &Path) -> Bootstrap {
         dropins.sort();
         files.extend(dropins);
     }
+    let mut layers = Vec::new();
+    let mut names = Vec::new();
     for file in files {
         let Ok(text) = std::fs::read_to_string(&file) else {
             continue;
         };
-        let Ok(table) = toml::from_str::<toml::Table>(&text) else {
+        let Ok(mut table) = toml::from_str::<toml::Table>(&text) else {
             continue;
         };
-        let base = file.parent().map(Path::to_path_buf).unwrap_or_default();
-        let get = |section: &str, key: &str| -> Option<String> {
-            table
-                .get(section)?
-                .get(key)?
-                .as_str()
-                .filter(|s| !s.is_empty())
-                .map(str::to_string)
-        };
-        if let Some(dir) = get("daemon", "state_dir") {
-            result.state_dir = normalize(&base.join(dir));
+        if let Some(cluster) = table.get("cluster").and_then(toml::Value::as_table) {
+            for key in ["external_ip", "domain"] {
+                if let Some(name) = cluster.get(key).and_then(toml::Value::as_str) {
+                    names.push(name.to_string());
+                }
+            }
         }
-        if let Some(socket) = get("api", "socket") {
-            result.socket = normalize(&base.join(socket));
-        }
-        if let Some(group) = get("api", "socket_group") {
-            result.socket_group = Some(group);
+        table.retain(|section, _| section == "api" || section == "daemon");
+        let base_dir = Some(file.parent().map(Path::to_path_buf).unwrap_or_default());
+        let locations = BTreeMap::new();
+        if let Ok(layer) = Layer::checked(file.display().to_string(), base_dir, table, locations) {
+            layers.push(layer);
         }
     }
-    result
+    let (api, daemon) = match merge(&layers) {
+        Ok((raw, origins)) => super::rules::plumbing_lenient(raw, &origins),
+        Err(_) => super::rules::plumbing_lenient(RawConfig::default(), &Origins::default()),
+    };
+    names.retain(|name| name.parse::<std::net::IpAddr>().is_ok() || super::rules::is_dns_name(name));
+    names.dedup();
+    Bootstrap { api, daemon, names }
 }
 
 /// Removes `.` and `a/..` lexically, so messages show `target/dev/state`, not

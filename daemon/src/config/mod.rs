@@ -114,6 +114,11 @@ pub struct Api {
     pub admin_allowed_cidrs: Vec<IpNet>,
     /// Optional TCP listener for the portal (TLS and a bearer token).
     pub listen: Option<SocketAddr>,
+    /// Named bearer tokens, one `name:token` per line; generated under the state dir if unset.
+    pub token_file: Option<PathBuf>,
+    /// The TCP listener's certificate and key (PEM); generated under the state dir if unset.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -224,6 +229,16 @@ fn locked_ip_changed(config: &Config, locked: &BTreeMap<String, LockedValue>) ->
 
 fn group_prefix(cluster_name: &str) -> String {
     cluster_name.to_lowercase().replace('-', "_")
+}
+
+/// Whether `section.key` is a setting at all.
+pub fn is_known_key(full: &str) -> bool {
+    let Some((section, key)) = full.split_once('.') else {
+        return false;
+    };
+    layers::KNOWN_KEYS
+        .iter()
+        .any(|(s, keys)| *s == section && keys.iter().any(|(k, _)| *k == key))
 }
 
 /// `pangeo.<ip with . or : replaced by ->.sslip.io`, which sslip.io resolves back to the IP.

@@ -72,6 +72,9 @@ struct RawApi {
     socket_group: Option<String>,
     admin_allowed_cidrs: Option<Vec<String>>,
     listen: Option<String>,
+    token_file: Option<String>,
+    tls_cert: Option<String>,
+    tls_key: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -176,6 +179,17 @@ impl Checker<'_> {
             ),
         }
         path
+    }
+
+    fn optional_path(&mut self, key: &str, value: Option<String>) -> Option<PathBuf> {
+        match value {
+            Some(value) if value.is_empty() => {
+                self.fail(key, "must not be empty", "remove the key to use the default");
+                None
+            }
+            Some(value) => Some(self.origins.resolve_path(key, &value)),
+            None => None,
+        }
     }
 
     fn path(&mut self, key: &str, value: Option<String>, default: &str) -> PathBuf {
@@ -327,52 +341,7 @@ pub(crate) fn validate(raw: RawConfig, origins: &Origins) -> Result<Config, Vec<
         }
     }
 
-    let mut admin_allowed_cidrs = Vec::new();
-    for text in raw.api.admin_allowed_cidrs.unwrap_or_default() {
-        match text.parse::<IpNet>() {
-            Ok(net) if net != net.trunc() => c.fail(
-                "api.admin_allowed_cidrs",
-                format!("\"{text}\" has host bits set"),
-                format!("write the network address, \"{}\"", net.trunc()),
-            ),
-            Ok(net) => admin_allowed_cidrs.push(net),
-            Err(_) => c.fail(
-                "api.admin_allowed_cidrs",
-                format!("\"{text}\" is not a CIDR"),
-                "write networks like \"192.0.2.0/24\" or \"2001:db8::/32\"; a single host is \"192.0.2.7/32\"",
-            ),
-        }
-    }
-    let listen = match raw.api.listen {
-        Some(text) => match text.parse::<SocketAddr>() {
-            Ok(addr) => Some(addr),
-            Err(_) => {
-                c.fail(
-                    "api.listen",
-                    format!("\"{text}\" is not an address:port"),
-                    "write it like \"0.0.0.0:8443\" or \"[::]:8443\", or remove it to serve only the unix socket",
-                );
-                None
-            }
-        },
-        None => None,
-    };
-    let api = Api {
-        socket: c.path("api.socket", raw.api.socket, "/run/pangeod/admin.sock"),
-        socket_group: raw.api.socket_group.filter(|group| !group.is_empty()),
-        admin_allowed_cidrs,
-        listen,
-    };
-    let daemon = Daemon {
-        state_dir: c.path(
-            "daemon.state_dir",
-            raw.daemon.state_dir,
-            "/var/lib/pangeo/state",
-        ),
-        data_dir: c.path("daemon.data_dir", raw.daemon.data_dir, "/var/lib/pangeo"),
-        require_data_disk: raw.daemon.require_data_disk.unwrap_or(true),
-        min_free_gb: c.range("daemon.min_free_gb", raw.daemon.min_free_gb, 2, 0, 100_000),
-    };
+    let (api, daemon) = plumbing(&mut c, raw.api, raw.daemon);
 
     if !c.errors.is_empty() {
         return Err(c.errors);
@@ -390,6 +359,79 @@ pub(crate) fn validate(raw: RawConfig, origins: &Origins) -> Result<Config, Vec<
         api,
         daemon,
     })
+}
+
+/// The daemon's own plumbing: where its state and sockets live. Checked on its own too, so the
+/// daemon can come up and report a broken platform config.
+fn plumbing(c: &mut Checker<'_>, api: RawApi, daemon: RawDaemon) -> (Api, Daemon) {
+    let mut admin_allowed_cidrs = Vec::new();
+    for text in api.admin_allowed_cidrs.unwrap_or_default() {
+        match text.parse::<IpNet>() {
+            Ok(net) if net != net.trunc() => c.fail(
+                "api.admin_allowed_cidrs",
+                format!("\"{text}\" has host bits set"),
+                format!("write the network address, \"{}\"", net.trunc()),
+            ),
+            Ok(net) => admin_allowed_cidrs.push(net),
+            Err(_) => c.fail(
+                "api.admin_allowed_cidrs",
+                format!("\"{text}\" is not a CIDR"),
+                "write networks like \"192.0.2.0/24\" or \"2001:db8::/32\"; a single host is \"192.0.2.7/32\"",
+            ),
+        }
+    }
+    let listen = match api.listen {
+        Some(text) => match text.parse::<SocketAddr>() {
+            Ok(addr) => Some(addr),
+            Err(_) => {
+                c.fail(
+                    "api.listen",
+                    format!("\"{text}\" is not an address:port"),
+                    "write it like \"0.0.0.0:8443\" or \"[::]:8443\", or remove it to serve only the unix socket",
+                );
+                None
+            }
+        },
+        None => None,
+    };
+    let api_section = Api {
+        socket: c.path("api.socket", api.socket, "/run/pangeod/admin.sock"),
+        socket_group: api.socket_group.filter(|group| !group.is_empty()),
+        admin_allowed_cidrs,
+        listen,
+        token_file: c.optional_path("api.token_file", api.token_file),
+        tls_cert: c.optional_path("api.tls_cert", api.tls_cert),
+        tls_key: c.optional_path("api.tls_key", api.tls_key),
+    };
+    let daemon_section = Daemon {
+        state_dir: c.path(
+            "daemon.state_dir",
+            daemon.state_dir,
+            "/var/lib/pangeo/state",
+        ),
+        data_dir: c.path("daemon.data_dir", daemon.data_dir, "/var/lib/pangeo"),
+        require_data_disk: daemon.require_data_disk.unwrap_or(true),
+        min_free_gb: c.range("daemon.min_free_gb", daemon.min_free_gb, 2, 0, 100_000),
+    };
+
+    if api_section.tls_cert.is_some() != api_section.tls_key.is_some() {
+        c.fail(
+            "api.tls_cert",
+            "api.tls_cert and api.tls_key must be set together",
+            "set both, or neither to use a certificate pangeod generates",
+        );
+    }
+    (api_section, daemon_section)
+}
+
+/// Only the `[api]` and `[daemon]` sections, for start-up before the full config is valid:
+/// a broken value falls back to its default here, and the config step reports it.
+pub(crate) fn plumbing_lenient(raw: RawConfig, origins: &Origins) -> (Api, Daemon) {
+    let mut c = Checker {
+        origins,
+        errors: Vec::new(),
+    };
+    plumbing(&mut c, raw.api, raw.daemon)
 }
 
 fn is_cluster_name(name: &str) -> bool {

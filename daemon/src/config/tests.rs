@@ -367,6 +367,9 @@ socket = "run/admin.sock"
 socket_group = "pangeo-admins"
 admin_allowed_cidrs = ["192.0.2.0/24"]
 listen = "127.0.0.1:8443"
+token_file = "tokens"
+tls_cert = "tls/cert.pem"
+tls_key = "tls/key.pem"
 [daemon]
 state_dir = "{}"
 data_dir = "data"
@@ -380,7 +383,7 @@ min_free_gb = 0
     for (_, keys) in layers::KNOWN_KEYS {
         keys_seen += keys.len();
     }
-    assert_eq!(keys_seen, 25, "update this test when adding a key");
+    assert_eq!(keys_seen, 28, "update this test when adding a key");
     assert_eq!(config.cluster.domain.as_deref(), Some("pangeo.example.org"));
     assert_eq!(config.cluster.external_ip.to_string(), "2001:db8::10");
     assert_eq!(
@@ -412,6 +415,9 @@ min_free_gb = 0
         "192.0.2.0/24"
     );
     assert_eq!(config.api.listen.map(|a| a.port()), Some(8443));
+    assert_eq!(config.api.token_file, Some(f.dir.path().join("tokens")));
+    assert_eq!(config.api.tls_cert, Some(f.dir.path().join("tls/cert.pem")));
+    assert_eq!(config.api.tls_key, Some(f.dir.path().join("tls/key.pem")));
     assert_eq!(config.daemon.state_dir, state);
     assert_eq!(config.daemon.data_dir, f.dir.path().join("data"));
     assert!(!config.daemon.require_data_disk);

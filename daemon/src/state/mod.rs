@@ -59,12 +59,13 @@ pub enum StateError {
 }
 
 /// One entry of the event log: who did what, and when.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Event {
     pub id: i64,
     pub at: String,
     pub actor: String,
     pub action: String,
+    #[schema(value_type = Object)]
     pub details: serde_json::Value,
 }
 
@@ -208,6 +209,7 @@ impl State {
         source: &str,
         overlay: &serde_json::Value,
         effective: &serde_json::Value,
+        changes: &serde_json::Value,
     ) -> Result<i64, StateError> {
         let encode = |what, value: &serde_json::Value| {
             serde_json::to_string(value).map_err(|source| StateError::Encode { what, source })
@@ -223,7 +225,7 @@ impl State {
         )
         .map_err(|e| self.err(e))?;
         let id = tx.last_insert_rowid();
-        let details = serde_json::json!({ "revision": id, "source": source });
+        let details = serde_json::json!({ "revision": id, "source": source, "changes": changes });
         tx.execute(
             "INSERT INTO events (at, actor, action, details) VALUES (?1, ?2, 'config.revision', ?3)",
             params![at, actor, details.to_string()],

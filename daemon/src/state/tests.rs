@@ -126,6 +126,7 @@ fn config_revisions_and_steps_round_trip() {
             "admin API",
             &overlay,
             &serde_json::json!({ "x": 1 }),
+            &overlay,
         )
         .unwrap();
     let latest = state.latest_config_revision().unwrap().unwrap();
