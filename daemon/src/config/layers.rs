@@ -352,11 +352,14 @@ pub(crate) fn merge(layers: &[Layer]) -> Result<(RawConfig, Origins), ConfigErro
                 for (key, value) in entries {
                     target.insert(key.clone(), value.clone());
                     let full = format!("{section}.{key}");
-                    if let Some(location) = layer.locations.get(&full) {
-                        origins
-                            .entries
-                            .insert(full, (location.clone(), layer.base_dir.clone()));
-                    }
+                    let location = layer.locations.get(&full).cloned().unwrap_or_else(|| Location {
+                        source: layer.name.clone(),
+                        line: 0,
+                        column: 0,
+                    });
+                    origins
+                        .entries
+                        .insert(full, (location, layer.base_dir.clone()));
                 }
             }
         }

@@ -521,3 +521,20 @@ fn a_dropin_cannot_override_a_locked_key() {
         "{error}"
     );
 }
+
+#[test]
+fn bootstrap_reads_plumbing_even_when_the_platform_config_is_broken() {
+    let f = Fixture::new();
+    f.write_main(&format!(
+        "{}\n[api]\nsocket = \"run/admin.sock\"\nlisten = \"127.0.0.1:0\"\n[daemon]\nstate_dir = \"state\"\n",
+        replace(&Fixture::valid_main(), "cpus = 2", "cpus = 0")
+    ));
+    f.write_dropin("50-portal.toml", "[notebook]\ncpu = 1\n[api]\nsocket_group = \"admins\"\n");
+    let boot = bootstrap(&f.main_path());
+    assert_eq!(boot.daemon.state_dir, f.dir.path().join("state"));
+    assert_eq!(boot.api.socket, f.dir.path().join("run/admin.sock"));
+    assert_eq!(boot.api.listen.map(|a| a.port()), Some(0));
+    // The drop-in has an unknown key elsewhere, but its [api] section is still read.
+    assert_eq!(boot.api.socket_group.as_deref(), Some("admins"));
+    assert_eq!(boot.names, ["192.0.2.10"]);
+}
