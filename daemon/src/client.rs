@@ -1,18 +1,27 @@
-//! A small HTTP/1 client for the admin API over its unix socket, used by pangeoctl, the
-//! daemon's own liveness probe, and the tests.
+//! A small HTTP/1 client for the admin API, over the unix socket or over TLS with a bearer
+//! token. Used by pangeoctl, the daemon's own liveness probe, and the tests.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("cannot connect to {path}: {source}; is pangeod running? (systemctl status pangeod)")]
+    #[error("cannot connect to {target}: {source}; is pangeod running? (systemctl status pangeod)")]
     Connect {
+        target: String,
+        source: std::io::Error,
+    },
+    #[error("TLS with {target} failed: {reason}")]
+    Tls { target: String, reason: String },
+    #[error("cannot read {path}: {source}")]
+    ReadFile {
         path: PathBuf,
         source: std::io::Error,
     },
@@ -22,6 +31,60 @@ pub enum ClientError {
     Request(#[from] hyper::http::Error),
     #[error("pangeod did not answer within {0:?}")]
     Timeout(Duration),
+}
+
+/// How to reach the API.
+#[derive(Clone)]
+pub enum Transport {
+    Unix(PathBuf),
+    Tls {
+        host: String,
+        port: u16,
+        tls: Arc<rustls::ClientConfig>,
+        token: Option<String>,
+    },
+}
+
+impl Transport {
+    /// TLS to `host:port`, trusting `ca_file` (the appliance's local CA, or any CA in PEM).
+    pub fn tls(
+        host: &str,
+        port: u16,
+        ca_file: &Path,
+        token: Option<String>,
+    ) -> Result<Self, ClientError> {
+        use rustls::pki_types::pem::PemObject;
+        let pem = std::fs::read(ca_file).map_err(|source| ClientError::ReadFile {
+            path: ca_file.to_path_buf(),
+            source,
+        })?;
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in rustls::pki_types::CertificateDer::pem_slice_iter(&pem) {
+            let cert = cert.map_err(|e| ClientError::Tls {
+                target: ca_file.display().to_string(),
+                reason: format!("bad CA file: {e}"),
+            })?;
+            roots.add(cert).map_err(|e| ClientError::Tls {
+                target: ca_file.display().to_string(),
+                reason: format!("unusable CA certificate: {e}"),
+            })?;
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| ClientError::Tls {
+                target: host.to_string(),
+                reason: e.to_string(),
+            })?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        Ok(Transport::Tls {
+            host: host.to_string(),
+            port,
+            tls: Arc::new(config),
+            token,
+        })
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -37,7 +100,7 @@ impl Response {
     }
 }
 
-/// One request on a fresh connection.
+/// One request over the unix socket on a fresh connection.
 pub async fn request(
     socket: &Path,
     method: Method,
@@ -46,31 +109,92 @@ pub async fn request(
     body: Option<Vec<u8>>,
     timeout: Duration,
 ) -> Result<Response, ClientError> {
-    tokio::time::timeout(timeout, send(socket, method, path, headers, body))
-        .await
-        .map_err(|_| ClientError::Timeout(timeout))?
+    call(
+        &Transport::Unix(socket.to_path_buf()),
+        method,
+        path,
+        headers,
+        body,
+        timeout,
+    )
+    .await
 }
 
-async fn send(
-    socket: &Path,
+/// One request on a fresh connection over any transport.
+pub async fn call(
+    transport: &Transport,
     method: Method,
     path: &str,
     headers: &[(&str, &str)],
     body: Option<Vec<u8>>,
+    timeout: Duration,
 ) -> Result<Response, ClientError> {
-    let stream = tokio::net::UnixStream::connect(socket)
+    let exchange = async {
+        match transport {
+            Transport::Unix(socket) => {
+                let stream = tokio::net::UnixStream::connect(socket)
+                    .await
+                    .map_err(|source| ClientError::Connect {
+                        target: socket.display().to_string(),
+                        source,
+                    })?;
+                send(stream, method, path, headers, None, body).await
+            }
+            Transport::Tls {
+                host,
+                port,
+                tls,
+                token,
+            } => {
+                let target = format!("{host}:{port}");
+                let tcp = tokio::net::TcpStream::connect((host.as_str(), *port))
+                    .await
+                    .map_err(|source| ClientError::Connect {
+                        target: target.clone(),
+                        source,
+                    })?;
+                let name = rustls::pki_types::ServerName::try_from(host.clone()).map_err(|e| {
+                    ClientError::Tls {
+                        target: target.clone(),
+                        reason: e.to_string(),
+                    }
+                })?;
+                let stream = tokio_rustls::TlsConnector::from(tls.clone())
+                    .connect(name, tcp)
+                    .await
+                    .map_err(|e| ClientError::Tls {
+                        target,
+                        reason: e.to_string(),
+                    })?;
+                send(stream, method, path, headers, token.as_deref(), body).await
+            }
+        }
+    };
+    tokio::time::timeout(timeout, exchange)
         .await
-        .map_err(|source| ClientError::Connect {
-            path: socket.to_path_buf(),
-            source,
-        })?;
-    let (mut sender, connection) =
-        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        .map_err(|_| ClientError::Timeout(timeout))?
+}
+
+async fn send<I>(
+    io: I,
+    method: Method,
+    path: &str,
+    headers: &[(&str, &str)],
+    token: Option<&str>,
+    body: Option<Vec<u8>>,
+) -> Result<Response, ClientError>
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(io)).await?;
     let driver = tokio::spawn(connection);
     let mut builder = Request::builder()
         .method(method)
         .uri(path)
         .header("host", "localhost");
+    if let Some(token) = token {
+        builder = builder.header("authorization", format!("Bearer {token}"));
+    }
     for (name, value) in headers {
         builder = builder.header(*name, *value);
     }

@@ -47,13 +47,14 @@ pub async fn run(config_path: PathBuf) -> Result<(), DaemonError> {
             return Err(error.into());
         }
     };
-    let listener = match api::bind_socket(&paths.api.socket, paths.api.socket_group.as_deref()).await {
-        Ok(listener) => listener,
-        Err(error) => {
-            notifier.status(&format!("cannot start: {error}"));
-            return Err(error.into());
-        }
-    };
+    let listener =
+        match api::bind_socket(&paths.api.socket, paths.api.socket_group.as_deref()).await {
+            Ok(listener) => listener,
+            Err(error) => {
+                notifier.status(&format!("cannot start: {error}"));
+                return Err(error.into());
+            }
+        };
     let mut hangup = signal(SignalKind::hangup()).map_err(|e| DaemonError::Signal("SIGHUP", e))?;
     let mut terminate =
         signal(SignalKind::terminate()).map_err(|e| DaemonError::Signal("SIGTERM", e))?;
@@ -83,7 +84,11 @@ pub async fn run(config_path: PathBuf) -> Result<(), DaemonError> {
             Err(error) => {
                 // The socket still serves local admins; status and the log say why TCP is off.
                 tracing::error!(%error, "the admin API's TCP listener is off");
-                record(&state, "api.tcp_failed", serde_json::json!({ "error": error.to_string() }));
+                record(
+                    &state,
+                    "api.tcp_failed",
+                    serde_json::json!({ "error": error.to_string() }),
+                );
                 None
             }
         },
@@ -99,7 +104,11 @@ pub async fn run(config_path: PathBuf) -> Result<(), DaemonError> {
         patch_lock: Default::default(),
     };
     let router = api::router(app);
-    let mut servers = vec![tokio::spawn(api::serve_unix(listener, router.clone(), api_stopped.clone()))];
+    let mut servers = vec![tokio::spawn(api::serve_unix(
+        listener,
+        router.clone(),
+        api_stopped.clone(),
+    ))];
     if let Some(tcp) = tcp {
         servers.push(tokio::spawn(api::serve_tls(
             tcp.listener,
@@ -173,12 +182,22 @@ enum TcpError {
 }
 
 /// The portal's listener: TLS (configured or generated), tokens (configured or generated).
-async fn tcp_listener(addr: std::net::SocketAddr, paths: &config::Bootstrap) -> Result<TcpListener, TcpError> {
+async fn tcp_listener(
+    addr: std::net::SocketAddr,
+    paths: &config::Bootstrap,
+) -> Result<TcpListener, TcpError> {
     let state_dir = &paths.daemon.state_dir;
     let tokens = api::auth::Tokens::load_or_generate(paths.api.token_file.as_deref(), state_dir)?;
-    let tls = api::auth::tls_material(paths.api.tls_cert.as_deref(), paths.api.tls_key.as_deref(), state_dir, &paths.names)?;
+    let tls = api::auth::tls_material(
+        paths.api.tls_cert.as_deref(),
+        paths.api.tls_key.as_deref(),
+        state_dir,
+        &paths.names,
+    )?;
     let listener = api::bind_tcp(addr).await?;
-    let address = listener.local_addr().map_or_else(|_| addr.to_string(), |a| a.to_string());
+    let address = listener
+        .local_addr()
+        .map_or_else(|_| addr.to_string(), |a| a.to_string());
     if paths.api.admin_allowed_cidrs.is_empty() {
         tracing::warn!("api.admin_allowed_cidrs is empty: the TCP listener refuses every source");
     }

@@ -1,4 +1,5 @@
 //! `kill -9` during writes: every write the state module acknowledged is there afterwards.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Tests fail loudly by design.
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};

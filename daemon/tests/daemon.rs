@@ -1,4 +1,5 @@
 //! The daemon as a process: bad config, signals, locks, restarts.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Tests fail loudly by design.
 
 mod common;
 

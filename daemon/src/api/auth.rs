@@ -29,7 +29,9 @@ impl Actor {
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
-    #[error("cannot read the API token file {path}: {source}; create it with lines of name:token, or remove api.token_file to have one generated")]
+    #[error(
+        "cannot read the API token file {path}: {source}; create it with lines of name:token, or remove api.token_file to have one generated"
+    )]
     ReadTokens {
         path: PathBuf,
         source: std::io::Error,
@@ -43,7 +45,9 @@ pub enum AuthError {
     },
     #[error("cannot generate {what}: {reason}")]
     Generate { what: &'static str, reason: String },
-    #[error("cannot load the TLS certificate or key ({path}): {reason}; check api.tls_cert and api.tls_key")]
+    #[error(
+        "cannot load the TLS certificate or key ({path}): {reason}; check api.tls_cert and api.tls_key"
+    )]
     Tls { path: PathBuf, reason: String },
 }
 
@@ -57,7 +61,10 @@ pub struct Tokens {
 impl Tokens {
     /// Reads `name:token` lines from `path`; with no configured file, generates
     /// `<state_dir>/api-token` (mode 0600) with one token named `portal` on first boot.
-    pub fn load_or_generate(configured: Option<&Path>, state_dir: &Path) -> Result<Self, AuthError> {
+    pub fn load_or_generate(
+        configured: Option<&Path>,
+        state_dir: &Path,
+    ) -> Result<Self, AuthError> {
         let path = match configured {
             Some(path) => path.to_path_buf(),
             None => {
@@ -94,8 +101,13 @@ impl Tokens {
 
     /// The name of the token in `Authorization: Bearer <token>`, if it is one of ours.
     pub fn check(&self, headers: &HeaderMap) -> Option<&str> {
-        let value = headers.get(axum::http::header::AUTHORIZATION)?.to_str().ok()?;
-        let token = value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer "))?;
+        let value = headers
+            .get(axum::http::header::AUTHORIZATION)?
+            .to_str()
+            .ok()?;
+        let token = value
+            .strip_prefix("Bearer ")
+            .or_else(|| value.strip_prefix("bearer "))?;
         let given = sha256(token.trim().as_bytes());
         let mut found = None;
         // Every entry is compared, so the time does not depend on which one matched.
@@ -130,7 +142,11 @@ pub fn tls_material(
         (Some(cert), Some(key)) => (cert.to_path_buf(), key.to_path_buf(), None),
         _ => {
             let dir = state_dir.join("tls");
-            let paths = (dir.join("server.pem"), dir.join("server.key"), dir.join("ca.pem"));
+            let paths = (
+                dir.join("server.pem"),
+                dir.join("server.key"),
+                dir.join("ca.pem"),
+            );
             if !paths.0.exists() || !paths.1.exists() {
                 generate_certificates(&dir, names)?;
             }
@@ -171,7 +187,9 @@ pub fn tls_material(
     })
 }
 
-fn rustls_pemfile_certs(pem: &[u8]) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, String> {
+fn rustls_pemfile_certs(
+    pem: &[u8],
+) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, String> {
     use rustls::pki_types::pem::PemObject;
     rustls::pki_types::CertificateDer::pem_slice_iter(pem)
         .collect::<Result<Vec<_>, _>>()
@@ -193,7 +211,10 @@ fn generate_certificates(dir: &Path, names: &[String]) -> Result<(), AuthError> 
     ca_params
         .distinguished_name
         .push(rcgen::DnType::CommonName, "pangeod local CA");
-    ca_params.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign, rcgen::KeyUsagePurpose::CrlSign];
+    ca_params.key_usages = vec![
+        rcgen::KeyUsagePurpose::KeyCertSign,
+        rcgen::KeyUsagePurpose::CrlSign,
+    ];
     let ca_cert = ca_params.self_signed(&ca_key).map_err(generate)?;
     let issuer = rcgen::Issuer::new(ca_params, ca_key);
 
@@ -208,7 +229,10 @@ fn generate_certificates(dir: &Path, names: &[String]) -> Result<(), AuthError> 
     params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
     let server_cert = params.signed_by(&server_key, &issuer).map_err(generate)?;
 
-    write_private(&dir.join("server.key"), server_key.serialize_pem().as_bytes())?;
+    write_private(
+        &dir.join("server.key"),
+        server_key.serialize_pem().as_bytes(),
+    )?;
     write_public(&dir.join("server.pem"), server_cert.pem().as_bytes())?;
     write_public(&dir.join("ca.pem"), ca_cert.pem().as_bytes())?;
     tracing::info!(dir = %dir.display(), "generated the admin API's local CA and certificate");
@@ -273,7 +297,11 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         let tokens = Tokens::load_or_generate(None, dir.path()).unwrap();
-        let mode = std::fs::metadata(&tokens.path).unwrap().permissions().mode() & 0o777;
+        let mode = std::fs::metadata(&tokens.path)
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
         assert_eq!(mode, 0o600);
         let text = std::fs::read_to_string(&tokens.path).unwrap();
         let token = text.trim().strip_prefix("portal:").unwrap();

@@ -17,7 +17,13 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
             .headers()
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
-            .map(|v| v.split(';').next().unwrap_or_default().trim().to_ascii_lowercase());
+            .map(|v| {
+                v.split(';')
+                    .next()
+                    .unwrap_or_default()
+                    .trim()
+                    .to_ascii_lowercase()
+            });
         match media_type.as_deref() {
             Some("application/json" | "application/merge-patch+json") => {}
             other => {
@@ -32,25 +38,38 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
                 ));
             }
         }
-        let bytes = Bytes::from_request(request, state).await.map_err(|rejection| {
-            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        let bytes = Bytes::from_request(request, state)
+            .await
+            .map_err(|rejection| {
+                if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    Problem::new(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "body-too-large",
+                        "Body too large",
+                        format!("the body is larger than {} bytes", super::BODY_LIMIT),
+                    )
+                } else {
+                    Problem::new(
+                        rejection.status(),
+                        "bad-body",
+                        "Cannot read the body",
+                        rejection.body_text(),
+                    )
+                }
+            })?;
+        serde_json::from_slice(&bytes)
+            .map(JsonBody)
+            .map_err(|error| {
                 Problem::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "body-too-large",
-                    "Body too large",
-                    format!("the body is larger than {} bytes", super::BODY_LIMIT),
+                    StatusCode::BAD_REQUEST,
+                    "malformed-json",
+                    "Malformed JSON",
+                    format!(
+                        "malformed JSON at line {} column {}: {error}",
+                        error.line(),
+                        error.column()
+                    ),
                 )
-            } else {
-                Problem::new(rejection.status(), "bad-body", "Cannot read the body", rejection.body_text())
-            }
-        })?;
-        serde_json::from_slice(&bytes).map(JsonBody).map_err(|error| {
-            Problem::new(
-                StatusCode::BAD_REQUEST,
-                "malformed-json",
-                "Malformed JSON",
-                format!("malformed JSON at line {} column {}: {error}", error.line(), error.column()),
-            )
-        })
+            })
     }
 }

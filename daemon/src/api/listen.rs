@@ -38,9 +38,13 @@ pub enum ListenError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("another process is serving the admin socket {path}; stop it, or set a different api.socket")]
+    #[error(
+        "another process is serving the admin socket {path}; stop it, or set a different api.socket"
+    )]
     InUse { path: PathBuf },
-    #[error("cannot bind the admin socket {path}: {source}; check api.socket and its directory's permissions")]
+    #[error(
+        "cannot bind the admin socket {path}: {source}; check api.socket and its directory's permissions"
+    )]
     Bind {
         path: PathBuf,
         source: std::io::Error,
@@ -50,7 +54,9 @@ pub enum ListenError {
         addr: SocketAddr,
         source: std::io::Error,
     },
-    #[error("api.socket_group: no group named \"{group}\" exists; create it (groupadd {group}) or remove api.socket_group")]
+    #[error(
+        "api.socket_group: no group named \"{group}\" exists; create it (groupadd {group}) or remove api.socket_group"
+    )]
     NoSuchGroup { group: String },
     #[error("cannot set the owner or mode of {path}: {source}")]
     Permissions {
@@ -174,7 +180,9 @@ pub async fn serve_tls(
         let graceful = graceful.watcher();
         let slots = slots.clone();
         tokio::spawn(async move {
-            let tls = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+            let tls = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream))
+                .await
+            {
                 Ok(Ok(tls)) => tls,
                 Ok(Err(error)) => {
                     tracing::info!(%peer, %error, "TLS handshake failed (plain HTTP on the TLS port?)");
@@ -192,12 +200,18 @@ pub async fn serve_tls(
                     let open = request.uri().path() == "/v1/health";
                     match name {
                         Some(name) => {
-                            request.extensions_mut().insert(Actor(format!("token {name}")));
+                            request
+                                .extensions_mut()
+                                .insert(Actor(format!("token {name}")));
                         }
                         None if open => {
                             request.extensions_mut().insert(Actor("anonymous".into()));
                         }
-                        None => return Ok::<_, Infallible>(unauthorized(request.headers().contains_key(header::AUTHORIZATION))),
+                        None => {
+                            return Ok::<_, Infallible>(unauthorized(
+                                request.headers().contains_key(header::AUTHORIZATION),
+                            ));
+                        }
                     }
                     router.oneshot(request.map(Body::new)).await
                 }
@@ -205,8 +219,7 @@ pub async fn serve_tls(
             let Ok(_slot) = slots.acquire_owned().await else {
                 return;
             };
-            let connection = http1()
-                .serve_connection(TokioIo::new(tls), service);
+            let connection = http1().serve_connection(TokioIo::new(tls), service);
             if let Err(error) = graceful.watch(connection).await {
                 tracing::debug!(%peer, %error, "admin TCP connection ended with an error");
             }
@@ -222,23 +235,34 @@ fn unauthorized(had_header: bool) -> Response<Body> {
     } else {
         "send Authorization: Bearer <token>; the token is in the API token file (api.token_file, or api-token in the state dir)"
     };
-    let mut response = Problem::new(StatusCode::UNAUTHORIZED, "unauthorized", "Not authenticated", detail).into_response();
-    response
-        .headers_mut()
-        .insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
+    let mut response = Problem::new(
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+        "Not authenticated",
+        detail,
+    )
+    .into_response();
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        header::HeaderValue::from_static("Bearer"),
+    );
     response
 }
 
 fn http1() -> hyper::server::conn::http1::Builder {
     let mut builder = hyper::server::conn::http1::Builder::new();
-    builder.timer(TokioTimer::new()).header_read_timeout(HEADER_TIMEOUT);
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT);
     builder
 }
 
 fn spawn_connection<I, S>(io: I, service: S, graceful: &GracefulShutdown, slots: &Arc<Semaphore>)
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    S: hyper::service::Service<Request<Incoming>, Response = Response<Body>, Error = Infallible> + Send + 'static,
+    S: hyper::service::Service<Request<Incoming>, Response = Response<Body>, Error = Infallible>
+        + Send
+        + 'static,
     S::Future: Send + 'static,
 {
     let watcher = graceful.watcher();
@@ -255,7 +279,10 @@ where
 }
 
 async fn drain(graceful: GracefulShutdown) {
-    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown()).await.is_err() {
+    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
+        .await
+        .is_err()
+    {
         tracing::warn!("admin API connections did not close in time");
     }
 }

@@ -15,7 +15,10 @@ pub struct Metrics {
 
 impl Metrics {
     pub fn render(&self, out: &mut String) {
-        let _ = writeln!(out, "# HELP pangeod_http_requests_total Admin API requests by route and status.");
+        let _ = writeln!(
+            out,
+            "# HELP pangeod_http_requests_total Admin API requests by route and status."
+        );
         let _ = writeln!(out, "# TYPE pangeod_http_requests_total counter");
         let requests = self.requests.lock().unwrap_or_else(|p| p.into_inner());
         for ((method, route, status), count) in requests.iter() {

@@ -78,9 +78,15 @@ pub async fn problemize(request: axum::extract::Request, next: axum::middleware:
         _ if status.is_server_error() => ("internal", "Internal error"),
         _ => ("client-error", "Client error"),
     };
-    let body = axum::body::to_bytes(response.into_body(), 16 * 1024).await.unwrap_or_default();
+    let body = axum::body::to_bytes(response.into_body(), 16 * 1024)
+        .await
+        .unwrap_or_default();
     let text = String::from_utf8_lossy(&body).trim().to_string();
-    let detail = if text.is_empty() { title.to_string() } else { text };
+    let detail = if text.is_empty() {
+        title.to_string()
+    } else {
+        text
+    };
     Problem::new(status, code, title, detail).into_response()
 }
 

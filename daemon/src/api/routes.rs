@@ -68,7 +68,12 @@ async fn ready(Extract(app): Extract<AppState>) -> Result<Json<Ready>, Problem> 
     if status.phase == Phase::Ready {
         Ok(Json(Ready { ready: true }))
     } else {
-        Err(Problem::new(StatusCode::SERVICE_UNAVAILABLE, "not-ready", "Platform not ready", status.summary()))
+        Err(Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not-ready",
+            "Platform not ready",
+            status.summary(),
+        ))
     }
 }
 
@@ -95,7 +100,14 @@ pub struct Status {
     pub api_listener: Option<TcpListenerInfo>,
 }
 
-const COMPONENTS: &[&str] = &["k3s", "jupyterhub", "dask-gateway", "storage", "ingress", "directory-sync"];
+const COMPONENTS: &[&str] = &[
+    "k3s",
+    "jupyterhub",
+    "dask-gateway",
+    "storage",
+    "ingress",
+    "directory-sync",
+];
 
 /// Boot steps, the overall phase, version, uptime and components.
 #[utoipa::path(get, path = "/v1/status", tag = "status", responses((status = 200, body = Status)))]
@@ -146,7 +158,12 @@ async fn get_config(Extract(app): Extract<AppState>) -> Result<Json<ConfigView>,
         .map_err(|e| Problem::internal(e.to_string()))??;
     let summary = app.boot.status.borrow().summary();
     let Some(latest) = latest else {
-        return Err(Problem::new(StatusCode::SERVICE_UNAVAILABLE, "config-invalid", "No valid config yet", summary));
+        return Err(Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "config-invalid",
+            "No valid config yet",
+            summary,
+        ));
     };
     Ok(Json(ConfigView {
         revision: latest.id,
@@ -235,10 +252,11 @@ async fn patch_config(
     let state = app.state.clone();
     let config_path = app.config_path.clone();
     let who = actor.0.clone();
-    let outcome = tokio::task::spawn_blocking(move || apply_config_patch(&config_path, &state, &who, &patch))
-        .await
-        .map_err(|e| Problem::internal(e.to_string()))?
-        .map_err(patch_problem)?;
+    let outcome =
+        tokio::task::spawn_blocking(move || apply_config_patch(&config_path, &state, &who, &patch))
+            .await
+            .map_err(|e| Problem::internal(e.to_string()))?
+            .map_err(patch_problem)?;
     if outcome.changed {
         tracing::info!(actor = %actor.0, revision = outcome.revision, "config changed through the API");
         app.boot.request_reload(&actor.0);
@@ -256,12 +274,30 @@ fn patch_problem(error: PatchError) -> Problem {
     let detail = error.to_string();
     let problem = match error {
         PatchError::State(error) => return Problem::from(error),
-        PatchError::Immutable { .. } => Problem::new(StatusCode::CONFLICT, "immutable-key", "Key cannot be changed", detail),
-        PatchError::FileOnly { .. } => Problem::new(StatusCode::CONFLICT, "file-only-key", "Key is set in the config files only", detail),
-        PatchError::FilesBroken(_) => Problem::new(StatusCode::CONFLICT, "config-files-invalid", "The config files are invalid", detail),
-        PatchError::Shape { .. } | PatchError::Invalid(_) => {
-            Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid-config", "Invalid config value", detail)
-        }
+        PatchError::Immutable { .. } => Problem::new(
+            StatusCode::CONFLICT,
+            "immutable-key",
+            "Key cannot be changed",
+            detail,
+        ),
+        PatchError::FileOnly { .. } => Problem::new(
+            StatusCode::CONFLICT,
+            "file-only-key",
+            "Key is set in the config files only",
+            detail,
+        ),
+        PatchError::FilesBroken(_) => Problem::new(
+            StatusCode::CONFLICT,
+            "config-files-invalid",
+            "The config files are invalid",
+            detail,
+        ),
+        PatchError::Shape { .. } | PatchError::Invalid(_) => Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid-config",
+            "Invalid config value",
+            detail,
+        ),
     };
     match key {
         Some(key) => problem.with_field(key),
@@ -292,18 +328,31 @@ pub struct EventsPage {
     (status = 200, body = EventsPage),
     (status = 422, body = Problem, content_type = "application/problem+json")
 ))]
-async fn events(Extract(app): Extract<AppState>, Query(query): Query<EventsQuery>) -> Result<Json<EventsPage>, Problem> {
+async fn events(
+    Extract(app): Extract<AppState>,
+    Query(query): Query<EventsQuery>,
+) -> Result<Json<EventsPage>, Problem> {
     let limit = query.limit.unwrap_or(50);
     if !(1..=500).contains(&limit) {
-        return Err(Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid-parameter", "Invalid parameter", "limit must be from 1 to 500")
-            .with_field("limit"));
+        return Err(Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid-parameter",
+            "Invalid parameter",
+            "limit must be from 1 to 500",
+        )
+        .with_field("limit"));
     }
     let state = app.state.clone();
     let events = tokio::task::spawn_blocking(move || state.events(query.before, limit))
         .await
         .map_err(|e| Problem::internal(e.to_string()))??;
-    let next_before = (events.len() == limit as usize).then(|| events.last().map(|e| e.id)).flatten();
-    Ok(Json(EventsPage { events, next_before }))
+    let next_before = (events.len() == limit as usize)
+        .then(|| events.last().map(|e| e.id))
+        .flatten();
+    Ok(Json(EventsPage {
+        events,
+        next_before,
+    }))
 }
 
 /// Prometheus metrics.
@@ -312,21 +361,61 @@ async fn metrics(Extract(app): Extract<AppState>) -> Response {
     use std::fmt::Write;
     let boot = app.boot.status.borrow().clone();
     let mut out = String::new();
-    let _ = writeln!(out, "# HELP pangeod_info The running pangeod.\n# TYPE pangeod_info gauge");
-    let _ = writeln!(out, "pangeod_info{{version=\"{}\"}} 1", env!("CARGO_PKG_VERSION"));
-    let _ = writeln!(out, "# HELP pangeod_uptime_seconds Seconds since pangeod started.\n# TYPE pangeod_uptime_seconds gauge");
-    let _ = writeln!(out, "pangeod_uptime_seconds {}", app.started.elapsed().as_secs());
-    let _ = writeln!(out, "# HELP pangeod_ready 1 when every boot step is done.\n# TYPE pangeod_ready gauge");
-    let _ = writeln!(out, "pangeod_ready {}", u8::from(boot.phase == Phase::Ready));
-    let _ = writeln!(out, "# HELP pangeod_boot_step_state The state of each boot step (1 for the current state).\n# TYPE pangeod_boot_step_state gauge");
+    let _ = writeln!(
+        out,
+        "# HELP pangeod_info The running pangeod.\n# TYPE pangeod_info gauge"
+    );
+    let _ = writeln!(
+        out,
+        "pangeod_info{{version=\"{}\"}} 1",
+        env!("CARGO_PKG_VERSION")
+    );
+    let _ = writeln!(
+        out,
+        "# HELP pangeod_uptime_seconds Seconds since pangeod started.\n# TYPE pangeod_uptime_seconds gauge"
+    );
+    let _ = writeln!(
+        out,
+        "pangeod_uptime_seconds {}",
+        app.started.elapsed().as_secs()
+    );
+    let _ = writeln!(
+        out,
+        "# HELP pangeod_ready 1 when every boot step is done.\n# TYPE pangeod_ready gauge"
+    );
+    let _ = writeln!(
+        out,
+        "pangeod_ready {}",
+        u8::from(boot.phase == Phase::Ready)
+    );
+    let _ = writeln!(
+        out,
+        "# HELP pangeod_boot_step_state The state of each boot step (1 for the current state).\n# TYPE pangeod_boot_step_state gauge"
+    );
     for step in &boot.steps {
-        for state in [StepState::Pending, StepState::Running, StepState::Done, StepState::Failed] {
-            let name = serde_json::to_value(state).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
-            let _ = writeln!(out, "pangeod_boot_step_state{{step=\"{}\",state=\"{name}\"}} {}", step.name, u8::from(step.state == state));
+        for state in [
+            StepState::Pending,
+            StepState::Running,
+            StepState::Done,
+            StepState::Failed,
+        ] {
+            let name = serde_json::to_value(state)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default();
+            let _ = writeln!(
+                out,
+                "pangeod_boot_step_state{{step=\"{}\",state=\"{name}\"}} {}",
+                step.name,
+                u8::from(step.state == state)
+            );
         }
     }
     if let Some(revision) = boot.config_revision {
-        let _ = writeln!(out, "# HELP pangeod_config_revision The config revision in force.\n# TYPE pangeod_config_revision gauge");
+        let _ = writeln!(
+            out,
+            "# HELP pangeod_config_revision The config revision in force.\n# TYPE pangeod_config_revision gauge"
+        );
         let _ = writeln!(out, "pangeod_config_revision {revision}");
     }
     app.metrics.render(&mut out);
@@ -338,6 +427,9 @@ pub async fn not_found(uri: axum::http::Uri) -> Problem {
         StatusCode::NOT_FOUND,
         "not-found",
         "No such route",
-        format!("{} is not a route of this API; see /v1/openapi.json", uri.path()),
+        format!(
+            "{} is not a route of this API; see /v1/openapi.json",
+            uri.path()
+        ),
     )
 }

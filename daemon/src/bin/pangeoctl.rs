@@ -1,1 +1,363 @@
-fn main() {}
+//! `pangeoctl`: the admin CLI. Speaks to pangeod's admin API over the unix socket, or over TLS
+//! with a bearer token. Exit codes: 0 success, 1 API or connection error, 2 usage.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use hyper::Method;
+use pangeod::client::{self, Response, Transport};
+use serde_json::Value;
+
+const EXIT_API: u8 = 1;
+const EXIT_USAGE: u8 = 2;
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "Administer the Pangeo appliance through pangeod's admin API"
+)]
+struct Args {
+    /// The admin socket.
+    #[arg(
+        long,
+        env = "PANGEOCTL_SOCKET",
+        default_value = "/run/pangeod/admin.sock",
+        global = true
+    )]
+    socket: PathBuf,
+    /// Use the TCP listener instead, e.g. https://192.0.2.10:8443.
+    #[arg(long, env = "PANGEOCTL_URL", global = true)]
+    url: Option<String>,
+    /// File with the bearer token (`name:token` or the bare token) for --url.
+    #[arg(long, env = "PANGEOCTL_TOKEN_FILE", global = true)]
+    token_file: Option<PathBuf>,
+    /// CA certificate to trust for --url (the appliance's local CA by default is tls/ca.pem in its state dir).
+    #[arg(long, env = "PANGEOCTL_CA_FILE", global = true)]
+    ca_file: Option<PathBuf>,
+    /// Print the API's JSON instead of text for people.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Boot steps, phase, hub URL and components.
+    Status,
+    /// Show or change the configuration.
+    Config {
+        #[command(subcommand)]
+        action: ConfigAction,
+    },
+    /// The event log, newest first.
+    Events {
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+        /// Show events older than this id.
+        #[arg(long)]
+        before: Option<i64>,
+    },
+    /// Prometheus metrics, as served.
+    Metrics,
+}
+
+#[derive(Subcommand)]
+enum ConfigAction {
+    /// The config in force.
+    Get,
+    /// Change updatable keys, e.g. `notebook.cpus=2 hub.admin_users='["admin","alice"]'`.
+    /// Values are TOML (numbers, "strings", [arrays]); a bare word is a string.
+    Set {
+        #[arg(required = true, value_name = "KEY=VALUE")]
+        assignments: Vec<String>,
+    },
+    /// Revert keys to the value in the config files.
+    Unset {
+        #[arg(required = true, value_name = "KEY")]
+        keys: Vec<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let transport = match transport(&args) {
+        Ok(transport) => transport,
+        Err(message) => return fail(EXIT_USAGE, &message),
+    };
+    let request = match request_for(&args.command) {
+        Ok(request) => request,
+        Err(message) => return fail(EXIT_USAGE, &message),
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => return fail(EXIT_API, &format!("cannot start: {error}")),
+    };
+    let (method, path, body) = request;
+    let headers: &[(&str, &str)] = if body.is_some() {
+        &[("content-type", "application/json")]
+    } else {
+        &[]
+    };
+    let response = match runtime.block_on(client::call(
+        &transport,
+        method,
+        &path,
+        headers,
+        body,
+        Duration::from_secs(30),
+    )) {
+        Ok(response) => response,
+        Err(error) => return fail(EXIT_API, &error.to_string()),
+    };
+    if !response.status.is_success() {
+        return fail(EXIT_API, &problem_text(&response));
+    }
+    if args.json {
+        println!("{}", String::from_utf8_lossy(&response.body));
+        return ExitCode::SUCCESS;
+    }
+    let text = match &args.command {
+        Command::Metrics => String::from_utf8_lossy(&response.body).into_owned(),
+        _ => match response.json() {
+            Ok(json) => render(&args.command, &json),
+            Err(error) => {
+                return fail(
+                    EXIT_API,
+                    &format!("pangeod sent JSON that cannot be read: {error}"),
+                );
+            }
+        },
+    };
+    print!("{text}");
+    ExitCode::SUCCESS
+}
+
+fn fail(code: u8, message: &str) -> ExitCode {
+    eprintln!("pangeoctl: {message}");
+    ExitCode::from(code)
+}
+
+fn transport(args: &Args) -> Result<Transport, String> {
+    let Some(url) = &args.url else {
+        return Ok(Transport::Unix(args.socket.clone()));
+    };
+    let rest = url.strip_prefix("https://").ok_or_else(|| {
+        format!("--url must start with https:// (got {url}); the TCP listener only speaks TLS")
+    })?;
+    let authority = rest.split('/').next().unwrap_or_default();
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((host, port)) => (
+            host,
+            port.parse::<u16>()
+                .map_err(|_| format!("bad port in --url {url}"))?,
+        ),
+        None => (authority, 8443),
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let token = match &args.token_file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("cannot read --token-file {}: {e}", path.display()))?;
+            let line = text
+                .lines()
+                .map(str::trim)
+                .find(|l| !l.is_empty() && !l.starts_with('#'))
+                .unwrap_or_default();
+            Some(
+                line.split_once(':')
+                    .map_or(line, |(_, token)| token)
+                    .trim()
+                    .to_string(),
+            )
+        }
+        None => None,
+    };
+    let ca = args
+        .ca_file
+        .as_ref()
+        .ok_or("--url needs --ca-file: the CA that signed the appliance's certificate")?;
+    Transport::tls(host, port, ca, token).map_err(|e| e.to_string())
+}
+
+fn request_for(command: &Command) -> Result<(Method, String, Option<Vec<u8>>), String> {
+    Ok(match command {
+        Command::Status => (Method::GET, "/v1/status".into(), None),
+        Command::Metrics => (Method::GET, "/metrics".into(), None),
+        Command::Events { limit, before } => {
+            let mut path = format!("/v1/events?limit={limit}");
+            if let Some(before) = before {
+                path.push_str(&format!("&before={before}"));
+            }
+            (Method::GET, path, None)
+        }
+        Command::Config {
+            action: ConfigAction::Get,
+        } => (Method::GET, "/v1/config".into(), None),
+        Command::Config {
+            action: ConfigAction::Set { assignments },
+        } => {
+            let mut patch = serde_json::Map::new();
+            for assignment in assignments {
+                let (key, value) = assignment.split_once('=').ok_or_else(|| {
+                    format!("\"{assignment}\" is not KEY=VALUE, e.g. notebook.cpus=2")
+                })?;
+                insert(&mut patch, key.trim(), parse_value(value.trim()))?;
+            }
+            (
+                Method::PATCH,
+                "/v1/config".into(),
+                Some(Value::Object(patch).to_string().into_bytes()),
+            )
+        }
+        Command::Config {
+            action: ConfigAction::Unset { keys },
+        } => {
+            let mut patch = serde_json::Map::new();
+            for key in keys {
+                insert(&mut patch, key.trim(), Value::Null)?;
+            }
+            (
+                Method::PATCH,
+                "/v1/config".into(),
+                Some(Value::Object(patch).to_string().into_bytes()),
+            )
+        }
+    })
+}
+
+fn insert(
+    patch: &mut serde_json::Map<String, Value>,
+    key: &str,
+    value: Value,
+) -> Result<(), String> {
+    let (section, name) = key
+        .split_once('.')
+        .filter(|(s, n)| !s.is_empty() && !n.is_empty() && !n.contains('.'))
+        .ok_or_else(|| format!("\"{key}\" is not a section.key name, e.g. notebook.cpus"))?;
+    let entry = patch
+        .entry(section.to_string())
+        .or_insert_with(|| Value::Object(serde_json::Map::new()));
+    if let Value::Object(entries) = entry {
+        entries.insert(name.to_string(), value);
+    }
+    Ok(())
+}
+
+/// TOML syntax for values (`2`, `"x"`, `["a"]`, `true`); anything else is a plain string.
+fn parse_value(text: &str) -> Value {
+    toml::from_str::<toml::Table>(&format!("v = {text}"))
+        .ok()
+        .and_then(|mut table| table.remove("v"))
+        .and_then(|value| serde_json::to_value(value).ok())
+        .unwrap_or_else(|| Value::String(text.to_string()))
+}
+
+fn problem_text(response: &Response) -> String {
+    match response.json() {
+        Ok(problem) => {
+            let mut text = format!(
+                "{} ({}): {}",
+                problem["title"].as_str().unwrap_or("error"),
+                response.status.as_u16(),
+                problem["detail"].as_str().unwrap_or_default()
+            );
+            if let Some(field) = problem["field"].as_str() {
+                text.push_str(&format!(" [field: {field}]"));
+            }
+            text
+        }
+        Err(_) => format!(
+            "HTTP {}: {}",
+            response.status,
+            String::from_utf8_lossy(&response.body)
+        ),
+    }
+}
+
+fn render(command: &Command, json: &Value) -> String {
+    let mut out = String::new();
+    match command {
+        Command::Status => {
+            out.push_str(&format!(
+                "{}\n",
+                json["summary"].as_str().unwrap_or_default()
+            ));
+            out.push_str(&format!(
+                "version {}, up {}s, config revision {}\n",
+                json["version"].as_str().unwrap_or("?"),
+                json["uptime_seconds"],
+                json["config_revision"]
+            ));
+            if let Some(url) = json["hub_url"].as_str() {
+                out.push_str(&format!("hub: {url}\n"));
+            }
+            if let Some(error) = json["reload_error"].as_str() {
+                out.push_str(&format!("last reload refused: {error}\n"));
+            }
+            out.push_str("steps:\n");
+            for step in json["steps"].as_array().into_iter().flatten() {
+                out.push_str(&format!(
+                    "  {:<16} {:<8} {}\n",
+                    step["name"].as_str().unwrap_or_default(),
+                    step["state"].as_str().unwrap_or_default(),
+                    step["message"].as_str().unwrap_or_default()
+                ));
+            }
+            if let Some(listener) = json["api_listener"].as_object() {
+                out.push_str(&format!(
+                    "api listener: {} (TLS fingerprint {})\n",
+                    listener["address"].as_str().unwrap_or_default(),
+                    listener["tls_fingerprint"].as_str().unwrap_or_default()
+                ));
+            }
+        }
+        Command::Config { .. } => {
+            out.push_str(&format!(
+                "# revision {}{}\n",
+                json["revision"],
+                if json["changed"] == true {
+                    " (changed)"
+                } else {
+                    ""
+                }
+            ));
+            let overlay = &json["overlay"];
+            for (section, entries) in json["config"].as_object().into_iter().flatten() {
+                for (key, value) in entries.as_object().into_iter().flatten() {
+                    let from_api = overlay[section].get(key).is_some();
+                    out.push_str(&format!(
+                        "{section}.{key} = {value}{}\n",
+                        if from_api {
+                            "   # set through the API"
+                        } else {
+                            ""
+                        }
+                    ));
+                }
+            }
+        }
+        Command::Events { .. } => {
+            for event in json["events"].as_array().into_iter().flatten() {
+                out.push_str(&format!(
+                    "{:>6}  {}  {:<20} {:<24} {}\n",
+                    event["id"],
+                    event["at"].as_str().unwrap_or_default(),
+                    event["actor"].as_str().unwrap_or_default(),
+                    event["action"].as_str().unwrap_or_default(),
+                    event["details"]
+                ));
+            }
+            if let Some(next) = json["next_before"].as_i64() {
+                out.push_str(&format!("(older: pangeoctl events --before {next})\n"));
+            }
+        }
+        Command::Metrics => {}
+    }
+    out
+}

@@ -16,10 +16,25 @@ struct Args {
     /// Validate the config files and exit: 0 if valid, 1 with the errors otherwise.
     #[arg(long)]
     check: bool,
+    /// Print the admin API's OpenAPI document and exit.
+    #[arg(long)]
+    print_openapi: bool,
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if args.print_openapi {
+        return match pangeod::api::openapi().to_pretty_json() {
+            Ok(json) => {
+                println!("{json}");
+                ExitCode::SUCCESS
+            }
+            Err(error) => {
+                eprintln!("pangeod: {error}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     if args.check {
         return match Config::load(&args.config, None) {
             Ok(config) => {

@@ -402,7 +402,9 @@ impl BootRunner {
     ) {
         let mut record = None;
         self.status.send_modify(|status| {
-            if state == StepState::Running {
+            // A reload of a ready platform keeps it ready unless a step fails: readiness
+            // must not flap for pollers each time the config changes.
+            if state == StepState::Running && status.phase == Phase::Failed {
                 status.phase = Phase::Booting;
             }
             if let Some(step) = status.steps.get_mut(index) {

@@ -81,7 +81,13 @@ fn config(ctx: &mut StepContext<'_>) -> Result<StepOutcome, StepError> {
                 "files"
             };
             ctx.state
-                .save_config_revision(ctx.actor, source, &overlay, &effective, &serde_json::Value::Null)
+                .save_config_revision(
+                    ctx.actor,
+                    source,
+                    &overlay,
+                    &effective,
+                    &serde_json::Value::Null,
+                )
                 .map_err(state_error)?
         }
     };
@@ -116,9 +122,13 @@ pub(crate) fn load(
 /// Why a config change through the API was not taken.
 #[derive(Debug, thiserror::Error)]
 pub enum PatchError {
-    #[error("{key} cannot be changed: it is fixed at the first boot (the cluster name, external IP and domain are part of certificates, group names and URLs); launch a new appliance for a different value")]
+    #[error(
+        "{key} cannot be changed: it is fixed at the first boot (the cluster name, external IP and domain are part of certificates, group names and URLs); launch a new appliance for a different value"
+    )]
     Immutable { key: String },
-    #[error("{key} is set in the config files only (/etc/pangeod/pangeod.toml and its drop-ins), not through the API")]
+    #[error(
+        "{key} is set in the config files only (/etc/pangeod/pangeod.toml and its drop-ins), not through the API"
+    )]
     FileOnly { key: String },
     #[error("{detail}")]
     Shape { key: String, detail: String },
@@ -134,7 +144,9 @@ impl PatchError {
     /// The config key at fault, for the problem document.
     pub fn key(&self) -> Option<&str> {
         match self {
-            PatchError::Immutable { key } | PatchError::FileOnly { key } | PatchError::Shape { key, .. } => Some(key),
+            PatchError::Immutable { key }
+            | PatchError::FileOnly { key }
+            | PatchError::Shape { key, .. } => Some(key),
             PatchError::Invalid(error) | PatchError::FilesBroken(error) => error.key(),
             PatchError::State(_) => None,
         }
@@ -165,7 +177,11 @@ pub fn apply_config_patch(
         detail,
     };
     let serde_json::Value::Object(sections) = patch else {
-        return Err(shape("(body)", "the body must be a JSON object of sections, for example {\"notebook\": {\"cpus\": 2}}".into()));
+        return Err(shape(
+            "(body)",
+            "the body must be a JSON object of sections, for example {\"notebook\": {\"cpus\": 2}}"
+                .into(),
+        ));
     };
     let latest = state.latest_config_revision()?;
     let mut overlay = match latest.as_ref().map(|l| &l.overlay) {
@@ -175,7 +191,12 @@ pub fn apply_config_patch(
     let mut patched_keys = Vec::new();
     for (section, entries) in sections {
         let serde_json::Value::Object(entries) = entries else {
-            return Err(shape(section, format!("{section} must be an object of keys, for example {{\"{section}\": {{...}}}}")));
+            return Err(shape(
+                section,
+                format!(
+                    "{section} must be an object of keys, for example {{\"{section}\": {{...}}}}"
+                ),
+            ));
         };
         for (key, value) in entries {
             let full = format!("{section}.{key}");
@@ -203,19 +224,28 @@ pub fn apply_config_patch(
     let overlay = serde_json::Value::Object(overlay);
 
     let table: toml::Table = serde_json::from_value(overlay.clone()).map_err(|error| {
-        shape(patched_keys.first().map_or("(body)", String::as_str), format!("a value cannot be used: {error}"))
+        shape(
+            patched_keys.first().map_or("(body)", String::as_str),
+            format!("a value cannot be used: {error}"),
+        )
     })?;
     let layer = Layer::from_table("admin API", table).map_err(PatchError::Invalid)?;
     let mut layers = crate::config::load_layers(config_path).map_err(PatchError::FilesBroken)?;
     layers.push(layer);
     let locked = state.locked_keys()?;
     let config = Config::from_layers(&layers, &locked).map_err(|error| {
-        let ours = error.field_errors().iter().any(|e| patched_keys.contains(&e.key));
-        if ours { PatchError::Invalid(error) } else { PatchError::FilesBroken(error) }
+        let ours = error
+            .field_errors()
+            .iter()
+            .any(|e| patched_keys.contains(&e.key));
+        if ours {
+            PatchError::Invalid(error)
+        } else {
+            PatchError::FilesBroken(error)
+        }
     })?;
-    let effective = serde_json::to_value(&config).map_err(|error| {
-        shape("(body)", format!("cannot encode the config: {error}"))
-    })?;
+    let effective = serde_json::to_value(&config)
+        .map_err(|error| shape("(body)", format!("cannot encode the config: {error}")))?;
     if let Some(latest) = latest.filter(|l| l.effective == effective && l.overlay == overlay) {
         return Ok(PatchOutcome {
             revision: latest.id,

@@ -352,11 +352,16 @@ pub(crate) fn merge(layers: &[Layer]) -> Result<(RawConfig, Origins), ConfigErro
                 for (key, value) in entries {
                     target.insert(key.clone(), value.clone());
                     let full = format!("{section}.{key}");
-                    let location = layer.locations.get(&full).cloned().unwrap_or_else(|| Location {
-                        source: layer.name.clone(),
-                        line: 0,
-                        column: 0,
-                    });
+                    let location =
+                        layer
+                            .locations
+                            .get(&full)
+                            .cloned()
+                            .unwrap_or_else(|| Location {
+                                source: layer.name.clone(),
+                                line: 0,
+                                column: 0,
+                            });
                     origins
                         .entries
                         .insert(full, (location, layer.base_dir.clone()));
@@ -437,7 +442,8 @@ pub fn bootstrap(main: &Path) -> Bootstrap {
         Ok((raw, origins)) => super::rules::plumbing_lenient(raw, &origins),
         Err(_) => super::rules::plumbing_lenient(RawConfig::default(), &Origins::default()),
     };
-    names.retain(|name| name.parse::<std::net::IpAddr>().is_ok() || super::rules::is_dns_name(name));
+    names
+        .retain(|name| name.parse::<std::net::IpAddr>().is_ok() || super::rules::is_dns_name(name));
     names.dedup();
     Bootstrap { api, daemon, names }
 }

@@ -184,7 +184,11 @@ impl Checker<'_> {
     fn optional_path(&mut self, key: &str, value: Option<String>) -> Option<PathBuf> {
         match value {
             Some(value) if value.is_empty() => {
-                self.fail(key, "must not be empty", "remove the key to use the default");
+                self.fail(
+                    key,
+                    "must not be empty",
+                    "remove the key to use the default",
+                );
                 None
             }
             Some(value) => Some(self.origins.resolve_path(key, &value)),

@@ -529,7 +529,10 @@ fn bootstrap_reads_plumbing_even_when_the_platform_config_is_broken() {
         "{}\n[api]\nsocket = \"run/admin.sock\"\nlisten = \"127.0.0.1:0\"\n[daemon]\nstate_dir = \"state\"\n",
         replace(&Fixture::valid_main(), "cpus = 2", "cpus = 0")
     ));
-    f.write_dropin("50-portal.toml", "[notebook]\ncpu = 1\n[api]\nsocket_group = \"admins\"\n");
+    f.write_dropin(
+        "50-portal.toml",
+        "[notebook]\ncpu = 1\n[api]\nsocket_group = \"admins\"\n",
+    );
     let boot = bootstrap(&f.main_path());
     assert_eq!(boot.daemon.state_dir, f.dir.path().join("state"));
     assert_eq!(boot.api.socket, f.dir.path().join("run/admin.sock"));
