@@ -326,6 +326,7 @@ pub struct EventsPage {
 /// The event log: who changed what, and when. Newest first.
 #[utoipa::path(get, path = "/v1/events", tag = "events", params(EventsQuery), responses(
     (status = 200, body = EventsPage),
+    (status = 400, body = Problem, content_type = "application/problem+json", description = "a parameter is not a number"),
     (status = 422, body = Problem, content_type = "application/problem+json")
 ))]
 async fn events(

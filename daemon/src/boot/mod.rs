@@ -375,7 +375,15 @@ impl BootRunner {
                 let values = config.immutable_values();
                 match self.state.lock_keys(&values) {
                     Ok(()) => {
-                        self.record_event(actor, "config.keys_locked", serde_json::json!(values))
+                        let keys: serde_json::Map<_, _> = values
+                            .into_iter()
+                            .map(|(k, v)| (k, serde_json::Value::String(v)))
+                            .collect();
+                        self.record_event(
+                            actor,
+                            "config.keys_locked",
+                            serde_json::json!({ "keys": keys }),
+                        );
                     }
                     Err(error) => tracing::error!(%error, "cannot lock the immutable keys"),
                 }

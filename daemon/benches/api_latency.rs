@@ -1,0 +1,181 @@
+//! `cargo bench --bench api_latency`: the admin API under load, against the release pangeod.
+//!
+//! 1. Baseline: p50/p99 of `GET /v1/status` over the unix socket on an idle daemon.
+//! 2. The same while a burst of 1,000 `PATCH /v1/config` runs (each a real change: a new
+//!    revision, fsynced, and a reload), in parallel.
+//! 3. pangeod's RSS when idle after start, and after the burst.
+//!
+//! Prints a Markdown table for docs/BENCHMARKS.md.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use hyper::Method;
+use pangeod::client;
+
+const SAMPLES: usize = 2000;
+const PATCHES: u32 = 1000;
+
+fn main() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/dev");
+    std::fs::copy(root.join("ipa-password"), dir.path().join("ipa-password")).unwrap();
+    std::fs::copy(root.join("ipa-ca.pem"), dir.path().join("ipa-ca.pem")).unwrap();
+    let config = dir.path().join("pangeod.toml");
+    std::fs::write(
+        &config,
+        r#"[cluster]
+name = "bench"
+external_ip = "192.0.2.10"
+[freeipa]
+server = "localhost:636"
+base_dn = "dc=example,dc=test"
+bind_dn = "uid=pangeod,cn=sysaccounts,cn=etc,dc=example,dc=test"
+password_file = "ipa-password"
+ca_file = "ipa-ca.pem"
+[api]
+socket = "run/admin.sock"
+[daemon]
+state_dir = "state"
+data_dir = "."
+require_data_disk = false
+min_free_gb = 0
+"#,
+    )
+    .unwrap();
+    let socket = dir.path().join("run/admin.sock");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pangeod"))
+        .arg("--config")
+        .arg(&config)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(r) = client::request(
+                &socket,
+                Method::GET,
+                "/v1/ready",
+                &[],
+                None,
+                Duration::from_secs(1),
+            )
+            .await
+            {
+                if r.status == 200 {
+                    break;
+                }
+            }
+            assert!(Instant::now() < deadline, "pangeod did not become ready");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let rss_idle = rss_kib(child.id());
+
+    let baseline = rt.block_on(status_latencies(&socket, SAMPLES));
+
+    let (under_load, patch_time, patched) = rt.block_on(async {
+        let writer_socket = socket.clone();
+        let writer = tokio::spawn(async move {
+            let started = Instant::now();
+            let mut ok = 0u32;
+            for i in 0..PATCHES {
+                let body = format!(r#"{{"notebook": {{"storage_gb": {}}}}}"#, 11 + i);
+                let response = client::request(
+                    &writer_socket,
+                    Method::PATCH,
+                    "/v1/config",
+                    &[("content-type", "application/json")],
+                    Some(body.into_bytes()),
+                    Duration::from_secs(10),
+                )
+                .await
+                .unwrap();
+                assert_eq!(response.status, 200);
+                ok += 1;
+            }
+            (started.elapsed(), ok)
+        });
+        let mut samples = Vec::new();
+        while !writer.is_finished() {
+            samples.extend(status_latencies(&socket, 50).await);
+        }
+        let (elapsed, ok) = writer.await.unwrap();
+        (samples, elapsed, ok)
+    });
+    let rss_after = rss_kib(child.id());
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    let _ = child.wait();
+
+    let (b50, b99, bmax) = percentiles(baseline);
+    let n = under_load.len();
+    let (l50, l99, lmax) = percentiles(under_load);
+    println!("| measurement | value |");
+    println!("|---|---|");
+    println!(
+        "| GET /v1/status idle, {SAMPLES} requests: p50 / p99 / max | {b50:.2} / {b99:.2} / {bmax:.2} ms |"
+    );
+    println!(
+        "| GET /v1/status during {patched} PATCH /v1/config, {n} requests: p50 / p99 / max | {l50:.2} / {l99:.2} / {lmax:.2} ms |"
+    );
+    println!("| p99 ratio, under load / idle | {:.2} |", l99 / b99);
+    println!(
+        "| {patched} PATCHes (each a fsynced revision) took | {:.2} s ({:.0} per s) |",
+        patch_time.as_secs_f64(),
+        f64::from(patched) / patch_time.as_secs_f64()
+    );
+    println!(
+        "| RSS idle after start / after the burst | {:.1} / {:.1} MiB |",
+        rss_idle as f64 / 1024.0,
+        rss_after as f64 / 1024.0
+    );
+}
+
+async fn status_latencies(socket: &std::path::Path, count: usize) -> Vec<f64> {
+    let mut samples = Vec::with_capacity(count);
+    for _ in 0..count {
+        let started = Instant::now();
+        let response = client::request(
+            socket,
+            Method::GET,
+            "/v1/status",
+            &[],
+            None,
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
+        assert_eq!(response.status, 200);
+        samples.push(started.elapsed().as_secs_f64() * 1000.0);
+    }
+    samples
+}
+
+fn percentiles(mut samples: Vec<f64>) -> (f64, f64, f64) {
+    samples.sort_by(|a, b| a.total_cmp(b));
+    let at = |q: f64| samples[((samples.len() as f64 - 1.0) * q).round() as usize];
+    (at(0.50), at(0.99), *samples.last().unwrap())
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap()
+}
