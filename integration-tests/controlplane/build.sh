@@ -9,6 +9,9 @@
 #   --print-bin-dir  print only the bin dir on stdout (building first if needed)
 # Exit codes: 0 ok (binaries in the bin dir), 1 build failed, 3 go not found (prints "SKIPPED: go not found").
 set -euo pipefail
+# The body is one compound command, parsed whole before it runs, so editing or checking out this
+# file during a (long) build cannot change what the running build executes.
+{
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 PRINT_ONLY=0
@@ -103,3 +106,4 @@ trap - EXIT
 cp_log "done: $BIN"
 [ "$PRINT_ONLY" = 1 ] && echo "$BIN"
 exit 0
+}
