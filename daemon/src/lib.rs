@@ -7,6 +7,7 @@ pub mod boot;
 pub mod client;
 pub mod config;
 pub mod daemon;
+pub mod directory;
 pub mod logging;
 pub mod state;
 pub mod systemd;

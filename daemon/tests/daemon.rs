@@ -188,7 +188,10 @@ fn a_state_database_from_a_newer_version_is_refused() {
     assert_eq!(daemon.wait_exit(Duration::from_secs(10)), Some(78));
     let stderr = daemon.stderr();
     assert!(
-        stderr.contains("has schema version 42, newer than the 1 this pangeod understands"),
+        stderr.contains(&format!(
+            "has schema version 42, newer than the {} this pangeod understands",
+            pangeod::state::SCHEMA_VERSION
+        )),
         "{stderr}"
     );
     assert_eq!(

@@ -37,6 +37,37 @@ const MIGRATIONS: &[&str] = &[
         value TEXT NOT NULL,
         locked_at TEXT NOT NULL
     );",
+    // 2: the directory sync.
+    "CREATE TABLE users (
+        name TEXT PRIMARY KEY,
+        uid TEXT NOT NULL,
+        cn TEXT NOT NULL,
+        mail TEXT NOT NULL,
+        state TEXT NOT NULL,
+        admin_sources TEXT NOT NULL,
+        first_seen TEXT NOT NULL,
+        last_seen TEXT NOT NULL,
+        changed_at TEXT NOT NULL
+    );
+    CREATE INDEX users_state ON users (state, name);
+    CREATE TABLE api_admins (
+        name TEXT PRIMARY KEY,
+        granted_by TEXT NOT NULL,
+        granted_at TEXT NOT NULL
+    );
+    CREATE TABLE sync_runs (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        started_at TEXT NOT NULL,
+        duration_ms INTEGER NOT NULL,
+        trigger TEXT NOT NULL,
+        outcome TEXT NOT NULL,
+        members INTEGER NOT NULL,
+        added INTEGER NOT NULL,
+        removed INTEGER NOT NULL,
+        disabled INTEGER NOT NULL,
+        reenabled INTEGER NOT NULL,
+        error TEXT
+    );",
 ];
 
 /// The schema version this build writes.

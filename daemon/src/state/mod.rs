@@ -4,6 +4,9 @@
 //! change survives `kill -9` and a power cut. A lock file keeps a second pangeod away.
 
 mod migrations;
+mod users;
+
+pub use users::{Member, SyncChanges, SyncRun, UserRecord, UserState};
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};

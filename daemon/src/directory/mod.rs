@@ -1,0 +1,377 @@
+//! Directory sync with FreeIPA: who may log in, and who is a hub admin.
+//!
+//! Fail-safe by construction: the user table changes only after a complete, error-free read,
+//! and a result that would drop more than half the active users is held until an admin
+//! confirms it. A directory error never revokes anyone.
+
+mod ldap;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tokio::sync::{Mutex, watch};
+
+use crate::config::Config;
+use crate::state::{Member, State, StateError, SyncChanges, SyncRun, now};
+
+pub use ldap::{DirectoryClient, DirectoryUser, Snapshot, Tree, normalize_dn};
+
+/// Every this many runs a full read happens even when the change check says nothing changed.
+const FULL_SYNC_EVERY: u32 = 12;
+const SYNC_TIMEOUT: Duration = Duration::from_secs(600);
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum DirectoryError {
+    #[error(
+        "cannot connect to {server}: {reason}; check freeipa.server and that FreeIPA is up and reachable"
+    )]
+    Connect { server: String, reason: String },
+    #[error(
+        "TLS with {server} failed: {reason}; check freeipa.ca_file holds the CA that signed FreeIPA's certificate, and that the certificate is valid"
+    )]
+    Tls { server: String, reason: String },
+    #[error("{server} did not answer in time; check the network and FreeIPA's load")]
+    Timeout { server: String },
+    #[error("the sync account {dn} cannot bind (LDAP result {rc}{}); check freeipa.bind_dn and the password in freeipa.password_file", if .text.is_empty() { String::new() } else { format!(": {}", .text) })]
+    Bind { dn: String, rc: u32, text: String },
+    #[error(
+        "{dn} does not exist, or the sync account may not read it; check {key} (and the ACIs in docs/FREEIPA.md)"
+    )]
+    Missing { dn: String, key: String },
+    #[error(
+        "the directory's size limit stopped the member search after {read} entries ({text}); grant the sync account nsPagedSizeLimit and nsLookThroughLimit of -1, see docs/FREEIPA.md"
+    )]
+    SizeLimit { read: usize, text: String },
+    #[error("{what} failed with LDAP result {rc}{}", if .text.is_empty() { String::new() } else { format!(": {}", .text) })]
+    Search { what: String, rc: u32, text: String },
+    #[error("{0}")]
+    Config(String),
+    #[error("the sync did not finish within {0:?}")]
+    Overall(Duration),
+    #[error("the state database failed: {0}")]
+    State(String),
+}
+
+impl From<StateError> for DirectoryError {
+    fn from(error: StateError) -> Self {
+        DirectoryError::State(error.to_string())
+    }
+}
+
+/// Turns what the directory says into the appliance's members and their admin rights.
+pub fn members_from(
+    snapshot: &Snapshot,
+    config: &Config,
+    api_admins: &std::collections::BTreeSet<String>,
+) -> Vec<Member> {
+    let configured: std::collections::BTreeSet<String> = config
+        .hub
+        .admin_users
+        .iter()
+        .map(|u| u.to_lowercase())
+        .collect();
+    let mut members: Vec<Member> = snapshot
+        .users
+        .iter()
+        .map(|user| {
+            let name = user.uid.to_lowercase();
+            let mut sources = Vec::new();
+            if !user.disabled {
+                if configured.contains(&name) {
+                    sources.push("config".to_string());
+                }
+                if user.in_admins_group {
+                    sources.push("group".to_string());
+                }
+                if api_admins.contains(&name) {
+                    sources.push("api".to_string());
+                }
+            }
+            Member {
+                name,
+                uid: user.uid.clone(),
+                cn: user.cn.clone(),
+                mail: user.mail.clone(),
+                disabled: user.disabled,
+                admin_sources: sources,
+            }
+        })
+        .collect();
+    members.sort_by(|a, b| a.name.cmp(&b.name));
+    members.dedup_by(|a, b| a.name == b.name);
+    members
+}
+
+/// A result held because it would drop more than half the active users.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct PendingSync {
+    pub found_at: String,
+    pub active_before: i64,
+    pub active_after: i64,
+    pub would_remove: usize,
+    pub would_disable: usize,
+    #[serde(skip)]
+    members: Vec<Member>,
+}
+
+/// What status shows about the sync.
+#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
+pub struct SyncStatus {
+    pub last_run: Option<SyncRun>,
+    pub last_success_at: Option<String>,
+    pub last_error: Option<String>,
+    pub pending: Option<PendingSync>,
+    pub active_users: i64,
+}
+
+/// The outcome of one run.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct SyncReport {
+    pub run: SyncRun,
+    pub changes: SyncChanges,
+}
+
+struct Engine {
+    usn: Option<u64>,
+    runs_since_full: u32,
+    pending: Option<PendingSync>,
+}
+
+/// Runs syncs one at a time and publishes their status.
+#[derive(Clone)]
+pub struct DirectorySync {
+    state: Arc<State>,
+    engine: Arc<Mutex<Engine>>,
+    status: watch::Sender<SyncStatus>,
+}
+
+impl DirectorySync {
+    pub fn new(state: Arc<State>) -> Self {
+        let mut status = SyncStatus::default();
+        if let Ok(runs) = state.sync_runs(1) {
+            status.last_run = runs.into_iter().next();
+        }
+        status.active_users = state
+            .count_users(crate::state::UserState::Active)
+            .unwrap_or(0);
+        Self {
+            state,
+            engine: Arc::new(Mutex::new(Engine {
+                usn: None,
+                runs_since_full: 0,
+                pending: None,
+            })),
+            status: watch::channel(status).0,
+        }
+    }
+
+    pub fn status(&self) -> watch::Receiver<SyncStatus> {
+        self.status.subscribe()
+    }
+
+    /// One sync. `full` skips the cheap change check.
+    pub async fn run(
+        &self,
+        config: &Config,
+        trigger: &str,
+        full: bool,
+    ) -> Result<SyncReport, DirectoryError> {
+        let mut engine = self.engine.lock().await;
+        let started = Instant::now();
+        let started_at = now();
+        let outcome = tokio::time::timeout(
+            SYNC_TIMEOUT,
+            self.run_locked(&mut engine, config, trigger, full, &started_at, started),
+        )
+        .await
+        .unwrap_or(Err(DirectoryError::Overall(SYNC_TIMEOUT)));
+        match &outcome {
+            Ok(report) => {
+                self.status.send_modify(|s| {
+                    s.last_run = Some(report.run.clone());
+                    s.last_error = None;
+                    if report.run.outcome != "held" {
+                        s.last_success_at = Some(report.run.started_at.clone());
+                    }
+                    s.pending = engine.pending.clone();
+                    s.active_users = self
+                        .state
+                        .count_users(crate::state::UserState::Active)
+                        .unwrap_or(s.active_users);
+                });
+            }
+            Err(error) => {
+                // Nothing was changed; the run is recorded with its reason.
+                let run = SyncRun {
+                    id: 0,
+                    started_at: started_at.clone(),
+                    duration_ms: started.elapsed().as_millis() as i64,
+                    trigger: trigger.to_string(),
+                    outcome: "failed".into(),
+                    members: 0,
+                    added: 0,
+                    removed: 0,
+                    disabled: 0,
+                    reenabled: 0,
+                    error: Some(error.to_string()),
+                };
+                let id = self.state.record_sync_run(&run).unwrap_or(0);
+                tracing::warn!(%error, "directory sync failed; the user table is unchanged");
+                self.status.send_modify(|s| {
+                    s.last_run = Some(SyncRun { id, ..run });
+                    s.last_error = Some(error.to_string());
+                });
+            }
+        }
+        outcome
+    }
+
+    async fn run_locked(
+        &self,
+        engine: &mut Engine,
+        config: &Config,
+        trigger: &str,
+        full: bool,
+        started_at: &str,
+        started: Instant,
+    ) -> Result<SyncReport, DirectoryError> {
+        let tree = Tree::from_config(config);
+        let mut client = DirectoryClient::connect(config).await?;
+        let check_first =
+            !full && engine.pending.is_none() && engine.runs_since_full < FULL_SYNC_EVERY;
+        if let (true, Some(usn)) = (check_first, engine.usn) {
+            if !client.changed_since(&tree, usn).await? {
+                engine.runs_since_full += 1;
+                client.close().await;
+                let members = self.state.count_users(crate::state::UserState::Active)?;
+                let run = self.finish_run(started_at, started, trigger, "unchanged", members);
+                let id = self.state.record_sync_run(&run)?;
+                return Ok(SyncReport {
+                    run: SyncRun { id, ..run },
+                    changes: SyncChanges::default(),
+                });
+            }
+        }
+        let snapshot = client.snapshot(&tree).await?;
+        client.close().await;
+        if snapshot.admins_group_missing {
+            tracing::info!(group = %tree.admins_group, "the admins group does not exist; admins come from the config and the API only");
+        }
+        let api_admins = self.state.api_admins()?;
+        let members = members_from(&snapshot, config, &api_admins);
+        let active_after = members.iter().filter(|m| !m.disabled).count() as i64;
+        let (changes, active_before) = self.state.diff_members(&members)?;
+        if active_before > 0 && active_after * 2 < active_before {
+            let pending = PendingSync {
+                found_at: started_at.to_string(),
+                active_before,
+                active_after,
+                would_remove: changes.removed.len(),
+                would_disable: changes.disabled.len(),
+                members,
+            };
+            tracing::warn!(
+                active_before,
+                active_after,
+                "directory sync held: it would drop more than half the users; POST /v1/sync/confirm to apply"
+            );
+            let _ = self.state.record_event(
+                "directory-sync",
+                "sync.held",
+                serde_json::json!({ "active_before": active_before, "active_after": active_after, "would_remove": pending.would_remove }),
+            );
+            engine.pending = Some(pending);
+            let run = self.finish_run(started_at, started, trigger, "held", active_after);
+            let id = self.state.record_sync_run(&run)?;
+            return Ok(SyncReport {
+                run: SyncRun { id, ..run },
+                changes: SyncChanges::default(),
+            });
+        }
+        engine.pending = None;
+        let report = self.apply(started_at, started, trigger, &members, active_after)?;
+        engine.usn = snapshot.usn;
+        engine.runs_since_full = 0;
+        Ok(report)
+    }
+
+    /// Applies the held result, as an admin asked.
+    pub async fn confirm(&self) -> Result<Option<SyncReport>, DirectoryError> {
+        let mut engine = self.engine.lock().await;
+        let Some(pending) = engine.pending.take() else {
+            return Ok(None);
+        };
+        let started = Instant::now();
+        let started_at = now();
+        let report = self.apply(
+            &started_at,
+            started,
+            "confirm",
+            &pending.members,
+            pending.active_after,
+        )?;
+        engine.usn = None;
+        self.status.send_modify(|s| {
+            s.pending = None;
+            s.last_run = Some(report.run.clone());
+            s.active_users = pending.active_after;
+        });
+        Ok(Some(report))
+    }
+
+    fn apply(
+        &self,
+        started_at: &str,
+        started: Instant,
+        trigger: &str,
+        members: &[Member],
+        active: i64,
+    ) -> Result<SyncReport, DirectoryError> {
+        let run = self.finish_run(started_at, started, trigger, "applied", active);
+        let (changes, id) = self.state.apply_members(members, &run)?;
+        if !changes.is_empty() {
+            tracing::info!(
+                added = changes.added.len(),
+                removed = changes.removed.len(),
+                disabled = changes.disabled.len(),
+                reenabled = changes.reenabled.len(),
+                "directory sync applied"
+            );
+        }
+        Ok(SyncReport {
+            run: SyncRun {
+                id,
+                added: changes.added.len() as i64,
+                removed: changes.removed.len() as i64,
+                disabled: changes.disabled.len() as i64,
+                reenabled: changes.reenabled.len() as i64,
+                ..run
+            },
+            changes,
+        })
+    }
+
+    fn finish_run(
+        &self,
+        started_at: &str,
+        started: Instant,
+        trigger: &str,
+        outcome: &str,
+        members: i64,
+    ) -> SyncRun {
+        SyncRun {
+            id: 0,
+            started_at: started_at.to_string(),
+            duration_ms: started.elapsed().as_millis() as i64,
+            trigger: trigger.to_string(),
+            outcome: outcome.to_string(),
+            members,
+            added: 0,
+            removed: 0,
+            disabled: 0,
+            reenabled: 0,
+            error: None,
+        }
+    }
+}
