@@ -9,6 +9,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use crate::api::{self, AppState};
 use crate::boot::BootRunner;
 use crate::config;
+use crate::directory::{self, DirectorySync};
 use crate::state::{State, StateError};
 use crate::systemd::{self, Heartbeats, Notifier};
 
@@ -62,9 +63,11 @@ pub async fn run(config_path: PathBuf) -> Result<(), DaemonError> {
         signal(SignalKind::interrupt()).map_err(|e| DaemonError::Signal("SIGINT", e))?;
 
     let heartbeats = Heartbeats::default();
+    let directory = DirectorySync::new(state.clone());
     let (runner, boot) = BootRunner::new(
         config_path.clone(),
         state.clone(),
+        directory.clone(),
         notifier.clone(),
         heartbeats.clone(),
     )?;
@@ -95,6 +98,7 @@ pub async fn run(config_path: PathBuf) -> Result<(), DaemonError> {
         None => None,
     };
     let app = AppState {
+        directory: directory.clone(),
         boot: boot.clone(),
         state: state.clone(),
         config_path: config_path.clone(),
@@ -120,6 +124,11 @@ pub async fn run(config_path: PathBuf) -> Result<(), DaemonError> {
         )));
     }
     let runner = tokio::spawn(runner.run());
+    let sync_loop = tokio::spawn(directory::run_loop(
+        directory.clone(),
+        boot.config.clone(),
+        heartbeats.clone(),
+    ));
     heartbeats.beat(API_LOOP);
     let probe = tokio::spawn(probe_api(paths.api.socket.clone(), heartbeats.clone()));
     let watchdog = systemd::watchdog_interval().map(|interval| {
@@ -151,6 +160,7 @@ pub async fn run(config_path: PathBuf) -> Result<(), DaemonError> {
     }
     // Steps are idempotent and persisted, so a step cut short resumes on the next start.
     runner.abort();
+    sync_loop.abort();
     let _ = stop_api.send(true);
     for server in servers {
         if tokio::time::timeout(SHUTDOWN_BOUND, server).await.is_err() {

@@ -60,7 +60,7 @@ fn fixing_the_config_and_sending_sighup_recovers() {
     );
     daemon.write_dropin("50-portal.toml", "[notebook]\nram_gb = 4\n");
     daemon.signal(Signal::SIGHUP);
-    let status = daemon.wait_status("ready", |s| s["phase"] == "ready");
+    let status = daemon.wait_status("booted", common::booted);
     assert_eq!(step(&status, "config")["state"], "done");
     daemon.stop();
 }
@@ -69,7 +69,7 @@ fn fixing_the_config_and_sending_sighup_recovers() {
 fn sighup_applies_a_valid_change_and_refuses_an_invalid_one() {
     let mut daemon = TestDaemon::new("");
     daemon.start();
-    let first = daemon.wait_status("ready", |s| s["phase"] == "ready");
+    let first = daemon.wait_status("booted", common::booted);
     let first_revision = first["config_revision"].as_i64().unwrap();
 
     daemon.write_dropin("50-portal.toml", "[notebook]\ncpus = 4\n");
@@ -88,7 +88,11 @@ fn sighup_applies_a_valid_change_and_refuses_an_invalid_one() {
             .unwrap()
             .contains("notebook.cpu: unknown key")
     );
-    assert_eq!(refused["phase"], "ready", "the config in force stays");
+    assert_eq!(
+        step(&refused, "config")["state"],
+        "done",
+        "the config in force stays"
+    );
     assert_eq!(refused["config_revision"].as_i64(), Some(second_revision));
     daemon.stop();
 
@@ -112,7 +116,7 @@ fn sighup_applies_a_valid_change_and_refuses_an_invalid_one() {
 fn immutable_keys_are_locked_after_the_first_successful_boot() {
     let mut daemon = TestDaemon::new("");
     daemon.start();
-    daemon.wait_status("ready", |s| s["phase"] == "ready");
+    daemon.wait_status("booted", common::booted);
     daemon.stop();
 
     // A drop-in from the portal tries to move the cluster to another IP.
@@ -206,7 +210,7 @@ fn a_state_database_from_a_newer_version_is_refused() {
 fn sigterm_stops_gracefully_and_removes_the_socket() {
     let mut daemon = TestDaemon::new("");
     daemon.start();
-    daemon.wait_status("ready", |s| s["phase"] == "ready");
+    daemon.wait_status("booted", common::booted);
     let started = Instant::now();
     daemon.signal(Signal::SIGTERM);
     assert_eq!(daemon.wait_exit(Duration::from_secs(10)), Some(0));
@@ -242,10 +246,10 @@ fn a_missing_data_disk_fails_preflight_naming_the_key() {
 fn step_states_survive_a_restart() {
     let mut daemon = TestDaemon::new("");
     daemon.start();
-    daemon.wait_status("ready", |s| s["phase"] == "ready");
+    daemon.wait_status("booted", common::booted);
     daemon.stop();
     daemon.start();
-    let status = daemon.wait_status("ready", |s| s["phase"] == "ready");
+    let status = daemon.wait_status("booted", common::booted);
     assert_eq!(
         step(&status, "config")["attempts"],
         2,

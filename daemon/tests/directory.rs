@@ -13,6 +13,8 @@ use pangeod::config::{Config, Layer};
 use pangeod::directory::{DirectoryError, DirectorySync};
 use pangeod::state::{State, UserState};
 
+mod common;
+
 static SERIAL: Mutex<()> = Mutex::new(());
 
 struct Fixture {
@@ -561,4 +563,126 @@ fn the_size_limit_is_an_error_not_a_short_list() {
                 && e.to_string().contains("grant the sync account")
         },
     );
+}
+
+#[test]
+fn the_daemon_syncs_at_boot_and_serves_users_sync_and_admins() {
+    let Some(f) = fixture() else { return };
+    let mut daemon = common::TestDaemon::new("");
+    let text = common::TestDaemon::main_text()
+        .replace("name = \"test\"", "name = \"demo\"")
+        .replace(
+            "server = \"localhost:636\"",
+            &format!("server = \"127.0.0.1:{}\"", f.get("LDAPS_PORT")),
+        )
+        .replace(
+            "password_file = \"ipa-password\"",
+            &format!("password_file = \"{}\"", f.get("LDAP_BIND_PASSWORD_FILE")),
+        )
+        .replace(
+            "ca_file = \"ipa-ca.pem\"",
+            &format!("ca_file = \"{}\"", f.get("LDAP_CA")),
+        );
+    daemon.write_main(&text);
+    daemon.start();
+    let status = daemon.wait_status("ready", |s| s["phase"] == "ready");
+    assert!(
+        common::step(&status, "directory-sync")["message"]
+            .as_str()
+            .unwrap()
+            .contains("active users (applied)")
+    );
+    assert!(status["directory"]["active_users"].as_i64().unwrap() > 5);
+
+    let users = daemon.get_json("/v1/users?state=disabled");
+    let names: Vec<&str> = users["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        names.contains(&"dave") && names.contains(&"erin"),
+        "{names:?}"
+    );
+    assert_eq!(daemon.get_json("/v1/users/Carol")["state"], "active");
+    assert_eq!(
+        daemon
+            .request(hyper::Method::GET, "/v1/users/mallory", &[], None)
+            .status,
+        404
+    );
+
+    // Admins through the API: only for active users, recorded, and revocable.
+    assert_eq!(
+        daemon
+            .request(hyper::Method::PUT, "/v1/admins/mallory", &[], None)
+            .status,
+        404
+    );
+    let granted = daemon
+        .request(hyper::Method::PUT, "/v1/admins/bob", &[], None)
+        .json()
+        .unwrap();
+    assert_eq!(granted["changed"], true);
+    assert_eq!(
+        daemon.get_json("/v1/users/bob")["admin_sources"],
+        serde_json::json!(["api"])
+    );
+    let report = daemon
+        .request(hyper::Method::POST, "/v1/sync", &[], None)
+        .json()
+        .unwrap();
+    assert_eq!(report["run"]["outcome"], "applied");
+    assert_eq!(
+        daemon.get_json("/v1/users/bob")["admin_sources"],
+        serde_json::json!(["api"]),
+        "a sync keeps API admins"
+    );
+    assert_eq!(
+        daemon
+            .request(hyper::Method::DELETE, "/v1/admins/bob", &[], None)
+            .status,
+        200
+    );
+    assert_eq!(
+        daemon
+            .request(hyper::Method::DELETE, "/v1/admins/bob", &[], None)
+            .status,
+        404
+    );
+    assert_eq!(
+        daemon
+            .request(hyper::Method::POST, "/v1/sync/confirm", &[], None)
+            .status,
+        409
+    );
+
+    let ctl = |args: &[&str]| {
+        let output = Command::new(env!("CARGO_BIN_EXE_pangeoctl"))
+            .arg("--socket")
+            .arg(daemon.socket())
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            output.status.code(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+        )
+    };
+    let (code, out) = ctl(&["users", "--state", "active"]);
+    assert_eq!(code, Some(0));
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("alice ") && l.ends_with("admin (group)")),
+        "{out}"
+    );
+    let (code, out) = ctl(&["sync"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.starts_with("sync applied: "), "{out}");
+    let (code, out) = ctl(&["admins", "add", "carol"]);
+    assert_eq!((code, out.trim()), (Some(0), "carol: changed"));
+    let (code, _) = ctl(&["admins", "remove", "carol"]);
+    assert_eq!(code, Some(0));
+    daemon.stop();
 }

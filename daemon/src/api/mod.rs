@@ -7,6 +7,7 @@ mod listen;
 mod metrics;
 mod problem;
 mod routes;
+mod users;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -44,6 +45,7 @@ pub struct TcpListenerInfo {
 #[derive(Clone)]
 pub struct AppState {
     pub boot: BootHandle,
+    pub directory: crate::directory::DirectorySync,
     pub state: Arc<State>,
     pub config_path: PathBuf,
     pub started: Instant,

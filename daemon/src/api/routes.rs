@@ -36,6 +36,14 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(get_config, patch_config))
         .routes(routes!(events))
         .routes(routes!(metrics))
+        .routes(routes!(super::users::list_users))
+        .routes(routes!(super::users::get_user))
+        .routes(routes!(super::users::sync_overview, super::users::sync_now))
+        .routes(routes!(super::users::confirm_sync))
+        .routes(routes!(
+            super::users::grant_admin,
+            super::users::revoke_admin
+        ))
 }
 
 #[derive(Serialize, ToSchema)]
@@ -96,18 +104,12 @@ pub struct Status {
     #[serde(flatten)]
     pub boot: BootStatus,
     pub components: Vec<ComponentStatus>,
+    pub directory: crate::directory::SyncStatus,
     /// The TCP listener for the portal, when configured.
     pub api_listener: Option<TcpListenerInfo>,
 }
 
-const COMPONENTS: &[&str] = &[
-    "k3s",
-    "jupyterhub",
-    "dask-gateway",
-    "storage",
-    "ingress",
-    "directory-sync",
-];
+const COMPONENTS: &[&str] = &["k3s", "jupyterhub", "dask-gateway", "storage", "ingress"];
 
 /// Boot steps, the overall phase, version, uptime and components.
 #[utoipa::path(get, path = "/v1/status", tag = "status", responses((status = 200, body = Status)))]
@@ -129,6 +131,7 @@ async fn status(Extract(app): Extract<AppState>) -> Json<Status> {
             })
             .collect(),
         api_listener: app.tcp.clone(),
+        directory: app.directory.status().borrow().clone(),
     })
 }
 

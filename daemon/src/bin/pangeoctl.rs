@@ -62,6 +62,30 @@ enum Command {
     },
     /// Prometheus metrics, as served.
     Metrics,
+    /// Users known from the directory.
+    Users {
+        /// active, disabled or removed
+        #[arg(long)]
+        state: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
+    /// Sync with FreeIPA now, or --confirm a held result.
+    Sync {
+        #[arg(long)]
+        confirm: bool,
+    },
+    /// Grant or take back hub admin rights (kept locally).
+    Admins {
+        #[command(subcommand)]
+        action: AdminAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum AdminAction {
+    Add { name: String },
+    Remove { name: String },
 }
 
 #[derive(Subcommand)]
@@ -118,9 +142,17 @@ fn main() -> ExitCode {
     if !response.status.is_success() {
         return fail(EXIT_API, &problem_text(&response));
     }
+    let sync_failed = matches!(args.command, Command::Sync { .. })
+        && response
+            .json()
+            .is_ok_and(|j| j["run"]["outcome"] == "failed");
     if args.json {
         println!("{}", String::from_utf8_lossy(&response.body));
-        return ExitCode::SUCCESS;
+        return if sync_failed {
+            ExitCode::from(EXIT_API)
+        } else {
+            ExitCode::SUCCESS
+        };
     }
     let text = match &args.command {
         Command::Metrics => String::from_utf8_lossy(&response.body).into_owned(),
@@ -135,7 +167,11 @@ fn main() -> ExitCode {
         },
     };
     print!("{text}");
-    ExitCode::SUCCESS
+    if sync_failed {
+        ExitCode::from(EXIT_API)
+    } else {
+        ExitCode::SUCCESS
+    }
 }
 
 fn fail(code: u8, message: &str) -> ExitCode {
@@ -189,6 +225,21 @@ fn request_for(command: &Command) -> Result<(Method, String, Option<Vec<u8>>), S
     Ok(match command {
         Command::Status => (Method::GET, "/v1/status".into(), None),
         Command::Metrics => (Method::GET, "/metrics".into(), None),
+        Command::Users { state, limit } => {
+            let mut path = format!("/v1/users?limit={limit}");
+            if let Some(state) = state {
+                path.push_str(&format!("&state={state}"));
+            }
+            (Method::GET, path, None)
+        }
+        Command::Sync { confirm: false } => (Method::POST, "/v1/sync".into(), None),
+        Command::Sync { confirm: true } => (Method::POST, "/v1/sync/confirm".into(), None),
+        Command::Admins {
+            action: AdminAction::Add { name },
+        } => (Method::PUT, format!("/v1/admins/{name}"), None),
+        Command::Admins {
+            action: AdminAction::Remove { name },
+        } => (Method::DELETE, format!("/v1/admins/{name}"), None),
         Command::Events { limit, before } => {
             let mut path = format!("/v1/events?limit={limit}");
             if let Some(before) = before {
@@ -358,6 +409,57 @@ fn render(command: &Command, json: &Value) -> String {
             }
         }
         Command::Metrics => {}
+        Command::Users { .. } => {
+            for user in json["users"].as_array().into_iter().flatten() {
+                let admin = user["admin_sources"]
+                    .as_array()
+                    .map(|s| {
+                        s.iter()
+                            .filter_map(|v| v.as_str())
+                            .collect::<Vec<_>>()
+                            .join(",")
+                    })
+                    .unwrap_or_default();
+                out.push_str(&format!(
+                    "{:<24} {:<9} {:<30} {}\n",
+                    user["name"].as_str().unwrap_or_default(),
+                    user["state"].as_str().unwrap_or_default(),
+                    user["cn"].as_str().unwrap_or_default(),
+                    if admin.is_empty() {
+                        String::new()
+                    } else {
+                        format!("admin ({admin})")
+                    }
+                ));
+            }
+        }
+        Command::Sync { .. } => {
+            let run = &json["run"];
+            out.push_str(&format!(
+                "sync {}: {} members, +{} -{} disabled {} re-enabled {} in {} ms\n",
+                run["outcome"].as_str().unwrap_or_default(),
+                run["members"],
+                run["added"],
+                run["removed"],
+                run["disabled"],
+                run["reenabled"],
+                run["duration_ms"]
+            ));
+            if let Some(error) = run["error"].as_str() {
+                out.push_str(&format!("error: {error}\n"));
+            }
+        }
+        Command::Admins { .. } => {
+            out.push_str(&format!(
+                "{}: {}\n",
+                json["user"].as_str().unwrap_or_default(),
+                if json["changed"] == true {
+                    "changed"
+                } else {
+                    "already so"
+                }
+            ));
+        }
     }
     out
 }

@@ -26,15 +26,23 @@ pub enum Step {
     Config,
     /// Kernel features, free disk, the data disk, and the DNS of a custom domain.
     Preflight,
+    /// A first directory sync with FreeIPA: who may log in, and who is admin.
+    DirectorySync,
 }
 
-pub const BOOT_STEPS: &[Step] = &[Step::Config, Step::Preflight];
+pub const BOOT_STEPS: &[Step] = &[Step::Config, Step::Preflight, Step::DirectorySync];
+
+/// The immutable keys are locked when this step first succeeds: from then on the platform is
+/// built on them. (The components step, which bakes the domain into certificates, takes this
+/// role when it exists.)
+const LOCK_KEYS_AFTER: Step = Step::Preflight;
 
 impl Step {
     pub fn name(self) -> &'static str {
         match self {
             Step::Config => "config",
             Step::Preflight => "preflight",
+            Step::DirectorySync => "directory-sync",
         }
     }
 }
@@ -170,6 +178,7 @@ impl BootHandle {
 
 pub struct BootRunner {
     config_path: PathBuf,
+    directory: crate::directory::DirectorySync,
     state: Arc<State>,
     notifier: Notifier,
     heartbeats: Heartbeats,
@@ -187,6 +196,7 @@ impl BootRunner {
     pub fn new(
         config_path: PathBuf,
         state: Arc<State>,
+        directory: crate::directory::DirectorySync,
         notifier: Notifier,
         heartbeats: Heartbeats,
     ) -> Result<(Self, BootHandle), crate::state::StateError> {
@@ -219,6 +229,7 @@ impl BootRunner {
         Ok((
             Self {
                 config_path,
+                directory,
                 state,
                 notifier,
                 heartbeats,
@@ -271,6 +282,7 @@ impl BootRunner {
     async fn run_steps(&mut self, actor: &str, reload: bool) -> Option<Duration> {
         let mut ctx = steps::StepContext {
             config_path: &self.config_path,
+            directory: &self.directory,
             state: &self.state,
             current: self.config.borrow().clone(),
             actor,
@@ -303,6 +315,9 @@ impl BootRunner {
                         self.config.send_replace(ctx.current.clone());
                     }
                     self.set_step(index, StepState::Done, message, 1.0, None, false);
+                    if *step == LOCK_KEYS_AFTER {
+                        self.lock_keys_once(actor);
+                    }
                 }
                 Ok(steps::StepOutcome::ReloadRefused(error)) => {
                     // The previous config stays in force; the platform is not disturbed.
@@ -365,8 +380,8 @@ impl BootRunner {
         None
     }
 
-    /// After the first successful boot the immutable keys are locked for good.
-    fn on_ready(&self, actor: &str) {
+    /// Once the platform is built on them, the immutable keys are locked for good.
+    fn lock_keys_once(&self, actor: &str) {
         let Some(config) = self.config.borrow().clone() else {
             return;
         };
@@ -391,6 +406,12 @@ impl BootRunner {
             Ok(_) => {}
             Err(error) => tracing::error!(%error, "cannot read the locked keys"),
         }
+    }
+
+    fn on_ready(&self, actor: &str) {
+        let Some(config) = self.config.borrow().clone() else {
+            return;
+        };
         self.record_event(
             actor,
             "boot.ready",

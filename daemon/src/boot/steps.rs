@@ -11,6 +11,7 @@ use super::{Step, StepError, preflight};
 
 pub(super) struct StepContext<'a> {
     pub config_path: &'a Path,
+    pub directory: &'a crate::directory::DirectorySync,
     pub state: &'a State,
     /// The config in force; the config step replaces it when a new one passes validation.
     pub current: Option<Arc<Config>>,
@@ -31,6 +32,7 @@ pub(super) async fn run(step: Step, ctx: &mut StepContext<'_>) -> Result<StepOut
     match step {
         Step::Config => config(ctx),
         Step::Preflight => preflight::run(ctx).await.map(StepOutcome::Done),
+        Step::DirectorySync => directory_sync(ctx).await.map(StepOutcome::Done),
     }
 }
 
@@ -94,6 +96,48 @@ fn config(ctx: &mut StepContext<'_>) -> Result<StepOutcome, StepError> {
     ctx.revision = Some(revision);
     ctx.current = Some(Arc::new(config));
     Ok(StepOutcome::Done(format!("revision {revision} in force")))
+}
+
+/// A first sync. If FreeIPA cannot be reached but an earlier sync left users, the step is done
+/// with them (nobody is revoked by an outage); with no users at all it fails and retries.
+async fn directory_sync(ctx: &mut StepContext<'_>) -> Result<String, StepError> {
+    let Some(config) = ctx.current.clone() else {
+        return Err(StepError {
+            message: "no valid config is in force".into(),
+            key: None,
+            retry_after: None,
+        });
+    };
+    let trigger = if ctx.reload { "reload" } else { "boot" };
+    match ctx.directory.run(&config, trigger, ctx.reload).await {
+        Ok(report) if report.run.outcome == "held" => Ok(format!(
+            "a sync that would drop more than half the users is held: confirm it with POST /v1/sync/confirm; {} active users kept",
+            ctx.state
+                .count_users(crate::state::UserState::Active)
+                .unwrap_or(0)
+        )),
+        Ok(report) => Ok(format!(
+            "{} active users ({})",
+            report.run.members, report.run.outcome
+        )),
+        Err(error) => {
+            let kept = ctx
+                .state
+                .count_users(crate::state::UserState::Active)
+                .unwrap_or(0);
+            if kept > 0 {
+                Ok(format!(
+                    "FreeIPA unreachable ({error}); keeping the {kept} active users of the last sync"
+                ))
+            } else {
+                Err(StepError {
+                    message: format!("first directory sync failed: {error}"),
+                    key: Some("freeipa.server".into()),
+                    retry_after: Some(Duration::from_secs(30)),
+                })
+            }
+        }
+    }
 }
 
 /// The files, then the keys set through the admin API in the latest revision.

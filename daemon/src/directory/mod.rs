@@ -240,18 +240,18 @@ impl DirectorySync {
         let mut client = DirectoryClient::connect(config).await?;
         let check_first =
             !full && engine.pending.is_none() && engine.runs_since_full < FULL_SYNC_EVERY;
-        if let (true, Some(usn)) = (check_first, engine.usn) {
-            if !client.changed_since(&tree, usn).await? {
-                engine.runs_since_full += 1;
-                client.close().await;
-                let members = self.state.count_users(crate::state::UserState::Active)?;
-                let run = self.finish_run(started_at, started, trigger, "unchanged", members);
-                let id = self.state.record_sync_run(&run)?;
-                return Ok(SyncReport {
-                    run: SyncRun { id, ..run },
-                    changes: SyncChanges::default(),
-                });
-            }
+        if let (true, Some(usn)) = (check_first, engine.usn)
+            && !client.changed_since(&tree, usn).await?
+        {
+            engine.runs_since_full += 1;
+            client.close().await;
+            let members = self.state.count_users(crate::state::UserState::Active)?;
+            let run = self.finish_run(started_at, started, trigger, "unchanged", members);
+            let id = self.state.record_sync_run(&run)?;
+            return Ok(SyncReport {
+                run: SyncRun { id, ..run },
+                changes: SyncChanges::default(),
+            });
         }
         let snapshot = client.snapshot(&tree).await?;
         client.close().await;
@@ -372,6 +372,45 @@ impl DirectorySync {
             disabled: 0,
             reenabled: 0,
             error: None,
+        }
+    }
+}
+
+/// The loop name the watchdog knows.
+pub const LOOP_NAME: &str = "directory-sync";
+
+/// Syncs every `freeipa.sync_interval_seconds`. Beats while alive, even during
+/// a long sync, as long as the task is being polled.
+pub async fn run_loop(
+    sync: DirectorySync,
+    mut config: watch::Receiver<Option<Arc<Config>>>,
+    heartbeats: crate::systemd::Heartbeats,
+) {
+    let mut beat = tokio::time::interval(Duration::from_secs(1));
+    // The boot step runs the first sync; the loop takes over after one interval.
+    let mut next = Instant::now() + Duration::from_secs(60);
+    loop {
+        heartbeats.beat(LOOP_NAME);
+        let wait = tokio::time::sleep_until(next.into());
+        tokio::select! {
+            _ = beat.tick() => continue,
+            () = wait => {}
+            changed = config.changed() => if changed.is_err() { return } else { continue },
+        }
+        let current = config.borrow().clone();
+        let Some(current) = current else {
+            next = Instant::now() + Duration::from_secs(5);
+            continue;
+        };
+        next =
+            Instant::now() + Duration::from_secs(u64::from(current.freeipa.sync_interval_seconds));
+        let run = sync.run(&current, "periodic", false);
+        tokio::pin!(run);
+        loop {
+            tokio::select! {
+                _ = &mut run => break,
+                _ = beat.tick() => heartbeats.beat(LOOP_NAME),
+            }
         }
     }
 }

@@ -223,6 +223,12 @@ pub fn step<'a>(status: &'a serde_json::Value, name: &str) -> &'a serde_json::Va
         .unwrap()
 }
 
+/// Config and preflight are done. (The directory-sync step fails in these tests: no FreeIPA
+/// runs for them; daemon/tests/directory.rs covers it against the real server.)
+pub fn booted(status: &serde_json::Value) -> bool {
+    step(status, "preflight")["state"] == "done"
+}
+
 pub fn exists(path: &Path) -> bool {
     path.exists()
 }
