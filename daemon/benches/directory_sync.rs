@@ -24,7 +24,9 @@ const CHECKS: usize = 20;
 
 fn main() {
     let Ok(workdir) = std::env::var("LDAP_WORKDIR") else {
-        eprintln!("SKIPPED: set LDAP_WORKDIR to a running 389-ds fixture (integration-tests/bench-directory.sh does)");
+        eprintln!(
+            "SKIPPED: set LDAP_WORKDIR to a running 389-ds fixture (integration-tests/bench-directory.sh does)"
+        );
         return;
     };
     let env: BTreeMap<String, String> = std::fs::read_to_string(format!("{workdir}/env"))
@@ -60,18 +62,47 @@ fn main() {
     for _ in 0..RUNS {
         let started = Instant::now();
         let output = Command::new("ldapsearch")
-            .args(["-x", "-LLL", "-H", &format!("ldaps://127.0.0.1:{}", get("LDAPS_PORT")), "-D", &get("LDAP_BIND_DN"), "-w", password.trim()])
-            .args(["-E", "pr=1000/noprompt", "-b", &get("LDAP_USERS_DN"), &filter, "uid", "cn", "mail", "memberOf", "nsAccountLock", "entryUSN"])
+            .args([
+                "-x",
+                "-LLL",
+                "-H",
+                &format!("ldaps://127.0.0.1:{}", get("LDAPS_PORT")),
+                "-D",
+                &get("LDAP_BIND_DN"),
+                "-w",
+                password.trim(),
+            ])
+            .args([
+                "-E",
+                "pr=1000/noprompt",
+                "-b",
+                &get("LDAP_USERS_DN"),
+                &filter,
+                "uid",
+                "cn",
+                "mail",
+                "memberOf",
+                "nsAccountLock",
+                "entryUSN",
+            ])
             .env("LDAPTLS_CACERT", get("LDAP_CA"))
             .stderr(Stdio::null())
             .output()
             .unwrap();
         ldapsearch.push(started.elapsed().as_secs_f64());
         assert!(output.status.success(), "ldapsearch failed");
-        entries = output.stdout.split(|b| *b == b'\n').filter(|l| l.starts_with(b"dn: ")).count();
+        entries = output
+            .stdout
+            .split(|b| *b == b'\n')
+            .filter(|l| l.starts_with(b"dn: "))
+            .count();
     }
 
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     let mut first = Vec::new();
     let mut members = 0;
     let mut steady = Vec::new();
@@ -94,13 +125,26 @@ fn main() {
     let stop = Arc::new(AtomicBool::new(false));
     let writer = {
         let stop = stop.clone();
-        let (uri, dm, pw, dn) = (get("LDAP_URI"), get("LDAP_DM_DN"), get("LDAP_DM_PASSWORD"), format!("uid=mallory,{}", get("LDAP_USERS_DN")));
+        let (uri, dm, pw, dn) = (
+            get("LDAP_URI"),
+            get("LDAP_DM_DN"),
+            get("LDAP_DM_PASSWORD"),
+            format!("uid=mallory,{}", get("LDAP_USERS_DN")),
+        );
         std::thread::spawn(move || {
             let mut i = 0;
             while !stop.load(Ordering::Relaxed) {
-                let ldif = format!("dn: {dn}\nchangetype: modify\nreplace: description\ndescription: tick {i}\n");
-                let mut child = Command::new("ldapmodify").args(["-x", "-H", &uri, "-D", &dm, "-w", &pw]).stdin(Stdio::piped()).stdout(Stdio::null()).spawn().unwrap();
-                std::io::Write::write_all(&mut child.stdin.take().unwrap(), ldif.as_bytes()).unwrap();
+                let ldif = format!(
+                    "dn: {dn}\nchangetype: modify\nreplace: description\ndescription: tick {i}\n"
+                );
+                let mut child = Command::new("ldapmodify")
+                    .args(["-x", "-H", &uri, "-D", &dm, "-w", &pw])
+                    .stdin(Stdio::piped())
+                    .stdout(Stdio::null())
+                    .spawn()
+                    .unwrap();
+                std::io::Write::write_all(&mut child.stdin.take().unwrap(), ldif.as_bytes())
+                    .unwrap();
                 child.wait().unwrap();
                 i += 1;
                 std::thread::sleep(Duration::from_secs(1));
@@ -119,19 +163,33 @@ fn main() {
     }
     stop.store(true, Ordering::Relaxed);
     let writes = writer.join().unwrap();
-    let hwm = std::fs::read_to_string("/proc/self/status").unwrap().lines().find_map(|l| l.strip_prefix("VmHWM:").map(|v| v.trim().to_string())).unwrap();
+    let hwm = std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:").map(|v| v.trim().to_string()))
+        .unwrap();
 
     let median = |mut v: Vec<f64>| {
         v.sort_by(f64::total_cmp);
         v[v.len() / 2]
     };
-    let (ls, fs, ss) = (median(ldapsearch), median(first.clone()), median(steady.clone()));
+    let (ls, fs, ss) = (
+        median(ldapsearch),
+        median(first.clone()),
+        median(steady.clone()),
+    );
     checks.sort_by(f64::total_cmp);
     println!("| measurement ({members} active members, {entries} entries read) | value |");
     println!("|---|---|");
     println!("| baseline: ldapsearch -E pr=1000, median of {RUNS} | {ls:.3} s |");
-    println!("| first full sync into an empty state (insert all), median of {RUNS} | {fs:.3} s (ratio {:.2}) |", fs / ls);
-    println!("| full sync into a populated state, median of {RUNS} | {ss:.3} s (ratio {:.2}) |", ss / ls);
+    println!(
+        "| first full sync into an empty state (insert all), median of {RUNS} | {fs:.3} s (ratio {:.2}) |",
+        fs / ls
+    );
+    println!(
+        "| full sync into a populated state, median of {RUNS} | {ss:.3} s (ratio {:.2}) |",
+        ss / ls
+    );
     println!(
         "| no-change sync while an unrelated entry changes every second ({writes} writes), {CHECKS} runs: p50 / max | {:.1} / {:.1} ms, outcomes {outcomes:?} |",
         checks[CHECKS / 2],

@@ -686,3 +686,35 @@ fn the_daemon_syncs_at_boot_and_serves_users_sync_and_admins() {
     assert_eq!(code, Some(0));
     daemon.stop();
 }
+
+#[test]
+fn content_sync_reports_a_removal_within_two_seconds() {
+    let Some(f) = fixture() else { return };
+    let s = setup(&f);
+    let rt = runtime();
+    let changes = Arc::new(tokio::sync::Notify::new());
+    let config = Arc::new(s.config.clone());
+    rt.block_on(async {
+        let watcher = tokio::spawn(pangeod::directory::watch_directory(config, changes.clone()));
+        // Let the refresh phase finish.
+        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+        let users_group = f.group_dn("demo_notebook_users");
+        f.modify(&format!(
+            "dn: {users_group}\nchangetype: modify\ndelete: member\nmember: {}\n",
+            f.user_dn("bob")
+        ));
+        let _undo = f.undo_on_drop(format!(
+            "dn: {users_group}\nchangetype: modify\nadd: member\nmember: {}\n",
+            f.user_dn("bob")
+        ));
+        let started = std::time::Instant::now();
+        let notified =
+            tokio::time::timeout(std::time::Duration::from_secs(2), changes.notified()).await;
+        watcher.abort();
+        assert!(notified.is_ok(), "no change notification within 2 s");
+        eprintln!(
+            "content sync reported the removal after {:?}",
+            started.elapsed()
+        );
+    });
+}

@@ -370,6 +370,53 @@ impl DirectoryClient {
         }
     }
 
+    /// RFC 4533 content sync in refreshAndPersist mode over the entries that decide membership:
+    /// after the initial refresh, every change the server reports calls `on_change`. Used only
+    /// as a trigger (the sync itself stays the checked, fail-safe read). Returns when the
+    /// server ends the search or the connection fails.
+    pub async fn persist(
+        mut self,
+        tree: &Tree,
+        on_change: impl Fn(),
+    ) -> Result<(), DirectoryError> {
+        let filter = format!(
+            "(|{}(cn={})(cn={}))",
+            tree.member_filter(),
+            ldap_escape(group_cn(&tree.users_group)),
+            ldap_escape(group_cn(&tree.admins_group)),
+        );
+        let request = ldap3::controls::SyncRequest {
+            mode: ldap3::controls::RefreshMode::RefreshAndPersist,
+            cookie: None,
+            reload_hint: false,
+        };
+        let mut stream = self
+            .ldap
+            .with_controls(request)
+            .streaming_search(&tree.base, Scope::Subtree, &filter, vec!["1.1"])
+            .await
+            .map_err(|e| classify(&self.server, e))?;
+        let mut refreshed = false;
+        while let Some(entry) = stream.next().await.map_err(|e| classify(&self.server, e))? {
+            if entry.is_intermediate() {
+                // The Sync Info message that ends the refresh phase.
+                refreshed = true;
+            } else if refreshed && !entry.is_ref() {
+                on_change();
+            }
+        }
+        let result = stream.finish().await;
+        Err(DirectoryError::Search {
+            what: "the content sync (refreshAndPersist) search".into(),
+            rc: result.rc,
+            text: if result.text.is_empty() {
+                "the server ended it".into()
+            } else {
+                result.text
+            },
+        })
+    }
+
     pub async fn close(mut self) {
         let _ = self.ldap.unbind().await;
     }

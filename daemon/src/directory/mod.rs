@@ -379,26 +379,41 @@ impl DirectorySync {
 /// The loop name the watchdog knows.
 pub const LOOP_NAME: &str = "directory-sync";
 
-/// Syncs every `freeipa.sync_interval_seconds`. Beats while alive, even during
-/// a long sync, as long as the task is being polled.
+/// Syncs every `freeipa.sync_interval_seconds`, and soon after the directory reports a change
+/// through content sync (RFC 4533 refreshAndPersist) where the server offers it. Beats while
+/// alive, even during a long sync, as long as the task is being polled.
 pub async fn run_loop(
     sync: DirectorySync,
     mut config: watch::Receiver<Option<Arc<Config>>>,
     heartbeats: crate::systemd::Heartbeats,
 ) {
+    let changes = Arc::new(tokio::sync::Notify::new());
+    let mut watcher: Option<tokio::task::JoinHandle<()>> = None;
     let mut beat = tokio::time::interval(Duration::from_secs(1));
     // The boot step runs the first sync; the loop takes over after one interval.
     let mut next = Instant::now() + Duration::from_secs(60);
+    let mut watched: Option<Arc<Config>> = None;
     loop {
         heartbeats.beat(LOOP_NAME);
+        let current = config.borrow().clone();
+        if current.as_ref().map(Arc::as_ptr) != watched.as_ref().map(Arc::as_ptr) {
+            if let Some(old) = watcher.take() {
+                old.abort();
+            }
+            watched = current.clone();
+            watcher = current.map(|config| tokio::spawn(watch_directory(config, changes.clone())));
+        }
         let wait = tokio::time::sleep_until(next.into());
         tokio::select! {
             _ = beat.tick() => continue,
             () = wait => {}
+            () = changes.notified() => {
+                // Let a burst of related changes (a group and its members) land first.
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
             changed = config.changed() => if changed.is_err() { return } else { continue },
         }
-        let current = config.borrow().clone();
-        let Some(current) = current else {
+        let Some(current) = config.borrow().clone() else {
             next = Instant::now() + Duration::from_secs(5);
             continue;
         };
@@ -412,5 +427,27 @@ pub async fn run_loop(
                 _ = beat.tick() => heartbeats.beat(LOOP_NAME),
             }
         }
+    }
+}
+
+/// Keeps a content-sync search open, reconnecting with backoff; each reported change wakes the
+/// sync loop. A server without content sync just leaves the periodic sync.
+pub async fn watch_directory(config: Arc<Config>, changes: Arc<tokio::sync::Notify>) {
+    let tree = Tree::from_config(&config);
+    let mut backoff = Duration::from_secs(5);
+    loop {
+        let started = Instant::now();
+        let outcome = match DirectoryClient::connect(&config).await {
+            Ok(client) => client.persist(&tree, || changes.notify_one()).await,
+            Err(error) => Err(error),
+        };
+        if let Err(error) = outcome {
+            tracing::info!(%error, retry_in = ?backoff, "directory change notifications unavailable; periodic sync continues");
+        }
+        if started.elapsed() > Duration::from_secs(60) {
+            backoff = Duration::from_secs(5);
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(300));
     }
 }
