@@ -718,3 +718,33 @@ fn content_sync_reports_a_removal_within_two_seconds() {
         );
     });
 }
+
+#[test]
+fn a_server_killed_in_the_middle_of_a_sync_revokes_nobody() {
+    let Some(f) = fixture() else { return };
+    let pidfile = f.get("LDAP_PIDFILE").to_string();
+    let killer = Mutex::new(None);
+    assert_failsafe(
+        &f,
+        |t| t,
+        || {
+            // The sync starts right after this returns; the server freezes under it, then dies.
+            let pidfile = pidfile.clone();
+            *killer.lock().unwrap() = Some(std::thread::spawn(move || {
+                let pid: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+                let pid = nix::unistd::Pid::from_raw(pid);
+                std::thread::sleep(std::time::Duration::from_millis(20));
+                nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
+                std::thread::sleep(std::time::Duration::from_millis(500));
+                nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).unwrap();
+            }));
+        },
+        || {
+            if let Some(killer) = killer.lock().unwrap().take() {
+                killer.join().unwrap();
+            }
+            f.script("start.sh", &[]);
+        },
+        |e| matches!(e, DirectoryError::Connect { .. } | DirectoryError::Tls { .. } | DirectoryError::Timeout { .. }),
+    );
+}
