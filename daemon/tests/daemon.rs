@@ -305,16 +305,26 @@ fn the_socket_is_0660_and_owned_by_the_configured_group() {
         return;
     };
     let mut daemon = TestDaemon::new("");
-    daemon.write_main(&TestDaemon::main_text().replace("socket = \"run/admin.sock\"", "socket = \"run/admin.sock\"\nsocket_group = \"adm\""));
+    daemon.write_main(&TestDaemon::main_text().replace(
+        "socket = \"run/admin.sock\"",
+        "socket = \"run/admin.sock\"\nsocket_group = \"adm\"",
+    ));
     daemon.start();
     let meta = std::fs::metadata(daemon.socket()).unwrap();
     assert_eq!(meta.permissions().mode() & 0o777, 0o660);
     assert_eq!(meta.gid(), group.gid.as_raw());
     daemon.stop();
 
-    daemon.write_main(&TestDaemon::main_text().replace("socket = \"run/admin.sock\"", "socket = \"run/admin.sock\"\nsocket_group = \"no-such-group-x\""));
+    daemon.write_main(&TestDaemon::main_text().replace(
+        "socket = \"run/admin.sock\"",
+        "socket = \"run/admin.sock\"\nsocket_group = \"no-such-group-x\"",
+    ));
     daemon.child = Some(daemon.command().spawn().unwrap());
     assert_eq!(daemon.wait_exit(Duration::from_secs(10)), Some(78));
-    assert!(daemon.stderr().contains("api.socket_group: no group named \"no-such-group-x\" exists"));
+    assert!(
+        daemon
+            .stderr()
+            .contains("api.socket_group: no group named \"no-such-group-x\" exists")
+    );
     daemon.child = None;
 }

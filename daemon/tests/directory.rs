@@ -731,7 +731,11 @@ fn a_server_killed_in_the_middle_of_a_sync_revokes_nobody() {
             // The sync starts right after this returns; the server freezes under it, then dies.
             let pidfile = pidfile.clone();
             *killer.lock().unwrap() = Some(std::thread::spawn(move || {
-                let pid: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+                let pid: i32 = std::fs::read_to_string(&pidfile)
+                    .unwrap()
+                    .trim()
+                    .parse()
+                    .unwrap();
                 let pid = nix::unistd::Pid::from_raw(pid);
                 std::thread::sleep(std::time::Duration::from_millis(20));
                 nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
@@ -745,6 +749,13 @@ fn a_server_killed_in_the_middle_of_a_sync_revokes_nobody() {
             }
             f.script("start.sh", &[]);
         },
-        |e| matches!(e, DirectoryError::Connect { .. } | DirectoryError::Tls { .. } | DirectoryError::Timeout { .. }),
+        |e| {
+            matches!(
+                e,
+                DirectoryError::Connect { .. }
+                    | DirectoryError::Tls { .. }
+                    | DirectoryError::Timeout { .. }
+            )
+        },
     );
 }

@@ -58,6 +58,14 @@ pub struct AppState {
 /// The routes, with their OpenAPI document generated from the same handler definitions.
 pub fn router(app: AppState) -> Router {
     let (router, openapi) = routes::router().split_for_parts();
+    #[cfg(feature = "fault-injection")]
+    let router = router.route(
+        "/v1/debug/hang",
+        axum::routing::post(|| async {
+            crate::boot::HANG_BOOT_RUNNER.store(true, std::sync::atomic::Ordering::SeqCst);
+            "the boot runner will hang; the watchdog should restart pangeod"
+        }),
+    );
     let openapi = Arc::new(openapi);
     let metrics = app.metrics.clone();
     router

@@ -187,6 +187,12 @@ pub struct BootRunner {
     reloads: Arc<ReloadRequests>,
 }
 
+/// Test builds only (`--features fault-injection`): makes the boot runner stop beating, as a
+/// hung loop would, so that tests can watch systemd's watchdog restart the daemon.
+#[cfg(feature = "fault-injection")]
+pub static HANG_BOOT_RUNNER: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+
 /// How often the runner beats while idle or while a step runs.
 const BEAT: Duration = Duration::from_secs(1);
 pub const LOOP_NAME: &str = "boot";
@@ -257,7 +263,14 @@ impl BootRunner {
                 }
             };
             tokio::select! {
-                _ = beat.tick() => self.heartbeats.beat(LOOP_NAME),
+                _ = beat.tick() => {
+                    #[cfg(feature = "fault-injection")]
+                    if HANG_BOOT_RUNNER.load(std::sync::atomic::Ordering::SeqCst) {
+                        tracing::warn!("fault injection: the boot runner hangs now");
+                        std::future::pending::<()>().await;
+                    }
+                    self.heartbeats.beat(LOOP_NAME);
+                }
                 () = retry_sleep => {
                     tracing::info!("retrying the failed boot step");
                     retry = self.run_steps("pangeod", false).await;
