@@ -8,6 +8,7 @@ pub mod client;
 pub mod config;
 pub mod daemon;
 pub mod directory;
+pub mod k3s;
 pub mod logging;
 pub mod state;
 pub mod systemd;

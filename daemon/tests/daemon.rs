@@ -328,3 +328,30 @@ fn the_socket_is_0660_and_owned_by_the_configured_group() {
     );
     daemon.child = None;
 }
+
+#[test]
+fn the_k3s_unit_is_its_own_delegated_notify_unit() {
+    let unit = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../systemd/k3s.service"
+    ))
+    .unwrap();
+    let value = |key: &str| -> Vec<String> {
+        unit.lines()
+            .filter_map(|line| line.strip_prefix(&format!("{key}=")))
+            .map(str::to_string)
+            .collect()
+    };
+    assert_eq!(value("Type"), ["notify"]);
+    assert_eq!(value("Delegate"), ["yes"]);
+    assert_eq!(value("KillMode"), ["process"]);
+    assert_eq!(
+        value("ExecStart"),
+        [format!(
+            "/usr/local/bin/k3s server --config {}",
+            pangeod::k3s::CONFIG_PATH
+        )]
+    );
+    // pangeod starts it; it is not enabled by itself.
+    assert!(!unit.contains("[Install]"));
+}
