@@ -52,11 +52,11 @@ for _ in $(seq 100); do [ -f "$WORK/state/api-token" ] && [ -S "$WORK/run/admin.
 TOKEN=$(cut -d: -f2 "$WORK/state/api-token")
 
 set +e
-"$VENV/bin/st" run "https://localhost:$PORT/v1/openapi.json" \
+(cd "$WORK" && "$VENV/bin/st" run "https://localhost:$PORT/v1/openapi.json" \
     --header "Authorization: Bearer $TOKEN" \
     --tls-verify "$WORK/state/tls/ca.pem" \
     --checks not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance \
-    --max-examples "$EXAMPLES" --workers 1 --request-timeout 10 --no-color
+    --max-examples "$EXAMPLES" --workers 1 --request-timeout 10 --no-color)
 rc=$?
 set -e
 if ! kill -0 "$PID" 2>/dev/null; then

@@ -759,3 +759,34 @@ fn a_server_killed_in_the_middle_of_a_sync_revokes_nobody() {
         },
     );
 }
+
+#[test]
+fn a_config_change_that_moves_the_tree_forces_a_full_read() {
+    let Some(f) = fixture() else { return };
+    let s = setup(&f);
+    let rt = runtime();
+    rt.block_on(s.sync.run(&s.config, "test", true)).unwrap();
+    assert_eq!(
+        rt.block_on(s.sync.run(&s.config, "test", false))
+            .unwrap()
+            .run
+            .outcome,
+        "unchanged"
+    );
+    // bob becomes a configured admin: nothing changed in the directory, but the answer did.
+    let more_admins = f.config(&s._dir, |t| {
+        t.replace(
+            "admin_users = [\"admin\"]",
+            "admin_users = [\"admin\", \"bob\"]",
+        )
+    });
+    let report = rt
+        .block_on(s.sync.run(&more_admins, "test", false))
+        .unwrap();
+    assert_eq!(report.run.outcome, "applied");
+    assert_eq!(report.changes.admin_changed, ["bob"]);
+    assert_eq!(
+        s.state.user("bob").unwrap().unwrap().admin_sources,
+        ["config"]
+    );
+}

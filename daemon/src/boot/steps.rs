@@ -109,7 +109,8 @@ async fn directory_sync(ctx: &mut StepContext<'_>) -> Result<String, StepError> 
         });
     };
     let trigger = if ctx.reload { "reload" } else { "boot" };
-    match ctx.directory.run(&config, trigger, ctx.reload).await {
+    // A cheap check when nothing relevant changed; a full read after a change of the tree.
+    match ctx.directory.run(&config, trigger, false).await {
         Ok(report) if report.run.outcome == "held" => Ok(format!(
             "a sync that would drop more than half the users is held: confirm it with POST /v1/sync/confirm; {} active users kept",
             ctx.state

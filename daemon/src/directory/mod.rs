@@ -133,7 +133,9 @@ pub struct SyncReport {
 }
 
 struct Engine {
-    usn: Option<u64>,
+    /// The watermark of the last full read, and the tree it was read for: a config change
+    /// that moves the tree makes the next run a full read.
+    usn: Option<(String, u64)>,
     runs_since_full: u32,
     pending: Option<PendingSync>,
 }
@@ -240,7 +242,13 @@ impl DirectorySync {
         let mut client = DirectoryClient::connect(config).await?;
         let check_first =
             !full && engine.pending.is_none() && engine.runs_since_full < FULL_SYNC_EVERY;
-        if let (true, Some(usn)) = (check_first, engine.usn)
+        let tree_key = format!("{tree:?}");
+        let usn = engine
+            .usn
+            .as_ref()
+            .filter(|(key, _)| *key == tree_key)
+            .map(|(_, usn)| *usn);
+        if let (true, Some(usn)) = (check_first, usn)
             && !client.changed_since(&tree, usn).await?
         {
             engine.runs_since_full += 1;
@@ -291,7 +299,7 @@ impl DirectorySync {
         }
         engine.pending = None;
         let report = self.apply(started_at, started, trigger, &members, active_after)?;
-        engine.usn = snapshot.usn;
+        engine.usn = snapshot.usn.map(|usn| (tree_key, usn));
         engine.runs_since_full = 0;
         Ok(report)
     }
@@ -396,7 +404,8 @@ pub async fn run_loop(
     loop {
         heartbeats.beat(LOOP_NAME);
         let current = config.borrow().clone();
-        if current.as_ref().map(Arc::as_ptr) != watched.as_ref().map(Arc::as_ptr) {
+        // Reloads replace the Arc even when nothing changed: compare the values.
+        if current.as_deref() != watched.as_deref() {
             if let Some(old) = watcher.take() {
                 old.abort();
             }
