@@ -417,6 +417,16 @@ impl DirectoryClient {
         })
     }
 
+    /// Whether a kept connection still works (a Who am I? round trip, RFC 4532).
+    pub async fn alive(&mut self) -> bool {
+        let check = self
+            .ldap
+            .with_timeout(Duration::from_secs(5))
+            .extended(ldap3::exop::WhoAmI)
+            .await;
+        matches!(check, Ok(result) if result.1.rc == 0)
+    }
+
     pub async fn close(mut self) {
         let _ = self.ldap.unbind().await;
     }

@@ -136,6 +136,8 @@ struct Engine {
     /// The watermark of the last full read, and the tree it was read for: a config change
     /// that moves the tree makes the next run a full read.
     usn: Option<(String, u64)>,
+    /// The connection kept for the next run, with the settings it was made for.
+    client: Option<(String, DirectoryClient)>,
     runs_since_full: u32,
     pending: Option<PendingSync>,
 }
@@ -161,6 +163,7 @@ impl DirectorySync {
             state,
             engine: Arc::new(Mutex::new(Engine {
                 usn: None,
+                client: None,
                 runs_since_full: 0,
                 pending: None,
             })),
@@ -239,7 +242,22 @@ impl DirectorySync {
         started: Instant,
     ) -> Result<SyncReport, DirectoryError> {
         let tree = Tree::from_config(config);
-        let mut client = DirectoryClient::connect(config).await?;
+        // A bound connection is kept between runs: a bind costs FreeIPA a password hash
+        // (tens of ms), far more than the change check itself. Any error drops it.
+        let client_key = format!("{:?}", config.freeipa);
+        let mut kept = match engine.client.take() {
+            Some((key, client)) if key == client_key => Some(client),
+            _ => None,
+        };
+        if let Some(client) = kept.as_mut()
+            && !client.alive().await
+        {
+            kept = None;
+        }
+        let mut client = match kept {
+            Some(client) => client,
+            None => DirectoryClient::connect(config).await?,
+        };
         let check_first =
             !full && engine.pending.is_none() && engine.runs_since_full < FULL_SYNC_EVERY;
         let tree_key = format!("{tree:?}");
@@ -252,7 +270,7 @@ impl DirectorySync {
             && !client.changed_since(&tree, usn).await?
         {
             engine.runs_since_full += 1;
-            client.close().await;
+            engine.client = Some((client_key, client));
             let members = self.state.count_users(crate::state::UserState::Active)?;
             let run = self.finish_run(started_at, started, trigger, "unchanged", members);
             let id = self.state.record_sync_run(&run)?;
@@ -262,7 +280,7 @@ impl DirectorySync {
             });
         }
         let snapshot = client.snapshot(&tree).await?;
-        client.close().await;
+        engine.client = Some((client_key, client));
         if snapshot.admins_group_missing {
             tracing::info!(group = %tree.admins_group, "the admins group does not exist; admins come from the config and the API only");
         }
