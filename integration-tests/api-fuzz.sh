@@ -19,23 +19,38 @@ fi
 cargo build -q --bin pangeod
 WORK=$(mktemp -d)
 PID=""
+OWN_LDAP=""
 cleanup() {
     if [ -n "$PID" ] && kill -0 "$PID" 2>/dev/null; then kill -TERM "$PID"; wait "$PID" || true; fi
+    if [ -n "$OWN_LDAP" ]; then integration-tests/fixtures/389ds/stop.sh "$LDAP_WORKDIR" >/dev/null 2>&1 || true; fi
     rm -rf "$WORK"
 }
 trap cleanup EXIT
-cp config/dev/ipa-password config/dev/ipa-ca.pem "$WORK/"
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+# A real directory, so that the platform is ready and the users routes have data: the test
+# command's 389-ds fixture (LDAP_WORKDIR), or one of our own.
+LDAP_FIXTURE=integration-tests/fixtures/389ds
+if [ -z "${LDAP_WORKDIR:-}" ] || [ ! -f "$LDAP_WORKDIR/env" ]; then
+    export LDAP_WORKDIR=$WORK/389ds
+    mkdir -p "$LDAP_WORKDIR/data"; chmod 755 "$WORK" "$LDAP_WORKDIR"
+    OWN_LDAP=1
+    "$LDAP_FIXTURE/setup.sh" "$LDAP_WORKDIR"
+    "$LDAP_FIXTURE/start.sh" "$LDAP_WORKDIR"
+    python3 "$LDAP_FIXTURE/gen-ldif.py" --cluster demo --users 100 -o "$LDAP_WORKDIR/data/base.ldif"
+    "$LDAP_FIXTURE/load.sh" "$LDAP_WORKDIR" "$LDAP_WORKDIR/data/base.ldif"
+fi
+# shellcheck disable=SC1091
+. "$LDAP_WORKDIR/env"
 cat > "$WORK/pangeod.toml" <<TOML
 [cluster]
-name = "fuzz"
+name = "demo"
 external_ip = "192.0.2.10"
 [freeipa]
-server = "localhost:636"
-base_dn = "dc=example,dc=test"
-bind_dn = "uid=pangeod,cn=sysaccounts,cn=etc,dc=example,dc=test"
-password_file = "ipa-password"
-ca_file = "ipa-ca.pem"
+server = "127.0.0.1:$LDAPS_PORT"
+base_dn = "$LDAP_BASE_DN"
+bind_dn = "$LDAP_BIND_DN"
+password_file = "$LDAP_BIND_PASSWORD_FILE"
+ca_file = "$LDAP_CA"
 [api]
 socket = "run/admin.sock"
 listen = "127.0.0.1:$PORT"
@@ -49,6 +64,13 @@ TOML
 RUST_LOG=warn "$ROOT/target/debug/pangeod" --config "$WORK/pangeod.toml" 2>"$WORK/pangeod.log" &
 PID=$!
 for _ in $(seq 100); do [ -f "$WORK/state/api-token" ] && [ -S "$WORK/run/admin.sock" ] && break; sleep 0.1; done
+# Fuzz a ready platform: wait for the first directory sync.
+for _ in $(seq 300); do
+    curl -sf --unix-socket "$WORK/run/admin.sock" http://localhost/v1/ready >/dev/null && break
+    sleep 0.2
+done
+curl -sf --unix-socket "$WORK/run/admin.sock" http://localhost/v1/ready >/dev/null || {
+    echo "FAIL: pangeod did not become ready"; curl -s --unix-socket "$WORK/run/admin.sock" http://localhost/v1/status; exit 1; }
 TOKEN=$(cut -d: -f2 "$WORK/state/api-token")
 
 set +e

@@ -741,6 +741,14 @@ fn a_server_killed_in_the_middle_of_a_sync_revokes_nobody() {
                 nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
                 std::thread::sleep(std::time::Duration::from_millis(500));
                 nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).unwrap();
+                // ns-slapd refuses to start while its lock names a live process: wait until
+                // the killed one is gone.
+                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+                while std::path::Path::new(&format!("/proc/{pid}")).exists()
+                    && std::time::Instant::now() < deadline
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                }
             }));
         },
         || {

@@ -245,19 +245,6 @@ impl DirectorySync {
         // A bound connection is kept between runs: a bind costs FreeIPA a password hash
         // (tens of ms), far more than the change check itself. Any error drops it.
         let client_key = format!("{:?}", config.freeipa);
-        let mut kept = match engine.client.take() {
-            Some((key, client)) if key == client_key => Some(client),
-            _ => None,
-        };
-        if let Some(client) = kept.as_mut()
-            && !client.alive().await
-        {
-            kept = None;
-        }
-        let mut client = match kept {
-            Some(client) => client,
-            None => DirectoryClient::connect(config).await?,
-        };
         let check_first =
             !full && engine.pending.is_none() && engine.runs_since_full < FULL_SYNC_EVERY;
         let tree_key = format!("{tree:?}");
@@ -266,19 +253,40 @@ impl DirectorySync {
             .as_ref()
             .filter(|(key, _)| *key == tree_key)
             .map(|(_, usn)| *usn);
-        if let (true, Some(usn)) = (check_first, usn)
-            && !client.changed_since(&tree, usn).await?
-        {
-            engine.runs_since_full += 1;
-            engine.client = Some((client_key, client));
-            let members = self.state.count_users(crate::state::UserState::Active)?;
-            let run = self.finish_run(started_at, started, trigger, "unchanged", members);
-            let id = self.state.record_sync_run(&run)?;
-            return Ok(SyncReport {
-                run: SyncRun { id, ..run },
-                changes: SyncChanges::default(),
-            });
+        let kept = engine
+            .client
+            .take()
+            .filter(|(key, _)| *key == client_key)
+            .map(|(_, client)| client);
+        if let (true, Some(usn)) = (check_first, usn) {
+            let mut reusable = None;
+            if let Some(mut client) = kept
+                && client.alive().await
+            {
+                reusable = Some(client);
+            }
+            let mut client = match reusable {
+                Some(client) => client,
+                None => DirectoryClient::connect(config).await?,
+            };
+            if !client.changed_since(&tree, usn).await? {
+                engine.runs_since_full += 1;
+                engine.client = Some((client_key, client));
+                let members = self.state.count_users(crate::state::UserState::Active)?;
+                let run = self.finish_run(started_at, started, trigger, "unchanged", members);
+                let id = self.state.record_sync_run(&run)?;
+                return Ok(SyncReport {
+                    run: SyncRun { id, ..run },
+                    changes: SyncChanges::default(),
+                });
+            }
+            client.close().await;
+        } else if let Some(client) = kept {
+            client.close().await;
         }
+        // A full read binds afresh: the server fixes limits and access at bind time, so a
+        // kept connection could read with yesterday's grants.
+        let mut client = DirectoryClient::connect(config).await?;
         let snapshot = client.snapshot(&tree).await?;
         engine.client = Some((client_key, client));
         if snapshot.admins_group_missing {
