@@ -260,17 +260,8 @@ fn step_states_survive_a_restart() {
 
 #[test]
 fn the_unit_file_matches_the_daemon() {
-    let unit = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../systemd/pangeod.service"
-    ))
-    .unwrap();
-    let value = |key: &str| -> Vec<String> {
-        unit.lines()
-            .filter_map(|line| line.strip_prefix(&format!("{key}=")))
-            .map(str::to_string)
-            .collect()
-    };
+    let unit = read_unit("pangeod.service");
+    let value = |key: &str| unit_values(&unit, key);
     assert_eq!(value("Type"), ["notify"]);
     assert_eq!(value("NotifyAccess"), ["main"]);
     assert_eq!(value("Restart"), ["on-failure"]);
@@ -331,17 +322,8 @@ fn the_socket_is_0660_and_owned_by_the_configured_group() {
 
 #[test]
 fn the_k3s_unit_is_its_own_delegated_notify_unit() {
-    let unit = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../systemd/k3s.service"
-    ))
-    .unwrap();
-    let value = |key: &str| -> Vec<String> {
-        unit.lines()
-            .filter_map(|line| line.strip_prefix(&format!("{key}=")))
-            .map(str::to_string)
-            .collect()
-    };
+    let unit = read_unit("k3s.service");
+    let value = |key: &str| unit_values(&unit, key);
     assert_eq!(value("Type"), ["notify"]);
     assert_eq!(value("Delegate"), ["yes"]);
     assert_eq!(value("KillMode"), ["process"]);
@@ -354,4 +336,22 @@ fn the_k3s_unit_is_its_own_delegated_notify_unit() {
     );
     // pangeod starts it; it is not enabled by itself.
     assert!(!unit.contains("[Install]"));
+}
+
+fn read_unit(name: &str) -> String {
+    std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../systemd")
+            .join(name),
+    )
+    .unwrap()
+}
+
+/// The values of `key=` lines in a unit file.
+fn unit_values(unit: &str, key: &str) -> Vec<String> {
+    let prefix = format!("{key}=");
+    unit.lines()
+        .filter_map(|line| line.strip_prefix(&prefix))
+        .map(str::to_string)
+        .collect()
 }
