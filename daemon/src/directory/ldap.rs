@@ -1,7 +1,7 @@
 //! The only module that talks LDAP: to FreeIPA (389 Directory Server) through a read-only
 //! service account.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -177,6 +177,29 @@ impl DirectoryClient {
         Ok(Self { ldap, server: url })
     }
 
+    /// The root DSE's per-backend change counters (`lastusn;<backend>`).
+    async fn last_usns(&mut self) -> Result<BTreeMap<String, u64>, DirectoryError> {
+        let (entries, _) = self
+            .ldap
+            .with_timeout(OP_TIMEOUT)
+            .search("", Scope::Base, "(objectClass=*)", vec!["lastusn"])
+            .await
+            .map_err(|e| classify(&self.server, e))?
+            .success()
+            .map_err(|e| classify(&self.server, e))?;
+        let mut counters = BTreeMap::new();
+        for entry in entries {
+            for (name, values) in SearchEntry::construct(entry).attrs {
+                if name.to_ascii_lowercase().starts_with("lastusn")
+                    && let Some(value) = values.iter().filter_map(|v| v.parse::<u64>().ok()).max()
+                {
+                    counters.insert(name.to_ascii_lowercase(), value);
+                }
+            }
+        }
+        Ok(counters)
+    }
+
     /// Whether any entry that decides membership changed after `usn`: the two groups, a
     /// member, or a nested group. One indexed search with a size limit of 1.
     pub async fn changed_since(&mut self, tree: &Tree, usn: u64) -> Result<bool, DirectoryError> {
@@ -208,6 +231,7 @@ impl DirectoryClient {
     /// Reads every member with a paged search. Any error or partial result fails the whole
     /// read: a partial list must never look like removals.
     pub async fn snapshot(&mut self, tree: &Tree) -> Result<Snapshot, DirectoryError> {
+        let before = self.last_usns().await?;
         // The suffix itself is often not readable by a service account: only "no such
         // object" (32) means a wrong base DN.
         self.require_entry(&tree.base, "freeipa.base_dn", true)
@@ -335,11 +359,12 @@ impl DirectoryClient {
                 text: result.text,
             });
         }
+        let after = self.last_usns().await?;
         Ok(Snapshot {
             users,
-            // Every entry that decides membership has a USN at or below this. Without entryUSN
-            // on the entries (plugin off, or not readable), every sync is a full read.
-            usn: usn_visible.then_some(max_usn),
+            // Without entryUSN on the entries (plugin off, or not readable), every sync is a
+            // full read.
+            usn: usn_visible.then(|| watermark(max_usn, &before, &after)),
             admins_group_missing,
         })
     }
@@ -439,6 +464,23 @@ fn group_cn(dn: &str) -> &str {
         .map_or(dn, |(_, v)| v)
 }
 
+/// The watermark for the next change check: every entry that decides membership had a USN at
+/// or below `max_seen` when it was read. If a backend's counter moved while the read ran, an
+/// entry read early may have changed after it was read; then the watermark drops to that
+/// backend's counter from before the read, so the next check sees the change (at worst it
+/// costs one extra full read). The backend holding the tree need not be known.
+pub fn watermark(
+    max_seen: u64,
+    before: &BTreeMap<String, u64>,
+    after: &BTreeMap<String, u64>,
+) -> u64 {
+    before
+        .iter()
+        .filter(|(backend, value)| after.get(*backend) != Some(*value))
+        .map(|(_, value)| *value)
+        .fold(max_seen, u64::min)
+}
+
 /// DNs compare case-insensitively and without spaces around separators.
 pub fn normalize_dn(dn: &str) -> String {
     dn.split(',')
@@ -493,5 +535,47 @@ fn classify(url: &str, error: LdapError) -> DirectoryError {
             server: url.to_string(),
             reason: text,
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn counters(pairs: &[(&str, u64)]) -> BTreeMap<String, u64> {
+        pairs.iter().map(|(k, v)| ((*k).to_string(), *v)).collect()
+    }
+
+    #[test]
+    fn a_quiet_read_keeps_the_highest_usn_seen() {
+        let before = counters(&[
+            ("lastusn;userroot", 500),
+            ("lastusn;changelog", 4_294_967_301),
+        ]);
+        assert_eq!(watermark(480, &before, &before), 480);
+    }
+
+    #[test]
+    fn a_change_during_the_read_drops_to_the_counter_from_before() {
+        let before = counters(&[
+            ("lastusn;userroot", 500),
+            ("lastusn;changelog", 4_294_967_301),
+        ]);
+        let after = counters(&[
+            ("lastusn;userroot", 503),
+            ("lastusn;changelog", 4_294_967_304),
+        ]);
+        // An entry read early may have been changed at 501..503: the next check must see it.
+        assert_eq!(watermark(502, &before, &after), 500);
+        // A counter that moved but starts above what was seen changes nothing.
+        assert_eq!(watermark(480, &before, &after), 480);
+    }
+
+    #[test]
+    fn dn_comparison_ignores_case_and_spaces() {
+        assert_eq!(
+            normalize_dn("CN=Demo_Users, cn=groups,DC=example"),
+            "cn=demo_users,cn=groups,dc=example"
+        );
     }
 }
