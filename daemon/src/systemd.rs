@@ -36,10 +36,6 @@ impl Notifier {
         }
     }
 
-    pub fn is_enabled(&self) -> bool {
-        self.target.is_some()
-    }
-
     fn send(&self, message: &str) {
         if let Some(target) = &self.target {
             let (socket, addr) = &**target;

@@ -467,7 +467,7 @@ fn a_ca_that_does_not_match_revokes_nobody() {
 }
 
 #[test]
-fn starttls_works_and_plain_is_possible_when_asked() {
+fn starttls_on_the_plain_port_works() {
     let Some(f) = fixture() else { return };
     let s = setup(&f);
     let ldaps_port = f.get("LDAPS_PORT").to_string();

@@ -196,25 +196,6 @@ impl Layer {
         Self::checked(name.to_string(), None, table, locations)
     }
 
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    pub fn table(&self) -> &toml::Table {
-        &self.table
-    }
-
-    /// Every leaf key of this layer, as `section.key`.
-    pub fn keys(&self) -> Vec<String> {
-        let mut keys = Vec::new();
-        for (section, value) in &self.table {
-            if let toml::Value::Table(entries) = value {
-                keys.extend(entries.keys().map(|key| format!("{section}.{key}")));
-            }
-        }
-        keys
-    }
-
     /// Rejects unknown keys and values of the wrong type, naming each.
     fn checked(
         name: String,

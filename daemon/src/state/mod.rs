@@ -142,10 +142,6 @@ impl State {
         })
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     fn conn(&self) -> MutexGuard<'_, Connection> {
         // A panic while holding the lock cannot leave SQLite half-written (each call is one
         // statement or transaction), so a poisoned lock is safe to keep using.

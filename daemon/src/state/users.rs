@@ -56,12 +56,6 @@ pub struct UserRecord {
     pub changed_at: String,
 }
 
-impl UserRecord {
-    pub fn is_admin(&self) -> bool {
-        !self.admin_sources.is_empty()
-    }
-}
-
 /// What a sync found for one member.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Member {

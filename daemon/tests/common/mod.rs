@@ -1,7 +1,7 @@
 //! Runs the real `pangeod` binary as a child process on a config in a temp dir.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -227,8 +227,4 @@ pub fn step<'a>(status: &'a serde_json::Value, name: &str) -> &'a serde_json::Va
 /// runs for them; daemon/tests/directory.rs covers it against the real server.)
 pub fn booted(status: &serde_json::Value) -> bool {
     step(status, "preflight")["state"] == "done"
-}
-
-pub fn exists(path: &Path) -> bool {
-    path.exists()
 }
