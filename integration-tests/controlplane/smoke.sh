@@ -44,6 +44,7 @@ if [ "$rc" -eq 3 ]; then trap - EXIT; rm -rf "$WD"; echo "SKIPPED: go not found"
 
 t0=$(date +%s.%N)
 if "$CP_DIR/start.sh" "$WD"; then
+  T_STARTED=$(date +%s.%N)
   pass "control plane started, /readyz ok, CRDs Established ($(elapsed "$t0")s)"
 else
   fail "start.sh"
@@ -65,6 +66,19 @@ check_rbac() {
   k get --raw /apis/rbac.authorization.k8s.io/v1 >/dev/null || return 1
 }
 if check_rbac; then pass "RBAC enforced (admin allowed, unbound user denied)"; else fail "RBAC check"; fi
+
+# ------------------------------------------------------------------ 2b. restricted identity: authenticated, not authorised
+check_restricted() {
+  local out
+  # Discovery is allowed to every authenticated user, so a 401 (bad cert) would fail here already.
+  "$KUBECTL" --kubeconfig "$RESTRICTED_KUBECONFIG" get --raw /api >/dev/null || return 1
+  if out="$("$KUBECTL" --kubeconfig "$RESTRICTED_KUBECONFIG" get configmaps -n default 2>&1)"; then
+    echo "  restricted user could list configmaps"; return 1
+  fi
+  echo "  $out" | cut -c1-160
+  case "$out" in *"(Forbidden)"*'User "pangeo-restricted"'*) return 0 ;; *) return 1 ;; esac
+}
+if check_restricted; then pass "restricted identity authenticated but 403 Forbidden on configmaps"; else fail "restricted identity check"; fi
 
 # ------------------------------------------------------------------ 3. namespace + HelmChart -> Job
 NS=smoke
@@ -148,7 +162,17 @@ EOF
 }
 if check_pvc; then pass "PVC bound to static PV by kube-controller-manager"; else fail "PV/PVC binding"; fi
 
-# ------------------------------------------------------------------ 5. stop
+# ------------------------------------------------------------------ 5. Ready node (checked last, so the longest after start)
+check_node() {
+  local ready taints
+  ready="$(k get node "$NODE_NAME" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}')" || return 1
+  taints="$(k get node "$NODE_NAME" -o jsonpath='{.spec.taints}')" || return 1
+  echo "  node $NODE_NAME: Ready=$ready taints=[${taints}] ($(elapsed "$T_STARTED")s after start)"
+  [ "$ready" = True ] && [ -z "$taints" ]
+}
+if check_node; then pass "node $NODE_NAME Ready, untainted"; else fail "node $NODE_NAME not Ready (or tainted)"; fi
+
+# ------------------------------------------------------------------ 6. stop
 t0=$(date +%s.%N)
 "$CP_DIR/stop.sh" "$WD"
 left=""

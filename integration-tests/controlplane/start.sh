@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Starts a test Kubernetes control plane in <workdir>:
 #   kine (SQLite in <workdir>/data) -> kube-apiserver (RBAC, client certs) -> kube-controller-manager,
-#   helm-controller; installs the HelmChart, HelmChartConfig and DaskCluster CRDs from shared/reference.
+#   helm-controller; installs the HelmChart, HelmChartConfig and DaskCluster CRDs from shared/reference;
+#   registers a Ready Node (no kubelet runs; its status is set once and never expires).
+# Also writes <workdir>/apiserver.args (the kube-apiserver argv, "{port}" for the secure port) and a
+# restricted.kubeconfig (authenticated user with no RBAC grants).
 # All listen on 127.0.0.1 with ports picked at run time. Each process runs in its own session (setsid);
 # PIDs in <workdir>/pids, logs in <workdir>/logs/, settings in <workdir>/env (KEY=value lines).
 #
@@ -51,7 +54,8 @@ CRD_FILES=(
 )
 for f in "${CRD_FILES[@]}"; do [ -f "$f" ] || cp_die "CRD file not found: $f (set PANGEO_REFERENCE_DIR?)" 1; done
 
-rm -rf "$WD/logs" "$WD/pki" "$WD/data" "$WD/kcm-certs" "$WD/pids" "$WD/env" "$WD/kubeconfig" "$WD"/*.kubeconfig
+rm -rf "$WD/logs" "$WD/pki" "$WD/data" "$WD/kcm-certs" "$WD/pids" "$WD/env" "$WD/kubeconfig" "$WD"/*.kubeconfig \
+  "$WD/apiserver.args"
 mkdir -p "$WD/logs" "$WD/pki" "$WD/data" "$WD/kcm-certs"
 : >"$WD/pids"
 PKI="$WD/pki"
@@ -96,6 +100,10 @@ cert apiserver "/CN=kube-apiserver" serverAuth \
 cert admin "/O=system:masters/CN=pangeo-test-admin" clientAuth
 cert kube-controller-manager "/CN=system:kube-controller-manager" clientAuth
 cert helm-controller "/O=system:masters/CN=helm-controller" clientAuth
+# Restricted identity for tests of "authenticated but not authorised": no O= (group), so the only
+# groups are system:authenticated (added by the apiserver), which the bootstrap RBAC policy lets do
+# discovery, self-subject reviews and nothing else; any resource request answers 403 Forbidden.
+cert restricted "/CN=pangeo-restricted" clientAuth
 # Front proxy (aggregation layer) CA + client, as kubeadm/k3s: fills the requestheader CA in
 # kube-system/extension-apiserver-authentication that delegated authn (controller-manager) reads.
 ec_key "$PKI/front-proxy-ca.key"
@@ -140,6 +148,7 @@ EOF
 kubeconfig "$WD/kubeconfig" admin
 kubeconfig "$WD/kube-controller-manager.kubeconfig" kube-controller-manager
 kubeconfig "$WD/helm-controller.kubeconfig" helm-controller
+kubeconfig "$WD/restricted.kubeconfig" restricted
 
 # ---------------------------------------------------------------- processes
 # launch <name> <binary> args...   (own session via setsid; PID recorded; log in logs/<name>.log)
@@ -174,36 +183,58 @@ until (exec 3<>"/dev/tcp/127.0.0.1/$KINE_PORT") 2>/dev/null; do
   sleep 0.1
 done
 
+# ---------------------------------------------------------------- kube-apiserver arguments
 # Flags modelled on controller-runtime envtest (pkg/internal/testing/controlplane/apiserver.go),
 # plus RBAC and what k3s sets for a kine-backed single node.
-launch kube-apiserver kube-apiserver \
-  --etcd-servers="$KINE_ENDPOINT" \
-  --storage-backend=etcd3 \
-  --bind-address=127.0.0.1 \
-  --advertise-address=127.0.0.1 \
-  --secure-port="$API_PORT" \
-  --cert-dir="$WD/pki" \
-  --tls-cert-file="$PKI/apiserver.crt" \
-  --tls-private-key-file="$PKI/apiserver.key" \
-  --client-ca-file="$PKI/ca.crt" \
-  --requestheader-client-ca-file="$PKI/front-proxy-ca.crt" \
-  --requestheader-allowed-names=front-proxy-client \
-  --requestheader-username-headers=X-Remote-User \
-  --requestheader-group-headers=X-Remote-Group \
-  --requestheader-extra-headers-prefix=X-Remote-Extra- \
-  --proxy-client-cert-file="$PKI/front-proxy-client.crt" \
-  --proxy-client-key-file="$PKI/front-proxy-client.key" \
-  --authorization-mode=RBAC \
-  --anonymous-auth=false \
-  --allow-privileged=true \
-  --service-cluster-ip-range=10.0.0.0/24 \
-  --service-account-issuer="$APISERVER_URL" \
-  --service-account-key-file="$PKI/sa.pub" \
-  --service-account-signing-key-file="$PKI/sa.key" \
-  --api-audiences="$APISERVER_URL" \
-  --endpoint-reconciler-type=none \
-  --profiling=false \
+#
+# Written to <workdir>/apiserver.args, one argument per line, without the binary, with the literal
+# placeholder {port} for the secure port. Tests start their OWN kube-apiserver from that file (same
+# kine, same PKI, a port of their choosing) to kill -9 and restart it without disturbing the shared
+# one; the shared apiserver below is launched from the very same file, so the two cannot drift.
+# Several apiservers on one storage are an ordinary HA setup; what must not differ between them:
+# - --endpoint-reconciler-type=none: no apiserver writes itself into the `kubernetes` Service's
+#   Endpoints. With the default "lease" reconciler each would keep rewriting them with its own
+#   secure port (and a killed one's lease would linger until it expires); besides, 127.0.0.1 is
+#   rejected in Endpoints, and nothing in-cluster needs them.
+# - --service-account-issuer and --api-audiences stay the SHARED apiserver's URL in every copy (no
+#   {port} there): the issuer is only an identifier here (nothing fetches OIDC discovery from it),
+#   and with one issuer, audience and signing key a ServiceAccount token minted through either
+#   apiserver is accepted by both. Only --secure-port differs.
+API_ARGS=(
+  --etcd-servers="$KINE_ENDPOINT"
+  --storage-backend=etcd3
+  --bind-address=127.0.0.1
+  --advertise-address=127.0.0.1
+  --secure-port='{port}'
+  --cert-dir="$WD/pki"
+  --tls-cert-file="$PKI/apiserver.crt"
+  --tls-private-key-file="$PKI/apiserver.key"
+  --client-ca-file="$PKI/ca.crt"
+  --requestheader-client-ca-file="$PKI/front-proxy-ca.crt"
+  --requestheader-allowed-names=front-proxy-client
+  --requestheader-username-headers=X-Remote-User
+  --requestheader-group-headers=X-Remote-Group
+  --requestheader-extra-headers-prefix=X-Remote-Extra-
+  --proxy-client-cert-file="$PKI/front-proxy-client.crt"
+  --proxy-client-key-file="$PKI/front-proxy-client.key"
+  --authorization-mode=RBAC
+  --anonymous-auth=false
+  --allow-privileged=true
+  --service-cluster-ip-range=10.0.0.0/24
+  --service-account-issuer="$APISERVER_URL"
+  --service-account-key-file="$PKI/sa.pub"
+  --service-account-signing-key-file="$PKI/sa.key"
+  --api-audiences="$APISERVER_URL"
+  --endpoint-reconciler-type=none
+  --profiling=false
   --v=1
+)
+printf '%s\n' "${API_ARGS[@]}" >"$WD/apiserver.args"
+
+# The shared apiserver: read the file back and substitute the port.
+PORT_PLACEHOLDER='{port}'
+mapfile -t api_args <"$WD/apiserver.args"
+launch kube-apiserver kube-apiserver "${api_args[@]//"$PORT_PLACEHOLDER"/$API_PORT}"
 
 cp_log "waiting for $APISERVER_URL/readyz (timeout ${TIMEOUT}s)"
 CURL=(curl -sS --max-time 5 --cacert "$PKI/ca.crt" --cert "$PKI/admin.crt" --key "$PKI/admin.key")
@@ -221,6 +252,7 @@ while :; do
 done
 cp_log "kube-apiserver ready after $(elapsed "$T_START")s"
 
+# All default controllers except node-lifecycle-controller (see "node" below: no kubelet heartbeats).
 launch kube-controller-manager kube-controller-manager \
   --kubeconfig="$WD/kube-controller-manager.kubeconfig" \
   --authentication-kubeconfig="$WD/kube-controller-manager.kubeconfig" \
@@ -229,7 +261,7 @@ launch kube-controller-manager kube-controller-manager \
   --secure-port="$KCM_PORT" \
   --cert-dir="$WD/kcm-certs" \
   --leader-elect=false \
-  --controllers='*' \
+  --controllers='*,-node-lifecycle-controller' \
   --use-service-account-credentials=true \
   --service-account-private-key-file="$PKI/sa.key" \
   --root-ca-file="$PKI/ca.crt" \
@@ -239,8 +271,44 @@ launch kube-controller-manager kube-controller-manager \
   --profiling=false \
   --v=1
 
-# ---------------------------------------------------------------- CRDs
 KUBECTL=("$BIN/kubectl" --kubeconfig "$WD/kubeconfig")
+
+# ---------------------------------------------------------------- node
+# No kubelet runs, so nothing registers a Node; code that looks for a Ready node (and helm-controller,
+# whose --node-name is this name) gets one registered here. Its status is set once, by hand. The
+# controller-manager runs without node-lifecycle-controller (see --controllers above): that controller
+# would mark the node Unknown and taint it (NoSchedule, then NoExecute) once no kubelet heartbeat came
+# within the grace period (--node-monitor-grace-period, 50 s). Nothing else in the controller-manager
+# cares about heartbeats; the ttl controller only annotates the node.
+NODE_NAME=pangeo-test-node
+case "$(uname -m)" in x86_64) NODE_ARCH=amd64 ;; aarch64|arm64) NODE_ARCH=arm64 ;; *) NODE_ARCH="$(uname -m)" ;; esac
+cp_log "registering node $NODE_NAME"
+"${KUBECTL[@]}" apply --server-side --field-manager=pangeo-controlplane-fixture -f - >>"$WD/logs/node.log" 2>&1 <<EOF \
+  || fail_with_logs "registering node $NODE_NAME failed" node kube-apiserver
+apiVersion: v1
+kind: Node
+metadata:
+  name: $NODE_NAME
+  labels:
+    kubernetes.io/hostname: $NODE_NAME
+    kubernetes.io/os: linux
+    kubernetes.io/arch: $NODE_ARCH
+EOF
+now="$(date -u +%Y-%m-%dT%H:%M:%SZ)"
+"${KUBECTL[@]}" patch node "$NODE_NAME" --subresource=status --type=merge -p "$(cat <<EOF
+{"status": {"conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady",
+  "message": "registered by the test fixture", "lastHeartbeatTime": "$now", "lastTransitionTime": "$now"}]}}
+EOF
+)" >>"$WD/logs/node.log" 2>&1 || fail_with_logs "setting node $NODE_NAME Ready failed" node kube-apiserver
+# The TaintNodesByCondition admission plugin taints every new Node node.kubernetes.io/not-ready:NoSchedule;
+# node-lifecycle-controller would lift it once the node is Ready. It is disabled, so lift it here (the
+# node has no other taints: no cloud provider adds node.cloudprovider.kubernetes.io/uninitialized).
+"${KUBECTL[@]}" patch node "$NODE_NAME" --type=merge -p '{"spec": {"taints": null}}' >>"$WD/logs/node.log" 2>&1 \
+  || fail_with_logs "removing the not-ready taint from node $NODE_NAME failed" node kube-apiserver
+"${KUBECTL[@]}" wait --for=condition=Ready --timeout=10s "node/$NODE_NAME" >>"$WD/logs/node.log" 2>&1 \
+  || fail_with_logs "node $NODE_NAME not Ready after the status patch" node kube-apiserver
+
+# ---------------------------------------------------------------- CRDs
 cp_log "installing CRDs from $REF"
 for f in "${CRD_FILES[@]}"; do
   "${KUBECTL[@]}" apply --server-side --field-manager=pangeo-controlplane-fixture -f "$f" >>"$WD/logs/crds.log" 2>&1 \
@@ -257,7 +325,7 @@ done
 launch helm-controller helm-controller \
   --kubeconfig "$WD/helm-controller.kubeconfig" \
   --namespace "" \
-  --node-name pangeo-test-node
+  --node-name "$NODE_NAME"
 
 sleep 0.5
 for n in kine kube-apiserver kube-controller-manager helm-controller; do
@@ -267,6 +335,7 @@ done
 
 cat >"$WD/env" <<EOF
 KUBECONFIG=$WD/kubeconfig
+RESTRICTED_KUBECONFIG=$WD/restricted.kubeconfig
 APISERVER_URL=$APISERVER_URL
 KUBERNETES_VERSION=$KUBERNETES_VERSION
 CONTROLPLANE_BIN_DIR=$BIN
@@ -275,6 +344,9 @@ CA_CERT=$PKI/ca.crt
 ADMIN_CERT=$PKI/admin.crt
 ADMIN_KEY=$PKI/admin.key
 KINE_ENDPOINT=$KINE_ENDPOINT
+KUBE_APISERVER_BIN=$BIN/kube-apiserver
+APISERVER_ARGS=$WD/apiserver.args
+NODE_NAME=$NODE_NAME
 KINE_PID=$PID_KINE
 KUBE_APISERVER_PID=$PID_KUBE_APISERVER
 KUBE_CONTROLLER_MANAGER_PID=$PID_KUBE_CONTROLLER_MANAGER
