@@ -29,6 +29,8 @@ pub enum DaemonError {
 const API_LOOP: &str = "api";
 const PROBE_EVERY: Duration = Duration::from_secs(2);
 const SHUTDOWN_BOUND: Duration = Duration::from_secs(10);
+/// A child k3s gets its SIGTERM grace (30 s) and a little more.
+const K3S_STOP_BOUND: Duration = Duration::from_secs(40);
 
 pub async fn run(config_path: PathBuf) -> Result<(), DaemonError> {
     let started = Instant::now();
@@ -64,10 +66,12 @@ pub async fn run(config_path: PathBuf) -> Result<(), DaemonError> {
 
     let heartbeats = Heartbeats::default();
     let directory = DirectorySync::new(state.clone());
+    let k3s = crate::k3s::K3sRuntime::default();
     let (runner, boot) = BootRunner::new(
         config_path.clone(),
         state.clone(),
         directory.clone(),
+        k3s.clone(),
         notifier.clone(),
         heartbeats.clone(),
     )?;
@@ -100,6 +104,7 @@ pub async fn run(config_path: PathBuf) -> Result<(), DaemonError> {
     let app = AppState {
         directory: directory.clone(),
         boot: boot.clone(),
+        k3s: k3s.clone(),
         state: state.clone(),
         config_path: config_path.clone(),
         started,
@@ -161,6 +166,13 @@ pub async fn run(config_path: PathBuf) -> Result<(), DaemonError> {
     // Steps are idempotent and persisted, so a step cut short resumes on the next start.
     runner.abort();
     sync_loop.abort();
+    // A child k3s stops with pangeod; a k3s unit keeps running.
+    if tokio::time::timeout(K3S_STOP_BOUND, k3s.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("k3s did not stop in time");
+    }
     let _ = stop_api.send(true);
     for server in servers {
         if tokio::time::timeout(SHUTDOWN_BOUND, server).await.is_err() {

@@ -9,6 +9,7 @@ pub mod config;
 pub mod daemon;
 pub mod directory;
 pub mod k3s;
+pub mod k8s;
 pub mod logging;
 pub mod state;
 pub mod systemd;

@@ -45,6 +45,7 @@ pub struct TcpListenerInfo {
 #[derive(Clone)]
 pub struct AppState {
     pub boot: BootHandle,
+    pub k3s: crate::k3s::K3sRuntime,
     pub directory: crate::directory::DirectorySync,
     pub state: Arc<State>,
     pub config_path: PathBuf,

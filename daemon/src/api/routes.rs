@@ -104,12 +104,14 @@ pub struct Status {
     #[serde(flatten)]
     pub boot: BootStatus,
     pub components: Vec<ComponentStatus>,
+    /// k3s: the mode, the process, the bundle, the API server version and the node's conditions.
+    pub k3s: crate::k3s::K3sStatus,
     pub directory: crate::directory::SyncStatus,
     /// The TCP listener for the portal, when configured.
     pub api_listener: Option<TcpListenerInfo>,
 }
 
-const COMPONENTS: &[&str] = &["k3s", "jupyterhub", "dask-gateway", "storage", "ingress"];
+const COMPONENTS: &[&str] = &["jupyterhub", "dask-gateway", "storage", "ingress"];
 
 /// Boot steps, the overall phase, version, uptime and components.
 #[utoipa::path(get, path = "/v1/status", tag = "status", responses((status = 200, body = Status)))]
@@ -131,6 +133,7 @@ async fn status(Extract(app): Extract<AppState>) -> Json<Status> {
             })
             .collect(),
         api_listener: app.tcp.clone(),
+        k3s: app.k3s.snapshot(),
         directory: app.directory.status().borrow().clone(),
     })
 }

@@ -1,7 +1,7 @@
 //! The boot flow: one ordered list of named steps, each idempotent, each persisted, so a
 //! restart resumes and `/v1/status` and systemd's `STATUS=` always say where the boot is.
 //!
-//! Later issues add steps (k3s, kubernetes-api, components, directory-sync) to [`BOOT_STEPS`].
+//! Later issues add steps (components) to [`BOOT_STEPS`].
 
 mod preflight;
 mod steps;
@@ -28,9 +28,21 @@ pub enum Step {
     Preflight,
     /// A first directory sync with FreeIPA: who may log in, and who is admin.
     DirectorySync,
+    /// Render k3s's config, check the bundle, start or adopt k3s, wait until it is ready.
+    K3s,
+    /// A client for the API server: its version, the platform namespace, a watch of the node.
+    KubernetesApi,
 }
 
-pub const BOOT_STEPS: &[Step] = &[Step::Config, Step::Preflight, Step::DirectorySync];
+/// Directory sync comes before k3s: who may log in does not depend on Kubernetes, and an
+/// image without k3s still syncs and says why it stops.
+pub const BOOT_STEPS: &[Step] = &[
+    Step::Config,
+    Step::Preflight,
+    Step::DirectorySync,
+    Step::K3s,
+    Step::KubernetesApi,
+];
 
 /// The immutable keys are locked when this step first succeeds: from then on the platform is
 /// built on them. (The components step, which bakes the domain into certificates, takes this
@@ -43,6 +55,8 @@ impl Step {
             Step::Config => "config",
             Step::Preflight => "preflight",
             Step::DirectorySync => "directory-sync",
+            Step::K3s => "k3s",
+            Step::KubernetesApi => "kubernetes-api",
         }
     }
 }
@@ -54,6 +68,8 @@ pub enum StepState {
     Running,
     Done,
     Failed,
+    /// Not part of this machine's boot, by config (e.g. `k3s.mode = "off"`); the message says why.
+    Skipped,
 }
 
 impl StepState {
@@ -63,7 +79,13 @@ impl StepState {
             StepState::Running => "running",
             StepState::Done => "done",
             StepState::Failed => "failed",
+            StepState::Skipped => "skipped",
         }
+    }
+
+    /// Done, or skipped by config: nothing is left to do.
+    pub fn is_settled(self) -> bool {
+        matches!(self, StepState::Done | StepState::Skipped)
     }
 
     fn parse(text: &str) -> Self {
@@ -71,6 +93,7 @@ impl StepState {
             "running" => StepState::Running,
             "done" => StepState::Done,
             "failed" => StepState::Failed,
+            "skipped" => StepState::Skipped,
             _ => StepState::Pending,
         }
     }
@@ -116,11 +139,7 @@ impl BootStatus {
     /// One line for systemd's `STATUS=`.
     pub fn summary(&self) -> String {
         let total = self.steps.len();
-        let done = self
-            .steps
-            .iter()
-            .filter(|s| s.state == StepState::Done)
-            .count();
+        let done = self.steps.iter().filter(|s| s.state.is_settled()).count();
         if let Some(failed) = self.steps.iter().find(|s| s.state == StepState::Failed) {
             return format!("failed at {}: {}", failed.name, failed.message);
         }
@@ -185,6 +204,7 @@ pub struct BootRunner {
     status: watch::Sender<BootStatus>,
     config: watch::Sender<Option<Arc<Config>>>,
     reloads: Arc<ReloadRequests>,
+    k3s: crate::k3s::K3sRuntime,
 }
 
 /// Test builds only (`--features fault-injection`): makes the boot runner stop beating, as a
@@ -203,6 +223,7 @@ impl BootRunner {
         config_path: PathBuf,
         state: Arc<State>,
         directory: crate::directory::DirectorySync,
+        k3s: crate::k3s::K3sRuntime,
         notifier: Notifier,
         heartbeats: Heartbeats,
     ) -> Result<(Self, BootHandle), crate::state::StateError> {
@@ -242,6 +263,7 @@ impl BootRunner {
                 status: status_tx,
                 config: config_tx,
                 reloads: reloads.clone(),
+                k3s,
             },
             BootHandle {
                 status: status_rx,
@@ -301,8 +323,16 @@ impl BootRunner {
             actor,
             reload,
             revision: None,
+            k3s: &self.k3s,
+            heartbeats: &self.heartbeats,
+            progress: steps::Progress {
+                status: self.status.clone(),
+                notifier: self.notifier.clone(),
+                index: 0,
+            },
         };
         for (index, step) in BOOT_STEPS.iter().enumerate() {
+            ctx.progress.index = index;
             self.set_step(index, StepState::Running, "running".into(), 0.0, None, true);
             let outcome = {
                 let future = steps::run(*step, &mut ctx);
@@ -331,6 +361,9 @@ impl BootRunner {
                     if *step == LOCK_KEYS_AFTER {
                         self.lock_keys_once(actor);
                     }
+                }
+                Ok(steps::StepOutcome::Skipped(message)) => {
+                    self.set_step(index, StepState::Skipped, message, 1.0, None, false);
                 }
                 Ok(steps::StepOutcome::ReloadRefused(error)) => {
                     // The previous config stays in force; the platform is not disturbed.

@@ -20,10 +20,34 @@ pub(super) struct StepContext<'a> {
     pub reload: bool,
     /// The config revision the config step stored or found.
     pub revision: Option<i64>,
+    pub k3s: &'a crate::k3s::K3sRuntime,
+    pub heartbeats: &'a crate::systemd::Heartbeats,
+    pub progress: Progress,
+}
+
+/// Lets a long step say where it is, in `/v1/status` and `STATUS=`.
+pub(super) struct Progress {
+    pub status: tokio::sync::watch::Sender<super::BootStatus>,
+    pub notifier: crate::systemd::Notifier,
+    pub index: usize,
+}
+
+impl Progress {
+    pub fn report(&self, message: &str, fraction: f64) {
+        self.status.send_modify(|status| {
+            if let Some(step) = status.steps.get_mut(self.index) {
+                step.message = message.to_string();
+                step.progress = fraction;
+            }
+        });
+        self.notifier.status(&self.status.borrow().summary());
+    }
 }
 
 pub(super) enum StepOutcome {
     Done(String),
+    /// Not part of this machine's boot, by config.
+    Skipped(String),
     /// A reload brought an invalid config; the one in force stays.
     ReloadRefused(StepError),
 }
@@ -33,7 +57,61 @@ pub(super) async fn run(step: Step, ctx: &mut StepContext<'_>) -> Result<StepOut
         Step::Config => config(ctx),
         Step::Preflight => preflight::run(ctx).await.map(StepOutcome::Done),
         Step::DirectorySync => directory_sync(ctx).await.map(StepOutcome::Done),
+        Step::K3s => k3s(ctx).await,
+        Step::KubernetesApi => kubernetes_api(ctx).await,
     }
+}
+
+fn config_in_force(ctx: &StepContext<'_>) -> Result<Arc<Config>, StepError> {
+    ctx.current.clone().ok_or_else(|| StepError {
+        message: "no valid config is in force".into(),
+        key: None,
+        retry_after: None,
+    })
+}
+
+fn k3s_skipped(config: &Config) -> Option<StepOutcome> {
+    (config.k3s.mode == crate::config::K3sMode::Off).then(|| {
+        StepOutcome::Skipped(
+            "k3s.mode = \"off\": this machine runs no Kubernetes (dev runs of the config, API and directory layers)".into(),
+        )
+    })
+}
+
+fn k3s_error(error: crate::k3s::K3sError) -> StepError {
+    StepError {
+        retry_after: error.retry_after(),
+        key: error.key().map(str::to_string),
+        message: error.to_string(),
+    }
+}
+
+/// Starts or adopts k3s and waits until it is ready.
+async fn k3s(ctx: &mut StepContext<'_>) -> Result<StepOutcome, StepError> {
+    let config = config_in_force(ctx)?;
+    if let Some(skipped) = k3s_skipped(&config) {
+        return Ok(skipped);
+    }
+    let progress = &ctx.progress;
+    let report = |message: &str, fraction: f64| progress.report(message, fraction);
+    ctx.k3s
+        .ensure_running(&config, &report)
+        .await
+        .map(StepOutcome::Done)
+        .map_err(k3s_error)
+}
+
+/// Connects to the API server, applies the platform namespace, and watches the node.
+async fn kubernetes_api(ctx: &mut StepContext<'_>) -> Result<StepOutcome, StepError> {
+    let config = config_in_force(ctx)?;
+    if let Some(skipped) = k3s_skipped(&config) {
+        return Ok(skipped);
+    }
+    ctx.k3s
+        .connect(&config, ctx.heartbeats)
+        .await
+        .map(StepOutcome::Done)
+        .map_err(k3s_error)
 }
 
 /// Loads the files and the API overlay, refuses changes to locked keys, and stores a new

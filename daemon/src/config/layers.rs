@@ -71,6 +71,17 @@ pub(crate) const KNOWN_KEYS: &[(&str, &[(&str, &str)])] = &[
             ("min_free_gb", "an integer"),
         ],
     ),
+    (
+        "k3s",
+        &[
+            (
+                "mode",
+                "one of \"auto\", \"systemd\", \"child\", \"external\", \"off\"",
+            ),
+            ("binary", "a string"),
+            ("kubeconfig", "a string"),
+        ],
+    ),
 ];
 
 /// A position in a layer: `file:line:column` for files, just the name for API overlays.

@@ -54,6 +54,7 @@ pub struct Config {
     pub hub: Hub,
     pub api: Api,
     pub daemon: Daemon,
+    pub k3s: K3s,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -129,6 +130,44 @@ pub struct Daemon {
     /// Preflight refuses to continue unless `data_dir` is a separate mounted filesystem.
     pub require_data_disk: bool,
     pub min_free_gb: u32,
+}
+
+/// How pangeod runs Kubernetes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum K3sMode {
+    /// `systemd` when systemd is PID 1 and the k3s unit is installed, else `child`.
+    Auto,
+    /// k3s in its own unit (`k3s.service`), started and watched by pangeod (production).
+    Systemd,
+    /// k3s as pangeod's direct child, logging to a file (dev runs without systemd).
+    Child,
+    /// An API server that something else runs; pangeod only uses `k3s.kubeconfig` (tests, dev).
+    External,
+    /// No Kubernetes on this machine: the k3s and kubernetes-api steps are skipped, and say so
+    /// (dev runs of the config, API and directory layers).
+    Off,
+}
+
+impl K3sMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            K3sMode::Auto => "auto",
+            K3sMode::Systemd => "systemd",
+            K3sMode::Child => "child",
+            K3sMode::External => "external",
+            K3sMode::Off => "off",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct K3s {
+    pub mode: K3sMode,
+    /// The k3s binary (child mode; the unit names its own).
+    pub binary: PathBuf,
+    /// The kubeconfig k3s writes (mode 0600) and pangeod reads.
+    pub kubeconfig: PathBuf,
 }
 
 impl Config {

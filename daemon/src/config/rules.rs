@@ -7,7 +7,9 @@ use ipnet::IpNet;
 use serde::Deserialize;
 
 use super::layers::Origins;
-use super::{Api, Cluster, Config, Daemon, Dask, FieldError, FreeIpa, Hub, LdapTls, Notebook};
+use super::{
+    Api, Cluster, Config, Daemon, Dask, FieldError, FreeIpa, Hub, K3s, K3sMode, LdapTls, Notebook,
+};
 
 /// The configuration as written, before any rule is applied. Integers are `i64` so that a
 /// negative or huge value is reported by our range rule, not as a type error.
@@ -21,6 +23,15 @@ pub(crate) struct RawConfig {
     hub: RawHub,
     api: RawApi,
     daemon: RawDaemon,
+    k3s: RawK3s,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct RawK3s {
+    mode: Option<K3sMode>,
+    binary: Option<String>,
+    kubeconfig: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -346,6 +357,15 @@ pub(crate) fn validate(raw: RawConfig, origins: &Origins) -> Result<Config, Vec<
     }
 
     let (api, daemon) = plumbing(&mut c, raw.api, raw.daemon);
+    let k3s = K3s {
+        mode: raw.k3s.mode.unwrap_or(K3sMode::Auto),
+        binary: c.path("k3s.binary", raw.k3s.binary, "/usr/local/bin/k3s"),
+        kubeconfig: c.path(
+            "k3s.kubeconfig",
+            raw.k3s.kubeconfig,
+            crate::k3s::KUBECONFIG_PATH,
+        ),
+    };
 
     if !c.errors.is_empty() {
         return Err(c.errors);
@@ -362,6 +382,7 @@ pub(crate) fn validate(raw: RawConfig, origins: &Origins) -> Result<Config, Vec<
         hub: Hub { admin_users },
         api,
         daemon,
+        k3s,
     })
 }
 

@@ -375,6 +375,10 @@ state_dir = "{}"
 data_dir = "data"
 require_data_disk = false
 min_free_gb = 0
+[k3s]
+mode = "external"
+binary = "bin/k3s"
+kubeconfig = "kube/config"
 "#,
         state.display()
     ));
@@ -383,7 +387,10 @@ min_free_gb = 0
     for (_, keys) in layers::KNOWN_KEYS {
         keys_seen += keys.len();
     }
-    assert_eq!(keys_seen, 28, "update this test when adding a key");
+    assert_eq!(keys_seen, 31, "update this test when adding a key");
+    assert_eq!(config.k3s.mode, crate::config::K3sMode::External);
+    assert_eq!(config.k3s.binary, f.dir.path().join("bin/k3s"));
+    assert_eq!(config.k3s.kubeconfig, f.dir.path().join("kube/config"));
     assert_eq!(config.cluster.domain.as_deref(), Some("pangeo.example.org"));
     assert_eq!(config.cluster.external_ip.to_string(), "2001:db8::10");
     assert_eq!(

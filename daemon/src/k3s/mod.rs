@@ -1,5 +1,13 @@
-//! k3s: the rendered config and where k3s keeps things. (The supervisor that starts k3s in its
-//! own unit, or as a direct child without systemd, is the Kubernetes issue's next part.)
+//! k3s: the rendered config, the bundle check, the supervisor that runs k3s (in its own systemd
+//! unit, or as a direct child without systemd), and readiness. [`K3sRuntime`] ties them
+//! together for the `k3s` and `kubernetes-api` boot steps.
+
+pub mod bundle;
+pub mod ready;
+mod runtime;
+pub mod supervisor;
+
+pub use runtime::{K3sError, K3sRuntime, K3sStatus};
 
 use std::path::{Path, PathBuf};
 
@@ -9,8 +17,8 @@ use crate::config::Config;
 pub const CONFIG_PATH: &str = "/etc/rancher/k3s/config.yaml";
 /// Where k3s writes its admin kubeconfig (mode 0600, see `write-kubeconfig-mode`).
 pub const KUBECONFIG_PATH: &str = "/etc/rancher/k3s/k3s.yaml";
-/// The air-gap image tarballs k3s imports at start.
-pub const AIRGAP_IMAGES_DIR: &str = "/var/lib/rancher/k3s/agent/images";
+/// The unit k3s runs in under systemd (`systemd/k3s.service`).
+pub const UNIT: &str = "k3s.service";
 
 /// Bundled components pangeod replaces: local-path ignores volume sizes and cannot expand
 /// volumes, so homes use a provisioner that can (the storage issue).
@@ -33,6 +41,10 @@ pub fn render_config(config: &Config) -> String {
     let ip = config.cluster.external_ip.to_string();
     let mut out =
         String::from("# Rendered by pangeod from its config; changes here are overwritten.\n");
+    out.push_str(&format!(
+        "write-kubeconfig: {}\n",
+        quote(&path_text(&config.k3s.kubeconfig))
+    ));
     out.push_str("write-kubeconfig-mode: \"0600\"\n");
     out.push_str(&format!("node-name: {}\n", quote(&node_name(config))));
     out.push_str(&format!("node-external-ip: {}\n", quote(&ip)));

@@ -46,6 +46,11 @@ state_dir = "state"
 data_dir = "."
 require_data_disk = false
 min_free_gb = 0
+
+[k3s]
+# The daemon tests of the config, API and directory layers run no Kubernetes; the Kubernetes
+# tests switch it on with a drop-in (k3s.mode = "external").
+mode = "off"
 "#
         .to_string()
     }

@@ -1,0 +1,257 @@
+//! What the image bundles for an air-gapped k3s: the k3s binary, its air-gap image tarballs,
+//! the chart archives and the charts' container images, all pinned in `images/manifest.toml`,
+//! which the image build installs as `/usr/share/pangeo/manifest.toml`. The build also records
+//! the sha256 of every file it installed in `/usr/share/pangeo/installed.sha256`, so an image
+//! tarball (pinned by registry digest, not by file hash) is checked too.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+pub const MANIFEST_PATH: &str = "/usr/share/pangeo/manifest.toml";
+pub const INSTALLED_SUMS_PATH: &str = "/usr/share/pangeo/installed.sha256";
+/// Where k3s imports image tarballs from at start.
+pub const IMAGES_DIR: &str = "/var/lib/rancher/k3s/agent/images";
+/// The marker of a value not yet pinned (see the manifest's header).
+const UNVERIFIED: &str = "TODO-verify";
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum BundleError {
+    #[error(
+        "k3s is not bundled in this image: {0} is missing. Build the image with `images/build --artifacts DIR`, where DIR was filled by `images/fetch-artifacts DIR` on a machine with internet"
+    )]
+    NotBundled(PathBuf),
+    #[error("cannot read {path}: {message}")]
+    Manifest { path: PathBuf, message: String },
+    #[error(
+        "the bundled artifacts do not match the image manifest: {}; the image is damaged: rebuild it, or boot the previous image version",
+        problems.join("; ")
+    )]
+    Mismatch { problems: Vec<String> },
+}
+
+#[derive(Debug, Deserialize)]
+struct Manifest {
+    #[serde(default)]
+    file: Vec<FileEntry>,
+    #[serde(default)]
+    image: Vec<ImageEntry>,
+}
+
+#[derive(Debug, Deserialize)]
+struct FileEntry {
+    name: String,
+    sha256: String,
+    install: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct ImageEntry {
+    #[serde(rename = "ref")]
+    reference: String,
+}
+
+/// What the check found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BundleReport {
+    pub files: usize,
+    pub images: usize,
+    /// Entries whose hash the manifest does not pin yet (checked against the build's record).
+    pub unpinned: usize,
+}
+
+/// The tarball name the image build gives an image (`images/lib/manifest.py image_file`).
+pub fn image_file_name(reference: &str) -> String {
+    let safe: String = reference
+        .chars()
+        .map(|c| if matches!(c, '/' | ':' | '@') { '_' } else { c })
+        .collect();
+    format!("{safe}.tar")
+}
+
+/// Checks every bundled file under `root` (`/` on the appliance) against the manifest.
+/// Hashes every byte: run it off the async threads.
+pub fn check(root: &Path, k3s_binary: &Path) -> Result<BundleReport, BundleError> {
+    let under = |path: &str| root.join(path.trim_start_matches('/'));
+    let binary = under(&k3s_binary.to_string_lossy());
+    if !binary.exists() {
+        return Err(BundleError::NotBundled(k3s_binary.to_path_buf()));
+    }
+    let manifest_path = under(MANIFEST_PATH);
+    let text = std::fs::read_to_string(&manifest_path).map_err(|e| BundleError::Manifest {
+        path: PathBuf::from(MANIFEST_PATH),
+        message: e.to_string(),
+    })?;
+    let manifest: Manifest = toml::from_str(&text).map_err(|e| BundleError::Manifest {
+        path: PathBuf::from(MANIFEST_PATH),
+        message: e.to_string(),
+    })?;
+    let recorded = read_sums(&under(INSTALLED_SUMS_PATH));
+
+    let mut problems = Vec::new();
+    let mut unpinned = 0;
+    let mut verify = |label: &str, install: &str, pinned: Option<&str>| {
+        let path = under(install);
+        let expected = match pinned {
+            Some(sum) if sum != UNVERIFIED => Some(sum.to_string()),
+            _ => {
+                unpinned += 1;
+                recorded.get(install).cloned()
+            }
+        };
+        let Some(expected) = expected else {
+            problems.push(format!(
+                "{label}: no sha256 for {install} in the manifest or in {INSTALLED_SUMS_PATH}"
+            ));
+            return;
+        };
+        match sha256_file(&path) {
+            Ok(actual) if actual.eq_ignore_ascii_case(&expected) => {}
+            Ok(actual) => problems.push(format!(
+                "{label}: {install} has sha256 {actual}, the manifest pins {expected}"
+            )),
+            Err(error) => problems.push(format!("{label}: {install}: {error}")),
+        }
+    };
+    for file in &manifest.file {
+        verify(&file.name, &file.install, Some(&file.sha256));
+    }
+    for image in &manifest.image {
+        let install = format!("{IMAGES_DIR}/{}", image_file_name(&image.reference));
+        verify(&image.reference, &install, None);
+    }
+    if !problems.is_empty() {
+        return Err(BundleError::Mismatch { problems });
+    }
+    Ok(BundleReport {
+        files: manifest.file.len(),
+        images: manifest.image.len(),
+        unpinned,
+    })
+}
+
+/// `sha256sum` output: `<hex>  <absolute path>` per line.
+fn read_sums(path: &Path) -> BTreeMap<String, String> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    text.lines()
+        .filter_map(|line| {
+            let (sum, file) = line.split_once(char::is_whitespace)?;
+            Some((
+                file.trim().trim_start_matches('*').to_string(),
+                sum.to_string(),
+            ))
+        })
+        .collect()
+}
+
+fn sha256_file(path: &Path) -> std::io::Result<String> {
+    let mut file = std::fs::File::open(path)?;
+    let mut context = ring::digest::Context::new(&ring::digest::SHA256);
+    let mut buffer = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buffer)?;
+        if n == 0 {
+            break;
+        }
+        context.update(&buffer[..n]);
+    }
+    Ok(context
+        .finish()
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SUM_OF_ABC: &str = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
+
+    fn image_root(manifest: &str) -> tempfile::TempDir {
+        let root = tempfile::tempdir().unwrap();
+        let put = |path: &str, text: &str| {
+            let p = root.path().join(path.trim_start_matches('/'));
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, text).unwrap();
+        };
+        put("/usr/local/bin/k3s", "abc");
+        put(MANIFEST_PATH, manifest);
+        put(
+            &format!("{IMAGES_DIR}/quay.io_jupyterhub_k8s-hub_4.4.0.tar"),
+            "abc",
+        );
+        put(
+            INSTALLED_SUMS_PATH,
+            &format!("{SUM_OF_ABC}  {IMAGES_DIR}/quay.io_jupyterhub_k8s-hub_4.4.0.tar\n"),
+        );
+        root
+    }
+
+    fn manifest(k3s_sum: &str) -> String {
+        format!(
+            "schema = 1\n[[file]]\nname = \"k3s\"\nsha256 = \"{k3s_sum}\"\ninstall = \"/usr/local/bin/k3s\"\n\n[[image]]\nref = \"quay.io/jupyterhub/k8s-hub:4.4.0\"\ndigest = \"TODO-verify\"\n"
+        )
+    }
+
+    #[test]
+    fn a_matching_bundle_passes() {
+        let root = image_root(&manifest(SUM_OF_ABC));
+        let report = check(root.path(), Path::new("/usr/local/bin/k3s")).unwrap();
+        assert_eq!(
+            report,
+            BundleReport {
+                files: 1,
+                images: 1,
+                unpinned: 1
+            }
+        );
+    }
+
+    #[test]
+    fn a_changed_file_is_named_with_both_hashes() {
+        let root = image_root(&manifest(&"0".repeat(64)));
+        let error = check(root.path(), Path::new("/usr/local/bin/k3s")).unwrap_err();
+        let text = error.to_string();
+        assert!(
+            text.contains("k3s: /usr/local/bin/k3s has sha256 ba7816bf"),
+            "{text}"
+        );
+        assert!(text.contains(&"0".repeat(64)), "{text}");
+    }
+
+    #[test]
+    fn a_missing_image_tarball_is_named() {
+        let root = image_root(&manifest(SUM_OF_ABC));
+        std::fs::remove_file(
+            root.path()
+                .join(IMAGES_DIR.trim_start_matches('/'))
+                .join("quay.io_jupyterhub_k8s-hub_4.4.0.tar"),
+        )
+        .unwrap();
+        let text = check(root.path(), Path::new("/usr/local/bin/k3s"))
+            .unwrap_err()
+            .to_string();
+        assert!(text.contains("quay.io/jupyterhub/k8s-hub:4.4.0"), "{text}");
+        assert!(text.contains("No such file"), "{text}");
+    }
+
+    #[test]
+    fn no_k3s_binary_says_it_is_not_bundled_and_how_to_bundle_it() {
+        let root = tempfile::tempdir().unwrap();
+        let error = check(root.path(), Path::new("/usr/local/bin/k3s")).unwrap_err();
+        assert_eq!(error, BundleError::NotBundled("/usr/local/bin/k3s".into()));
+        assert!(error.to_string().contains("images/fetch-artifacts"));
+    }
+
+    #[test]
+    fn image_file_names_match_the_image_build() {
+        assert_eq!(
+            image_file_name("registry.k8s.io/pause:3.10@sha256:ab"),
+            "registry.k8s.io_pause_3.10_sha256_ab.tar"
+        );
+    }
+}
