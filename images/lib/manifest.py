@@ -131,17 +131,28 @@ def cmd_install(m, d, root):
     def dest(path):
         return os.path.join(root, path.lstrip("/"))
 
+    # sha256 of every installed file, by its path on the appliance: pangeod's k3s step checks
+    # the bundle against the manifest and, for what the manifest pins by registry digest
+    # (image tarballs) or does not pin yet, against this record.
+    installed = []
     for f in m.get("file", []):
         target = dest(f["install"])
         os.makedirs(os.path.dirname(target), exist_ok=True)
         shutil.copyfile(os.path.join(d, f["path"]), target)
         os.chmod(target, int(f.get("mode", "0644"), 8))
+        installed.append((sha256_file(target), f["install"]))
         print("installed %s -> %s" % (f["path"], f["install"]), file=sys.stderr)
     img_dir = dest("/var/lib/rancher/k3s/agent/images")
     os.makedirs(img_dir, exist_ok=True)
     for i in m.get("image", []):
         rel = image_file(i["ref"])
-        shutil.copyfile(os.path.join(d, rel), os.path.join(img_dir, os.path.basename(rel)))
+        target = os.path.join(img_dir, os.path.basename(rel))
+        shutil.copyfile(os.path.join(d, rel), target)
+        installed.append((sha256_file(target), "/var/lib/rancher/k3s/agent/images/" + os.path.basename(rel)))
+    os.makedirs(dest("/usr/share/pangeo"), exist_ok=True)
+    with open(dest("/usr/share/pangeo/installed.sha256"), "w", encoding="utf-8") as out:
+        for digest, path in installed:
+            out.write("%s  %s\n" % (digest, path))
     charts = dest("/usr/share/pangeo/charts")
     os.makedirs(charts, exist_ok=True)
     with open(os.path.join(charts, "index.toml"), "w", encoding="utf-8") as out:

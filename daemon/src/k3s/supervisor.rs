@@ -256,12 +256,23 @@ fn stop_orphan(spec: &ChildSpec) {
     );
     let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
     for _ in 0..100 {
-        if !Path::new(&format!("/proc/{pid}")).exists() {
+        if !process_alive(pid) {
             return;
         }
         std::thread::sleep(Duration::from_millis(100));
     }
     let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+}
+
+/// Exists and is not a zombie.
+fn process_alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            let state = stat.rsplit_once(") ")?.1.chars().next()?;
+            Some(state != 'Z' && state != 'X')
+        })
+        .unwrap_or(false)
 }
 
 fn spawn(spec: &ChildSpec) -> Result<tokio::process::Child, SupervisorError> {
@@ -279,10 +290,12 @@ fn spawn(spec: &ChildSpec) -> Result<tokio::process::Child, SupervisorError> {
         .map_err(fail)?;
     let err = log.try_clone().map_err(fail)?;
     let mut command = tokio::process::Command::new(&spec.program);
+    command
+        .args(&spec.args)
+        .envs(spec.env.iter().map(|(k, v)| (k, v)));
+    // Last, so that nothing re-adds it.
     Notifier::scrub(command.as_std_mut());
     let child = command
-        .args(&spec.args)
-        .envs(spec.env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(log)
         .stderr(err)

@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 use hyper::Method;
 use pangeod::client;
 
+pub mod controlplane;
+
 pub const CA: &str = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
 
 pub struct TestDaemon {
@@ -53,6 +55,24 @@ min_free_gb = 0
 mode = "off"
 "#
         .to_string()
+    }
+
+    /// The main file, pointed at the 389-ds fixture (cluster "demo", whose groups it holds).
+    pub fn ldap_main_text(ldap: &std::collections::BTreeMap<String, String>) -> String {
+        Self::main_text()
+            .replace("name = \"test\"", "name = \"demo\"")
+            .replace(
+                "server = \"localhost:636\"",
+                &format!("server = \"127.0.0.1:{}\"", ldap["LDAPS_PORT"]),
+            )
+            .replace(
+                "password_file = \"ipa-password\"",
+                &format!("password_file = \"{}\"", ldap["LDAP_BIND_PASSWORD_FILE"]),
+            )
+            .replace(
+                "ca_file = \"ipa-ca.pem\"",
+                &format!("ca_file = \"{}\"", ldap["LDAP_CA"]),
+            )
     }
 
     pub fn config_path(&self) -> PathBuf {
@@ -181,7 +201,16 @@ mode = "off"
         what: &str,
         check: impl Fn(&serde_json::Value) -> bool,
     ) -> serde_json::Value {
-        let deadline = Instant::now() + Duration::from_secs(20);
+        self.wait_status_within(what, Duration::from_secs(20), check)
+    }
+
+    pub fn wait_status_within(
+        &self,
+        what: &str,
+        within: Duration,
+        check: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let deadline = Instant::now() + within;
         let mut last = serde_json::Value::Null;
         while Instant::now() < deadline {
             last = self.get_json("/v1/status");
@@ -212,11 +241,43 @@ impl Drop for TestDaemon {
     }
 }
 
+/// For tests that run tasks in the background while the test thread waits.
+pub fn mt_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
 pub fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap()
+}
+
+/// The 389-ds fixture's settings, or `None` (printing SKIPPED) when the test command did not
+/// start it. With PANGEO_REQUIRE_FIXTURES set, a missing fixture is a failure.
+pub fn ldap_env() -> Option<std::collections::BTreeMap<String, String>> {
+    let Ok(workdir) = std::env::var("LDAP_WORKDIR") else {
+        if std::env::var("PANGEO_REQUIRE_FIXTURES").is_ok() {
+            panic!(
+                "LDAP_WORKDIR is not set but PANGEO_REQUIRE_FIXTURES is: the 389-ds fixture did not start"
+            );
+        }
+        eprintln!(
+            "SKIPPED: the 389-ds fixture is not running (LDAP_WORKDIR unset); run integration-tests/run"
+        );
+        return None;
+    };
+    let text = std::fs::read_to_string(PathBuf::from(workdir).join("env")).unwrap();
+    Some(
+        text.lines()
+            .filter_map(|line| line.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.trim_matches('\'').to_string()))
+            .collect(),
+    )
 }
 
 pub fn step<'a>(status: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {

@@ -1,0 +1,194 @@
+//! The test Kubernetes control plane (integration-tests/controlplane), started once by the test
+//! command, which sets CONTROLPLANE_WORKDIR. Tests that kill an API server run their own, on
+//! the same kine and PKI, from the fixture's `apiserver.args`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use pangeod::k8s::Kube;
+
+pub struct ControlPlane {
+    env: BTreeMap<String, String>,
+}
+
+/// The running control plane, or `None` (printing SKIPPED) when the test command did not start
+/// one. With PANGEO_REQUIRE_FIXTURES set, a missing plane is a failure.
+pub fn controlplane() -> Option<ControlPlane> {
+    let Ok(workdir) = std::env::var("CONTROLPLANE_WORKDIR") else {
+        if std::env::var("PANGEO_REQUIRE_FIXTURES").is_ok()
+            && std::env::var("PANGEO_CONTROLPLANE_SKIPPED").is_err()
+        {
+            panic!(
+                "CONTROLPLANE_WORKDIR is not set but PANGEO_REQUIRE_FIXTURES is: the control plane did not start"
+            );
+        }
+        eprintln!(
+            "SKIPPED: the test control plane is not running (CONTROLPLANE_WORKDIR unset); run integration-tests/run"
+        );
+        return None;
+    };
+    let text = std::fs::read_to_string(Path::new(&workdir).join("env")).unwrap();
+    let env = text
+        .lines()
+        .filter_map(|line| line.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    Some(ControlPlane { env })
+}
+
+impl ControlPlane {
+    pub fn get(&self, key: &str) -> &str {
+        self.env
+            .get(key)
+            .map(String::as_str)
+            .unwrap_or_else(|| panic!("{key} missing from the control plane env"))
+    }
+
+    pub fn kubeconfig(&self) -> PathBuf {
+        PathBuf::from(self.get("KUBECONFIG"))
+    }
+
+    pub async fn kube(&self) -> Kube {
+        Kube::from_kubeconfig(&self.kubeconfig()).await.unwrap()
+    }
+
+    /// The admin kubeconfig, pointed at another port.
+    pub fn kubeconfig_for_port(&self, port: u16, path: &Path) {
+        let text = std::fs::read_to_string(self.kubeconfig()).unwrap();
+        let url = self.get("APISERVER_URL");
+        assert!(text.contains(url));
+        std::fs::write(
+            path,
+            text.replace(url, &format!("https://127.0.0.1:{port}")),
+        )
+        .unwrap();
+    }
+
+    /// The kube-apiserver argv for `port`.
+    pub fn apiserver_command(&self, port: u16) -> (PathBuf, Vec<String>) {
+        let args = std::fs::read_to_string(self.get("APISERVER_ARGS")).unwrap();
+        let args = args
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(|l| l.replace("{port}", &port.to_string()))
+            .collect();
+        (PathBuf::from(self.get("KUBE_APISERVER_BIN")), args)
+    }
+}
+
+/// A free TCP port on 127.0.0.1 (racy by nature, as every such pick).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A test's own API server on the shared kine: kill it, start it again, the shared one is
+/// not disturbed. Stopped (SIGTERM, then SIGKILL) when dropped.
+pub struct Apiserver {
+    pub port: u16,
+    pub kubeconfig: PathBuf,
+    log: PathBuf,
+    program: PathBuf,
+    args: Vec<String>,
+    child: Option<Child>,
+}
+
+impl Apiserver {
+    /// Starts one and waits until `/readyz` answers ok.
+    pub fn start(cp: &ControlPlane, dir: &Path) -> Self {
+        let port = free_port();
+        let kubeconfig = dir.join(format!("kubeconfig-{port}"));
+        cp.kubeconfig_for_port(port, &kubeconfig);
+        let (program, args) = cp.apiserver_command(port);
+        let mut server = Self {
+            port,
+            kubeconfig,
+            log: dir.join(format!("apiserver-{port}.log")),
+            program,
+            args,
+            child: None,
+        };
+        server.spawn();
+        server.wait_ready(Duration::from_secs(60));
+        server
+    }
+
+    pub fn spawn(&mut self) {
+        assert!(self.child.is_none(), "already running");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let child = Command::new(&self.program)
+            .args(&self.args)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+    }
+
+    pub fn wait_ready(&self, within: Duration) {
+        let deadline = Instant::now() + within;
+        let rt = super::runtime();
+        loop {
+            let ok = rt.block_on(async {
+                match Kube::from_kubeconfig(&self.kubeconfig).await {
+                    Ok(kube) => kube.readyz().await.is_ok(),
+                    Err(_) => false,
+                }
+            });
+            if ok {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the test apiserver on port {} was not ready within {within:?}; log: {}",
+                self.port,
+                self.log.display()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+    }
+}
+
+impl Drop for Apiserver {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A namespace name no other test uses.
+pub fn unique(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!("{prefix}-{}-{nanos}", std::process::id())
+}

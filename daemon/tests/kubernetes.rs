@@ -1,0 +1,383 @@
+//! The Kubernetes layer against a real control plane (kube-apiserver, kube-controller-manager,
+//! kine and helm-controller, integration-tests/controlplane): server-side apply, errors, retries
+//! across an API server that is killed, watches that resume, and the daemon's k3s steps.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Tests fail loudly by design.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use common::controlplane::{Apiserver, controlplane, unique};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node, NodeCondition, NodeStatus};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::api::{ObjectMeta, Patch, PatchParams};
+use kube::{Api, ResourceExt};
+use pangeod::k8s::{
+    Desired, FIELD_MANAGER, FailurePolicy, HelmChart, HelmChartSpec, Kube, KubeError,
+};
+
+fn namespace(name: &str) -> Namespace {
+    Namespace {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+}
+
+fn config_map(ns: &str, name: &str, data: &[(&str, &str)]) -> ConfigMap {
+    ConfigMap {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some(ns.into()),
+            ..Default::default()
+        },
+        data: Some(
+            data.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        ),
+        ..Default::default()
+    }
+}
+
+fn chart(ns: &str, with_set: bool) -> HelmChart {
+    let mut chart = HelmChart::new(
+        "idempotence",
+        HelmChartSpec {
+            chart: Some("https://127.0.0.1:1/static/charts/none-0.1.0.tgz".into()),
+            version: Some("0.1.0".into()),
+            target_namespace: Some(ns.into()),
+            values_content: Some("a: 1\n".into()),
+            failure_policy: Some(FailurePolicy::Retry),
+            set: with_set.then(|| BTreeMap::from([("b".to_string(), IntOrString::Int(2))])),
+            ..Default::default()
+        },
+    );
+    chart.metadata.namespace = Some(ns.into());
+    chart
+}
+
+#[test]
+fn server_side_apply_is_idempotent_and_removes_a_dropped_field() {
+    let Some(cp) = controlplane() else { return };
+    let rt = common::runtime();
+    rt.block_on(async {
+        let kube = cp.kube().await;
+        let ns = unique("ssa");
+        kube.apply(&namespace(&ns)).await.unwrap();
+
+        // A HelmChart (a CRD with a generation): the second apply changes nothing.
+        let first = kube.apply(&chart(&ns, true)).await.unwrap();
+        assert_eq!(first.metadata.generation, Some(1));
+        let second = kube.apply(&chart(&ns, true)).await.unwrap();
+        assert_eq!(second.metadata.generation, Some(1), "no new generation");
+        let managers: Vec<_> = second
+            .managed_fields()
+            .iter()
+            .filter_map(|f| f.manager.clone())
+            .collect();
+        assert!(
+            managers.contains(&FIELD_MANAGER.to_string()),
+            "{managers:?}"
+        );
+
+        // A field pangeod stops setting is removed from the stored object.
+        let third = kube.apply(&chart(&ns, false)).await.unwrap();
+        assert_eq!(third.metadata.generation, Some(2));
+        assert_eq!(third.spec.set, None, "spec.set was removed");
+        assert_eq!(third.spec.values_content.as_deref(), Some("a: 1\n"));
+
+        // A ConfigMap, which no controller touches: a no-op apply stores nothing at all.
+        let cm = config_map(&ns, "noop", &[("k", "v")]);
+        let a = kube.apply(&cm).await.unwrap();
+        let b = kube.apply(&cm).await.unwrap();
+        assert_eq!(a.resource_version(), b.resource_version());
+        let c = kube
+            .apply(&config_map(&ns, "noop", &[("other", "v")]))
+            .await
+            .unwrap();
+        assert_eq!(
+            c.data.unwrap().keys().collect::<Vec<_>>(),
+            ["other"],
+            "the dropped key k is gone"
+        );
+    });
+}
+
+#[test]
+fn a_restricted_identity_gets_a_forbidden_error_naming_the_resource() {
+    let Some(cp) = controlplane() else { return };
+    let rt = common::runtime();
+    rt.block_on(async {
+        let restricted =
+            Kube::from_kubeconfig(std::path::Path::new(cp.get("RESTRICTED_KUBECONFIG")))
+                .await
+                .unwrap();
+        let error = restricted
+            .apply(&config_map("default", "not-allowed", &[("k", "v")]))
+            .await
+            .unwrap_err();
+        assert!(matches!(error, KubeError::Forbidden { .. }), "{error:?}");
+        let text = error.to_string();
+        assert!(
+            text.starts_with("apply ConfigMap default/not-allowed: forbidden for this identity"),
+            "{text}"
+        );
+        assert!(
+            text.contains("pangeo-restricted"),
+            "the server's reason is kept: {text}"
+        );
+        assert!(
+            text.contains("admin kubeconfig"),
+            "the fix is named: {text}"
+        );
+        assert!(!error.is_transient());
+    });
+}
+
+#[test]
+fn a_missing_kubeconfig_names_the_file_and_the_fix() {
+    let rt = common::runtime();
+    let error = rt
+        .block_on(Kube::from_kubeconfig(std::path::Path::new(
+            "/nonexistent/k3s.yaml",
+        )))
+        .err()
+        .unwrap();
+    let text = error.to_string();
+    assert!(
+        text.starts_with("cannot use the kubeconfig /nonexistent/k3s.yaml"),
+        "{text}"
+    );
+    assert!(text.contains("check that k3s is running"), "{text}");
+}
+
+#[test]
+fn apply_all_survives_the_apiserver_being_killed_mid_apply() {
+    let Some(cp) = controlplane() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Apiserver::start(&cp, dir.path());
+    let rt = common::mt_runtime();
+    let ns = unique("killed");
+    let objects: Vec<Desired> = std::iter::once(Desired::from_typed(&namespace(&ns)).unwrap())
+        .chain((0..300).map(|i| {
+            Desired::from_typed(&config_map(&ns, &format!("cm-{i:03}"), &[("i", "x")])).unwrap()
+        }))
+        .collect();
+    let own = rt
+        .block_on(Kube::from_kubeconfig(&server.kubeconfig))
+        .unwrap();
+    let apply = rt.spawn(async move { own.apply_all(&objects, Duration::from_secs(120)).await });
+
+    // Kill it once some, not all, objects are in.
+    let shared = rt.block_on(cp.kube());
+    let count = |rt: &tokio::runtime::Runtime| {
+        rt.block_on(async {
+            let api: Api<ConfigMap> = Api::namespaced(shared.client().clone(), &ns);
+            // (not kube-root-ca.crt, which the controller-manager puts in every namespace)
+            api.list(&Default::default()).await.map_or(0, |l| {
+                l.items
+                    .iter()
+                    .filter(|c| c.name_any().starts_with("cm-"))
+                    .count()
+            })
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while count(&rt) < 20 {
+        assert!(Instant::now() < deadline, "apply_all made no progress");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    server.kill9();
+    let at_kill = count(&rt);
+    assert!(
+        at_kill < 300,
+        "the kill came mid-apply ({at_kill} of 300 in)"
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(!apply.is_finished(), "apply_all waits for the server");
+    server.spawn();
+
+    let report = rt.block_on(apply).unwrap().unwrap();
+    assert_eq!(report.applied, 301);
+    assert!(report.retries > 0, "{report:?}");
+    assert_eq!(count(&rt), 300, "every object is in, once");
+}
+
+#[test]
+fn a_watch_resumes_after_the_apiserver_restarts() {
+    let Some(cp) = controlplane() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Apiserver::start(&cp, dir.path());
+    let rt = common::mt_runtime();
+    let ns = unique("watch");
+    let shared = rt.block_on(cp.kube());
+    rt.block_on(async {
+        shared.apply(&namespace(&ns)).await.unwrap();
+        shared
+            .apply(&config_map(&ns, "flag", &[("ready", "no")]))
+            .await
+            .unwrap();
+    });
+    let own = rt
+        .block_on(Kube::from_kubeconfig(&server.kubeconfig))
+        .unwrap();
+    let api: Api<ConfigMap> = Api::namespaced(own.client().clone(), &ns);
+    let wait = rt.spawn(async move {
+        own.wait_for(
+            api,
+            "flag",
+            "ConfigMap flag ready",
+            Duration::from_secs(120),
+            |cm: Option<&ConfigMap>| {
+                cm.and_then(|c| c.data.as_ref())
+                    .and_then(|d| d.get("ready"))
+                    .is_some_and(|v| v == "yes")
+            },
+        )
+        .await
+    });
+    std::thread::sleep(Duration::from_secs(2)); // the watch is established
+    server.kill9();
+    // The change happens while the watched server is down, through the shared one.
+    rt.block_on(async {
+        shared
+            .apply(&config_map(&ns, "flag", &[("ready", "yes")]))
+            .await
+            .unwrap();
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(
+        !wait.is_finished(),
+        "the wait cannot see it while its server is down"
+    );
+    server.spawn();
+    let found = rt.block_on(wait).unwrap().unwrap().unwrap();
+    assert_eq!(found.data.unwrap()["ready"], "yes");
+}
+
+#[test]
+fn a_wait_that_is_never_satisfied_times_out_naming_what_it_waited_for() {
+    let Some(cp) = controlplane() else { return };
+    let rt = common::runtime();
+    rt.block_on(async {
+        let kube = cp.kube().await;
+        let api: Api<ConfigMap> = Api::namespaced(kube.client().clone(), "default");
+        let error = kube
+            .wait_for(api, "never-created", "ConfigMap default/never-created", Duration::from_secs(2), |cm: Option<&ConfigMap>| cm.is_some())
+            .await
+            .unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "wait for ConfigMap default/never-created: no answer within 2s; the API server is overloaded or hung, and pangeod retries"
+        );
+    });
+}
+
+/// Registers a Ready node, as a kubelet would (the test plane has none of its own for `name`).
+async fn register_ready_node(kube: &Kube, name: &str) {
+    let api: Api<Node> = Api::all(kube.client().clone());
+    let node = Node {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    kube.apply(&node).await.unwrap();
+    let now =
+        k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::now());
+    let status = serde_json::json!({ "status": NodeStatus {
+        conditions: Some(vec![NodeCondition {
+            type_: "Ready".into(),
+            status: "True".into(),
+            reason: Some("KubeletReady".into()),
+            message: Some("registered by the test".into()),
+            last_heartbeat_time: Some(now.clone()),
+            last_transition_time: Some(now),
+        }]),
+        ..Default::default()
+    }});
+    api.patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
+        .await
+        .unwrap();
+}
+
+#[test]
+fn the_k3s_steps_wait_for_an_apiserver_that_is_down_and_complete_once_it_is_back() {
+    let Some(cp) = controlplane() else { return };
+    let Some(ldap) = common::ldap_env() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Apiserver::start(&cp, dir.path());
+    let rt = common::runtime();
+    // The daemon's node is its cluster name, "demo" (the directory fixture's cluster).
+    rt.block_on(async { register_ready_node(&cp.kube().await, "demo").await });
+    server.kill9();
+
+    let mut daemon = common::TestDaemon::new("");
+    let text = common::TestDaemon::ldap_main_text(&ldap).replace(
+        "mode = \"off\"",
+        &format!(
+            "mode = \"external\"\nkubeconfig = \"{}\"",
+            server.kubeconfig.display()
+        ),
+    );
+    daemon.write_main(&text);
+    daemon.start();
+    let status = daemon.wait_status("the k3s step waiting for /readyz", |s| {
+        common::step(s, "k3s")["state"] == "running"
+            && common::step(s, "k3s")["message"] == "waiting for the API server's /readyz"
+    });
+    assert_eq!(status["phase"], "booting");
+    assert_eq!(status["k3s"]["mode"], "external");
+    assert_eq!(common::step(&status, "kubernetes-api")["state"], "pending");
+
+    server.spawn();
+    let status =
+        daemon.wait_status_within("ready", Duration::from_secs(60), |s| s["phase"] == "ready");
+    let k3s = common::step(&status, "k3s");
+    assert_eq!(k3s["state"], "done");
+    let message = k3s["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("external API server v1.36") && message.ends_with("node demo Ready"),
+        "{message}"
+    );
+    let api_step = common::step(&status, "kubernetes-api")["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(api_step.contains("namespace pangeo applied"), "{api_step}");
+    assert!(
+        status["k3s"]["server_version"]
+            .as_str()
+            .unwrap()
+            .starts_with("v1.36")
+    );
+    assert_eq!(status["k3s"]["node"]["name"], "demo");
+    assert_eq!(status["k3s"]["node"]["ready"], true);
+    let conditions = status["k3s"]["node"]["conditions"].as_array().unwrap();
+    assert!(
+        conditions
+            .iter()
+            .any(|c| c["type"] == "Ready" && c["status"] == "True")
+    );
+    assert!(
+        status["summary"]
+            .as_str()
+            .unwrap()
+            .starts_with("ready: 5/5")
+    );
+
+    // The namespace is there, applied by pangeod.
+    rt.block_on(async {
+        let api: Api<Namespace> = Api::all(cp.kube().await.client().clone());
+        let ns = api.get("pangeo").await.unwrap();
+        assert_eq!(ns.labels()["app.kubernetes.io/managed-by"], "pangeod");
+    });
+    daemon.stop();
+}
