@@ -54,6 +54,11 @@ impl Desired {
         Ok(Self { resource, object })
     }
 
+    /// The object as it is sent.
+    pub fn object(&self) -> &DynamicObject {
+        &self.object
+    }
+
     /// `Kind namespace/name`, as every message names it.
     pub fn describe(&self) -> String {
         describe(&self.resource.kind, &self.object.metadata)
