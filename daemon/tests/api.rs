@@ -375,10 +375,18 @@ fn events_page_and_metrics_and_ready() {
         .collect();
     assert!(ids.iter().all(|id| *id < before));
 
-    // No FreeIPA runs for this test, so the platform is not ready, and says why.
-    let ready = daemon.request(Method::GET, "/v1/ready", &[], None);
-    assert_eq!(ready.status, 503);
-    let detail = problem(&ready)["detail"].as_str().unwrap().to_string();
+    // No FreeIPA runs for this test, so the platform is not ready, and says why (once the
+    // reloads the PATCHes caused have run their steps).
+    let mut detail = String::new();
+    for _ in 0..200 {
+        let ready = daemon.request(Method::GET, "/v1/ready", &[], None);
+        assert_eq!(ready.status, 503);
+        detail = problem(&ready)["detail"].as_str().unwrap().to_string();
+        if detail.starts_with("failed at ") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
     assert!(
         detail.starts_with("failed at directory-sync: first directory sync failed: "),
         "{detail}"

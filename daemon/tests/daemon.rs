@@ -21,7 +21,7 @@ fn bad_config_keeps_the_daemon_up_in_a_failed_state_naming_the_field() {
     assert_eq!(
         config["message"],
         format!(
-            "{path}:22:1: notebook.cpus: 0 is out of range: it must be an integer from 1 to 256; set notebook.cpus to a value from 1 to 256"
+            "{path}:27:1: notebook.cpus: 0 is out of range: it must be an integer from 1 to 256; set notebook.cpus to a value from 1 to 256"
         )
     );
     assert_eq!(step(&status, "preflight")["state"], "pending");
@@ -354,4 +354,56 @@ fn unit_values(unit: &str, key: &str) -> Vec<String> {
         .filter_map(|line| line.strip_prefix(&prefix))
         .map(str::to_string)
         .collect()
+}
+
+#[test]
+fn a_directory_outage_does_not_hold_back_the_kubernetes_steps() {
+    // No FreeIPA answers for this config: the first sync fails, and the steps after it run.
+    let mut daemon = TestDaemon::new("");
+    daemon.start();
+    let status = daemon.wait_status("the k3s steps settled after the failed sync", |s| {
+        s["phase"] == "failed" && step(s, "kubernetes-api")["state"] == "skipped"
+    });
+    assert_eq!(step(&status, "directory-sync")["state"], "failed");
+    assert_eq!(step(&status, "k3s")["state"], "skipped");
+    assert!(
+        step(&status, "k3s")["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("k3s.mode = \"off\": this machine runs no Kubernetes")
+    );
+    assert!(
+        status["summary"]
+            .as_str()
+            .unwrap()
+            .starts_with("failed at directory-sync: "),
+        "{status}"
+    );
+    daemon.stop();
+}
+
+#[test]
+fn an_image_without_k3s_fails_the_k3s_step_saying_how_to_bundle_it() {
+    let mut daemon = TestDaemon::new("");
+    let missing = daemon.dir.path().join("no-k3s-here");
+    daemon.write_main(&TestDaemon::main_text().replace(
+        "mode = \"off\"",
+        &format!("mode = \"child\"\nbinary = \"{}\"", missing.display()),
+    ));
+    daemon.start();
+    let status = daemon.wait_status("a failed k3s step", |s| step(s, "k3s")["state"] == "failed");
+    let k3s = step(&status, "k3s");
+    assert_eq!(k3s["key"], "k3s.binary");
+    assert_eq!(
+        k3s["message"],
+        format!(
+            "k3s is not bundled in this image: {} is missing. Build the image with `images/build --artifacts DIR`, where DIR was filled by `images/fetch-artifacts DIR` on a machine with internet",
+            missing.display()
+        )
+    );
+    assert_eq!(status["k3s"]["mode"], "child");
+    assert_eq!(status["k3s"]["bundle"], k3s["message"]);
+    assert_eq!(step(&status, "kubernetes-api")["state"], "pending");
+    assert_eq!(status["phase"], "failed");
+    daemon.stop();
 }

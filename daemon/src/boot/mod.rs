@@ -59,6 +59,12 @@ impl Step {
             Step::KubernetesApi => "kubernetes-api",
         }
     }
+
+    /// Whether a failure stops the later steps. Who may log in does not decide whether
+    /// Kubernetes comes up: a FreeIPA outage on first boot must not hold the platform back.
+    fn blocks_later_steps(self) -> bool {
+        self != Step::DirectorySync
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
@@ -207,6 +213,14 @@ pub struct BootRunner {
     k3s: crate::k3s::K3sRuntime,
 }
 
+/// The sooner of two retries; `None` is "never".
+fn sooner(a: Option<Duration>, b: Option<Duration>) -> Option<Duration> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
 /// Test builds only (`--features fault-injection`): makes the boot runner stop beating, as a
 /// hung loop would, so that tests can watch systemd's watchdog restart the daemon.
 #[cfg(feature = "fault-injection")]
@@ -331,6 +345,8 @@ impl BootRunner {
                 index: 0,
             },
         };
+        // A failed step that does not block the later ones: the soonest retry it asked for.
+        let mut deferred: Option<Option<Duration>> = None;
         for (index, step) in BOOT_STEPS.iter().enumerate() {
             ctx.progress.index = index;
             self.set_step(index, StepState::Running, "running".into(), 0.0, None, true);
@@ -401,6 +417,10 @@ impl BootRunner {
                         error.key,
                         false,
                     );
+                    if !step.blocks_later_steps() {
+                        deferred = Some(sooner(deferred.flatten(), retry));
+                        continue;
+                    }
                     for later in index + 1..BOOT_STEPS.len() {
                         self.set_step(
                             later,
@@ -413,9 +433,14 @@ impl BootRunner {
                     }
                     self.status.send_modify(|s| s.phase = Phase::Failed);
                     self.notifier.status(&self.status.borrow().summary());
-                    return retry;
+                    return sooner(deferred.flatten(), retry);
                 }
             }
+        }
+        if let Some(retry) = deferred {
+            self.status.send_modify(|s| s.phase = Phase::Failed);
+            self.notifier.status(&self.status.borrow().summary());
+            return retry;
         }
         let first_ready = self.status.borrow().phase != Phase::Ready;
         self.status.send_modify(|s| s.phase = Phase::Ready);

@@ -95,7 +95,7 @@ async fn k3s(ctx: &mut StepContext<'_>) -> Result<StepOutcome, StepError> {
     let progress = &ctx.progress;
     let report = |message: &str, fraction: f64| progress.report(message, fraction);
     ctx.k3s
-        .ensure_running(&config, &report)
+        .ensure_running(&config, ctx.reload, &report)
         .await
         .map(StepOutcome::Done)
         .map_err(k3s_error)

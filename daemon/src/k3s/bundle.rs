@@ -17,7 +17,7 @@ pub const IMAGES_DIR: &str = "/var/lib/rancher/k3s/agent/images";
 /// The marker of a value not yet pinned (see the manifest's header).
 const UNVERIFIED: &str = "TODO-verify";
 
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum BundleError {
     #[error(
         "k3s is not bundled in this image: {0} is missing. Build the image with `images/build --artifacts DIR`, where DIR was filled by `images/fetch-artifacts DIR` on a machine with internet"

@@ -95,7 +95,8 @@ pub struct K3sStatus {
 struct Inner {
     supervisor: Option<Supervisor>,
     kube: Option<Kube>,
-    bundle_checked: bool,
+    /// The bundle check's result: the image does not change while pangeod runs.
+    bundle: Option<Result<(), BundleError>>,
     node_watch: Option<tokio::task::JoinHandle<()>>,
 }
 
@@ -158,10 +159,12 @@ impl K3sRuntime {
 
     /// The `k3s` step: render the config, check the bundle, start or adopt k3s, wait until it
     /// is ready. Idempotent: on a running k3s it only re-checks readiness, and restarts k3s
-    /// only when its rendered config changed.
+    /// only when its rendered config changed, or on a reload (SIGHUP, a config change) when it
+    /// was crash-looping: a retry alone does not restart a crash loop.
     pub async fn ensure_running(
         &self,
         config: &Config,
+        reload: bool,
         progress: &(dyn Fn(&str, f64) + Sync),
     ) -> Result<String, K3sError> {
         let mode = Self::effective_mode(config);
@@ -169,7 +172,9 @@ impl K3sRuntime {
             s.mode = mode.as_str().into();
             s.kubeconfig = config.k3s.kubeconfig.display().to_string();
         });
-        let result = self.ensure_running_inner(config, mode, progress).await;
+        let result = self
+            .ensure_running_inner(config, mode, reload, progress)
+            .await;
         let lines = match (&result, self.lock().supervisor.clone()) {
             (Err(_), Some(supervisor)) => supervisor.last_log_lines(LOG_LINES),
             _ => Vec::new(),
@@ -182,6 +187,7 @@ impl K3sRuntime {
         &self,
         config: &Config,
         mode: K3sMode,
+        reload: bool,
         progress: &(dyn Fn(&str, f64) + Sync),
     ) -> Result<String, K3sError> {
         let supervisor = match mode {
@@ -198,8 +204,8 @@ impl K3sRuntime {
                 let existing = self.lock().supervisor.clone();
                 Some(match existing {
                     Some(supervisor) => {
-                        if changed || supervisor.check().is_err() {
-                            tracing::info!(changed, "restarting k3s");
+                        if changed || (reload && supervisor.check().is_err()) {
+                            tracing::info!(changed, reload, "restarting k3s");
                             supervisor.restart().await?;
                         }
                         supervisor
@@ -249,8 +255,8 @@ impl K3sRuntime {
     }
 
     async fn check_bundle_once(&self, config: &Config) -> Result<(), K3sError> {
-        if self.lock().bundle_checked {
-            return Ok(());
+        if let Some(result) = self.lock().bundle.clone() {
+            return result.map_err(K3sError::from);
         }
         let root = self.root.clone();
         let binary = config.k3s.binary.clone();
@@ -273,6 +279,7 @@ impl K3sRuntime {
                 Err(error) => {
                     self.status
                         .send_modify(|s| s.bundle = Some(error.to_string()));
+                    self.lock().bundle = Some(Err(error.clone()));
                     return Err(error.into());
                 }
             };
@@ -283,7 +290,7 @@ impl K3sRuntime {
             )
         };
         self.status.send_modify(|s| s.bundle = Some(summary));
-        self.lock().bundle_checked = true;
+        self.lock().bundle = Some(Ok(()));
         Ok(())
     }
 
