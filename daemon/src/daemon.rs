@@ -67,11 +67,13 @@ pub async fn run(config_path: PathBuf) -> Result<(), DaemonError> {
     let heartbeats = Heartbeats::default();
     let directory = DirectorySync::new(state.clone());
     let k3s = crate::k3s::K3sRuntime::default();
+    let components = crate::components::Tracker::default();
     let (runner, boot) = BootRunner::new(
         config_path.clone(),
         state.clone(),
         directory.clone(),
         k3s.clone(),
+        components.clone(),
         notifier.clone(),
         heartbeats.clone(),
     )?;
@@ -105,6 +107,7 @@ pub async fn run(config_path: PathBuf) -> Result<(), DaemonError> {
         directory: directory.clone(),
         boot: boot.clone(),
         k3s: k3s.clone(),
+        components: components.clone(),
         state: state.clone(),
         config_path: config_path.clone(),
         started,

@@ -5,6 +5,7 @@
 pub mod api;
 pub mod boot;
 pub mod client;
+pub mod components;
 pub mod config;
 pub mod daemon;
 pub mod directory;

@@ -370,7 +370,7 @@ fn the_k3s_steps_wait_for_an_apiserver_that_is_down_and_complete_once_it_is_back
         status["summary"]
             .as_str()
             .unwrap()
-            .starts_with("ready: 5/5")
+            .starts_with("ready: 6/6")
     );
 
     // The namespace is there, applied by pangeod.

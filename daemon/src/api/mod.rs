@@ -46,6 +46,7 @@ pub struct TcpListenerInfo {
 pub struct AppState {
     pub boot: BootHandle,
     pub k3s: crate::k3s::K3sRuntime,
+    pub components: crate::components::Tracker,
     pub directory: crate::directory::DirectorySync,
     pub state: Arc<State>,
     pub config_path: PathBuf,

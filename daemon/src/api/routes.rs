@@ -85,15 +85,6 @@ async fn ready(Extract(app): Extract<AppState>) -> Result<Json<Ready>, Problem> 
     }
 }
 
-/// A platform component; later versions fill these in as they manage each one.
-#[derive(Serialize, ToSchema)]
-pub struct ComponentStatus {
-    pub name: String,
-    /// `unmanaged`: this version of pangeod does not manage the component yet.
-    pub state: String,
-    pub message: String,
-}
-
 #[derive(Serialize, ToSchema)]
 pub struct Status {
     pub version: String,
@@ -103,15 +94,14 @@ pub struct Status {
     pub hub_url: Option<String>,
     #[serde(flatten)]
     pub boot: BootStatus,
-    pub components: Vec<ComponentStatus>,
+    /// Each chart: rendered, applied (generation), helm-controller's job, the error.
+    pub components: Vec<crate::components::ComponentStatus>,
     /// k3s: the mode, the process, the bundle, the API server version and the node's conditions.
     pub k3s: crate::k3s::K3sStatus,
     pub directory: crate::directory::SyncStatus,
     /// The TCP listener for the portal, when configured.
     pub api_listener: Option<TcpListenerInfo>,
 }
-
-const COMPONENTS: &[&str] = &["jupyterhub", "dask-gateway", "storage", "ingress"];
 
 /// Boot steps, the overall phase, version, uptime and components.
 #[utoipa::path(get, path = "/v1/status", tag = "status", responses((status = 200, body = Status)))]
@@ -124,14 +114,7 @@ async fn status(Extract(app): Extract<AppState>) -> Json<Status> {
         summary: boot.summary(),
         hub_url,
         boot,
-        components: COMPONENTS
-            .iter()
-            .map(|name| ComponentStatus {
-                name: (*name).to_string(),
-                state: "unmanaged".into(),
-                message: "not managed by this version of pangeod".into(),
-            })
-            .collect(),
+        components: app.components.list(),
         api_listener: app.tcp.clone(),
         k3s: app.k3s.snapshot(),
         directory: app.directory.status().borrow().clone(),

@@ -32,6 +32,8 @@ pub enum Step {
     K3s,
     /// A client for the API server: its version, the platform namespace, a watch of the node.
     KubernetesApi,
+    /// Render, validate and apply the platform: storage, JupyterHub, Dask Gateway, secrets.
+    Components,
 }
 
 /// Directory sync comes before k3s: who may log in does not depend on Kubernetes, and an
@@ -42,6 +44,7 @@ pub const BOOT_STEPS: &[Step] = &[
     Step::DirectorySync,
     Step::K3s,
     Step::KubernetesApi,
+    Step::Components,
 ];
 
 /// The immutable keys are locked when this step first succeeds: from then on the platform is
@@ -57,6 +60,7 @@ impl Step {
             Step::DirectorySync => "directory-sync",
             Step::K3s => "k3s",
             Step::KubernetesApi => "kubernetes-api",
+            Step::Components => "components",
         }
     }
 
@@ -211,6 +215,7 @@ pub struct BootRunner {
     config: watch::Sender<Option<Arc<Config>>>,
     reloads: Arc<ReloadRequests>,
     k3s: crate::k3s::K3sRuntime,
+    components: crate::components::Tracker,
 }
 
 /// The sooner of two retries; `None` is "never".
@@ -238,6 +243,7 @@ impl BootRunner {
         state: Arc<State>,
         directory: crate::directory::DirectorySync,
         k3s: crate::k3s::K3sRuntime,
+        components: crate::components::Tracker,
         notifier: Notifier,
         heartbeats: Heartbeats,
     ) -> Result<(Self, BootHandle), crate::state::StateError> {
@@ -278,6 +284,7 @@ impl BootRunner {
                 config: config_tx,
                 reloads: reloads.clone(),
                 k3s,
+                components,
             },
             BootHandle {
                 status: status_rx,
@@ -338,6 +345,7 @@ impl BootRunner {
             reload,
             revision: None,
             k3s: &self.k3s,
+            components: &self.components,
             heartbeats: &self.heartbeats,
             progress: steps::Progress {
                 status: self.status.clone(),

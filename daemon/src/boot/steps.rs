@@ -21,6 +21,7 @@ pub(super) struct StepContext<'a> {
     /// The config revision the config step stored or found.
     pub revision: Option<i64>,
     pub k3s: &'a crate::k3s::K3sRuntime,
+    pub components: &'a crate::components::Tracker,
     pub heartbeats: &'a crate::systemd::Heartbeats,
     pub progress: Progress,
 }
@@ -59,6 +60,107 @@ pub(super) async fn run(step: Step, ctx: &mut StepContext<'_>) -> Result<StepOut
         Step::DirectorySync => directory_sync(ctx).await.map(StepOutcome::Done),
         Step::K3s => k3s(ctx).await,
         Step::KubernetesApi => kubernetes_api(ctx).await,
+        Step::Components => components(ctx).await,
+    }
+}
+
+/// The components the status lists, in order.
+const COMPONENT_NAMES: [&str; 3] = [
+    crate::components::STORAGE_RELEASE,
+    crate::components::HUB_RELEASE,
+    crate::components::GATEWAY_RELEASE,
+];
+
+/// Renders, validates and applies the platform. Nothing is applied when a chart's values
+/// fail its schema.
+async fn components(ctx: &mut StepContext<'_>) -> Result<StepOutcome, StepError> {
+    use crate::components::{self, ComponentsError};
+    let config = config_in_force(ctx)?;
+    if let Some(skipped) = k3s_skipped(&config) {
+        for name in COMPONENT_NAMES {
+            ctx.components
+                .set(name, None, "skipped", "k3s.mode = \"off\"".into());
+        }
+        return Ok(skipped);
+    }
+    let Some(kube) = ctx.k3s.kube() else {
+        return Err(StepError {
+            message: "no Kubernetes client yet: the kubernetes-api step has not connected".into(),
+            key: None,
+            retry_after: Some(Duration::from_secs(5)),
+        });
+    };
+    let fail = |error: ComponentsError| StepError {
+        retry_after: error.retry_after(),
+        key: match &error {
+            ComponentsError::Read { key, .. } => Some((*key).to_string()),
+            _ => None,
+        },
+        message: error.to_string(),
+    };
+    let secrets = components::secrets(ctx.state)
+        .map_err(ComponentsError::from)
+        .map_err(fail)?;
+    let directory = components::directory_material(&config).map_err(fail)?;
+    ctx.progress
+        .report("rendering and validating the charts", 0.2);
+    let rendered = components::render(&config, &secrets, &directory);
+    for chart in &rendered.charts {
+        ctx.components.set(
+            chart.name,
+            Some(format!("{} {}", chart.name, chart.version)),
+            "rendered",
+            String::new(),
+        );
+    }
+    if !ctx.components.watching() {
+        ctx.components
+            .watch_jobs(&kube, components::NAMESPACE, ctx.heartbeats);
+    }
+    ctx.progress.report("applying", 0.5);
+    match components::reconcile(&kube, &rendered).await {
+        Ok(report) => {
+            for (name, generation) in &report.charts {
+                ctx.components
+                    .set(name, None, "applied", format!("generation {generation}"));
+                ctx.components.set_generation(name, *generation);
+            }
+            if let Err(error) = ctx.state.record_event(
+                ctx.actor,
+                "components.applied",
+                serde_json::json!({ "objects": report.objects, "charts": report.charts, "revision": ctx.revision }),
+            ) {
+                tracing::error!(%error, "cannot record the event");
+            }
+            Ok(StepOutcome::Done(format!(
+                "{} objects applied; {}",
+                report.objects,
+                report
+                    .charts
+                    .iter()
+                    .map(|(n, g)| format!("{n} generation {g}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )))
+        }
+        Err(error) => {
+            let message = error.to_string();
+            let at_fault = match &error {
+                ComponentsError::Schema(e) => vec![e.chart],
+                _ => COMPONENT_NAMES.to_vec(),
+            };
+            for name in at_fault {
+                ctx.components.set(name, None, "failed", message.clone());
+            }
+            if let Err(e) = ctx.state.record_event(
+                ctx.actor,
+                "components.failed",
+                serde_json::json!({ "error": message }),
+            ) {
+                tracing::error!(error = %e, "cannot record the event");
+            }
+            Err(fail(error))
+        }
     }
 }
 

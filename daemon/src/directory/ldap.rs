@@ -62,7 +62,7 @@ impl Tree {
     }
 
     /// Members of either group (nested included, through memberOf), or configured admins.
-    fn member_filter(&self) -> String {
+    pub fn member_filter(&self) -> String {
         let mut filter = format!(
             "(|(memberOf={})(memberOf={})",
             ldap_escape(&self.users_group),
@@ -81,28 +81,38 @@ pub struct DirectoryClient {
     server: String,
 }
 
-fn url(config: &Config) -> String {
+/// The directory server's host and port: `freeipa.server`, with the TLS mode's default port
+/// when it names none (636 for ldaps, 389 otherwise).
+pub fn host_port(config: &Config) -> (String, u16) {
     let server = &config.freeipa.server;
-    let has_port = server
-        .rsplit_once(':')
-        .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
-        && !server.ends_with(']');
-    let scheme = if config.freeipa.tls == LdapTls::Ldaps {
-        "ldaps"
-    } else {
-        "ldap"
-    };
     let default_port = if config.freeipa.tls == LdapTls::Ldaps {
         636
     } else {
         389
     };
-    if has_port && server.parse::<std::net::Ipv6Addr>().is_err() {
-        format!("{scheme}://{server}")
-    } else if server.parse::<std::net::Ipv6Addr>().is_ok() {
-        format!("{scheme}://[{server}]:{default_port}")
+    if server.parse::<std::net::Ipv6Addr>().is_ok() {
+        return (server.clone(), default_port);
+    }
+    match server.rsplit_once(':') {
+        Some((host, port)) if !server.ends_with(']') => match port.parse::<u16>() {
+            Ok(port) => (host.trim_matches(['[', ']']).to_string(), port),
+            Err(_) => (server.clone(), default_port),
+        },
+        _ => (server.trim_matches(['[', ']']).to_string(), default_port),
+    }
+}
+
+fn url(config: &Config) -> String {
+    let scheme = if config.freeipa.tls == LdapTls::Ldaps {
+        "ldaps"
     } else {
-        format!("{scheme}://{server}:{default_port}")
+        "ldap"
+    };
+    let (host, port) = host_port(config);
+    if host.parse::<std::net::Ipv6Addr>().is_ok() {
+        format!("{scheme}://[{host}]:{port}")
+    } else {
+        format!("{scheme}://{host}:{port}")
     }
 }
 

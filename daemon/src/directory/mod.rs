@@ -15,7 +15,7 @@ use tokio::sync::{Mutex, watch};
 use crate::config::Config;
 use crate::state::{Member, State, StateError, SyncChanges, SyncRun, now};
 
-pub use ldap::{DirectoryClient, DirectoryUser, Snapshot, Tree, normalize_dn};
+pub use ldap::{DirectoryClient, DirectoryUser, Snapshot, Tree, host_port, normalize_dn};
 
 /// Every this many runs a full read happens even when the change check says nothing changed.
 const FULL_SYNC_EVERY: u32 = 12;

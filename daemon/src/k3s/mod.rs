@@ -7,7 +7,7 @@ pub mod ready;
 mod runtime;
 pub mod supervisor;
 
-pub use runtime::{K3sError, K3sRuntime, K3sStatus};
+pub use runtime::{K3sError, K3sRuntime, K3sStatus, NAMESPACE};
 
 use std::path::{Path, PathBuf};
 

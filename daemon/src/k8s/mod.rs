@@ -78,9 +78,11 @@ pub fn describe(
 }
 
 /// What one `apply_all` did.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default)]
 pub struct ApplyReport {
     pub applied: usize,
+    /// Each object as the API server stored it, in order.
+    pub stored: Vec<DynamicObject>,
     /// Requests that failed transiently and were retried.
     pub retries: usize,
 }
@@ -247,8 +249,9 @@ impl Kube {
             let mut backoff = Duration::from_millis(100);
             loop {
                 match self.apply_desired(desired).await {
-                    Ok(_) => {
+                    Ok(stored) => {
                         report.applied += 1;
+                        report.stored.push(stored);
                         break;
                     }
                     Err(error) if error.is_transient() && tokio::time::Instant::now() < until => {

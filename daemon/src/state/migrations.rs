@@ -68,6 +68,13 @@ const MIGRATIONS: &[&str] = &[
         reenabled INTEGER NOT NULL,
         error TEXT
     );",
+    // 3: the platform's generated secrets (proxy token, cookie secret, service tokens), made
+    // once and kept: regenerating one would log every user out or break a service.
+    "CREATE TABLE secrets (
+        name TEXT PRIMARY KEY,
+        value TEXT NOT NULL,
+        created_at TEXT NOT NULL
+    );",
 ];
 
 /// The schema version this build writes.

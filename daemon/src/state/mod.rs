@@ -54,6 +54,8 @@ pub enum StateError {
         path: PathBuf,
         source: rusqlite::Error,
     },
+    #[error("the system's random source failed while generating the secret {what}")]
+    Random { what: String },
     #[error("state database: cannot encode {what}: {source}")]
     Encode {
         what: &'static str,
@@ -315,6 +317,30 @@ impl State {
             })
             .map_err(|e| self.err(e))?;
         rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+    }
+
+    /// The secret `name`, generated (32 random bytes, hex) and stored on first use. Never
+    /// regenerated: an existing row always wins, even against a concurrent first use.
+    pub fn secret(&self, name: &str) -> Result<String, StateError> {
+        let mut bytes = [0u8; 32];
+        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes).map_err(
+            |_| StateError::Random {
+                what: name.to_string(),
+            },
+        )?;
+        let fresh: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        let conn = self.conn();
+        conn.execute(
+            "INSERT OR IGNORE INTO secrets (name, value, created_at) VALUES (?1, ?2, ?3)",
+            params![name, fresh, now()],
+        )
+        .map_err(|e| self.err(e))?;
+        conn.query_row(
+            "SELECT value FROM secrets WHERE name = ?1",
+            params![name],
+            |row| row.get(0),
+        )
+        .map_err(|e| self.err(e))
     }
 
     /// Locks keys that are not locked yet; an existing lock is never overwritten.

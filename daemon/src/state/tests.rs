@@ -149,3 +149,18 @@ fn config_revisions_and_steps_round_trip() {
     state.save_step(&step).unwrap();
     assert_eq!(state.steps().unwrap(), vec![step]);
 }
+
+#[test]
+fn a_secret_is_generated_once_and_kept_across_reopens() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = {
+        let state = State::open(dir.path()).unwrap();
+        let a = state.secret("proxy-token").unwrap();
+        assert_eq!(a.len(), 64);
+        assert_eq!(state.secret("proxy-token").unwrap(), a);
+        assert_ne!(state.secret("cookie-secret").unwrap(), a);
+        a
+    };
+    let state = State::open(dir.path()).unwrap();
+    assert_eq!(state.secret("proxy-token").unwrap(), first);
+}

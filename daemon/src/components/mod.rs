@@ -1,0 +1,320 @@
+//! The platform's components as Kubernetes objects: JupyterHub and Dask Gateway as k3s
+//! `HelmChart`s, the storage provisioner's chart and the homes' StorageClass, and the
+//! generated secrets. Rendering is pure ([`render`]); [`reconcile`] validates every chart's
+//! values against its upstream schema first and applies nothing when one fails.
+
+pub mod schema;
+pub mod status;
+pub mod values;
+
+pub use schema::SchemaError;
+pub use status::{ComponentStatus, Tracker};
+pub use values::{DirectoryMaterial, Secrets};
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use k8s_openapi::api::storage::v1::StorageClass;
+use kube::api::ObjectMeta;
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::config::Config;
+use crate::k8s::{Desired, FailurePolicy, HelmChart, HelmChartSpec, Kube, KubeError};
+use crate::state::{State, StateError};
+
+/// Where the components live; the HelmCharts too (helm-controller runs their jobs there).
+pub const NAMESPACE: &str = crate::k3s::NAMESPACE;
+pub const HUB_RELEASE: &str = "jupyterhub";
+pub const GATEWAY_RELEASE: &str = "dask-gateway";
+pub const STORAGE_RELEASE: &str = "lvm-localpv";
+pub const STORAGE_CHART_VERSION: &str = "1.7.0";
+/// The homes' StorageClass: sized, expandable volumes (OpenEBS LVM LocalPV).
+pub const STORAGE_CLASS: &str = "pangeo-homes";
+/// The LVM volume group on the data disk that the StorageClass provisions from.
+pub const VOLUME_GROUP: &str = "pangeo";
+/// k3s serves the archives in `<data-dir>/server/static/charts/` here: no network at install.
+pub const CHARTS_URL: &str = "https://%{KUBERNETES_API}%/static/charts";
+/// The Secret that keeps the generated secrets in Kubernetes too.
+pub const SECRETS_NAME: &str = "pangeo-secrets";
+const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "pangeod");
+
+#[derive(Debug, thiserror::Error)]
+pub enum ComponentsError {
+    #[error(transparent)]
+    Schema(#[from] SchemaError),
+    #[error("cannot load a chart schema built into pangeod: {0}")]
+    SchemaLoad(String),
+    #[error("cannot encode the {chart} values: {message}")]
+    Encode {
+        chart: &'static str,
+        message: String,
+    },
+    #[error(transparent)]
+    Kube(#[from] KubeError),
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error("cannot read {key} ({path}): {source}")]
+    Read {
+        key: &'static str,
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+}
+
+impl ComponentsError {
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            ComponentsError::Kube(e) if e.is_transient() => Some(Duration::from_secs(5)),
+            ComponentsError::Kube(_) | ComponentsError::State(_) | ComponentsError::Read { .. } => {
+                Some(Duration::from_secs(60))
+            }
+            // A rendering bug: a new pangeod or config fixes it, waiting does not.
+            ComponentsError::Schema(_)
+            | ComponentsError::SchemaLoad(_)
+            | ComponentsError::Encode { .. } => None,
+        }
+    }
+}
+
+/// One chart, rendered.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RenderedChart {
+    /// The HelmChart's name, which helm-controller uses as the release name.
+    pub name: &'static str,
+    pub chart_file: String,
+    pub version: &'static str,
+    pub values: Value,
+    /// Validated against the chart's upstream schema (the storage chart has none here).
+    pub schema: Option<UpstreamSchema>,
+}
+
+/// The upstream schemas pangeod carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamSchema {
+    Jupyterhub,
+    DaskGateway,
+}
+
+impl UpstreamSchema {
+    pub fn load(self) -> Result<&'static schema::ChartSchema, String> {
+        match self {
+            UpstreamSchema::Jupyterhub => schema::jupyterhub(),
+            UpstreamSchema::DaskGateway => schema::dask_gateway(),
+        }
+    }
+}
+
+/// Everything [`reconcile`] applies.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rendered {
+    pub namespace: String,
+    pub charts: Vec<RenderedChart>,
+    pub secrets: Secrets,
+}
+
+/// Pure: the objects for `config`.
+pub fn render(config: &Config, secrets: &Secrets, directory: &DirectoryMaterial) -> Rendered {
+    let chart = |name, version: &'static str, values, schema| RenderedChart {
+        name,
+        chart_file: format!("{name}-{version}.tgz"),
+        version,
+        values,
+        schema,
+    };
+    Rendered {
+        namespace: NAMESPACE.into(),
+        charts: vec![
+            chart(
+                STORAGE_RELEASE,
+                STORAGE_CHART_VERSION,
+                serde_json::json!({
+                    "lvmPlugin": { "allowedTopologies": "kubernetes.io/hostname," },
+                    "analytics": { "enabled": false },
+                }),
+                None,
+            ),
+            chart(
+                HUB_RELEASE,
+                schema::JUPYTERHUB_VERSION,
+                values::jupyterhub(config, secrets, directory),
+                Some(UpstreamSchema::Jupyterhub),
+            ),
+            chart(
+                GATEWAY_RELEASE,
+                schema::DASK_GATEWAY_VERSION,
+                values::dask_gateway(config, secrets),
+                Some(UpstreamSchema::DaskGateway),
+            ),
+        ],
+        secrets: secrets.clone(),
+    }
+}
+
+fn meta(namespace: Option<&str>, name: &str) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name.into()),
+        namespace: namespace.map(Into::into),
+        labels: Some(BTreeMap::from([(
+            MANAGED_BY.0.to_string(),
+            MANAGED_BY.1.to_string(),
+        )])),
+        ..Default::default()
+    }
+}
+
+impl Rendered {
+    /// Every chart's values against its schema; the first failure is the error.
+    pub fn validate(&self) -> Result<(), ComponentsError> {
+        for chart in &self.charts {
+            if let Some(schema) = chart.schema {
+                schema
+                    .load()
+                    .map_err(ComponentsError::SchemaLoad)?
+                    .validate(&chart.values)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The HelmChart for one rendered chart.
+    pub fn helm_chart(&self, chart: &RenderedChart) -> Result<HelmChart, ComponentsError> {
+        let values =
+            serde_json::to_string_pretty(&chart.values).map_err(|e| ComponentsError::Encode {
+                chart: chart.name,
+                message: e.to_string(),
+            })?;
+        let mut object = HelmChart::new(
+            chart.name,
+            HelmChartSpec {
+                chart: Some(format!("{CHARTS_URL}/{}", chart.chart_file)),
+                target_namespace: Some(self.namespace.clone()),
+                // JSON is YAML: deterministic, and no YAML quoting surprises.
+                values_content: Some(values),
+                // Never `reinstall` (it uninstalls, and the hub database volume goes with it)
+                // and never `abort` (an interrupted release would stay stuck for good).
+                failure_policy: Some(FailurePolicy::Retry),
+                timeout: Some("15m0s".into()),
+                ..Default::default()
+            },
+        );
+        object.metadata = meta(Some(&self.namespace), chart.name);
+        Ok(object)
+    }
+
+    /// Everything, in apply order.
+    pub fn objects(&self) -> Result<Vec<Desired>, ComponentsError> {
+        let mut objects = vec![Desired::from_typed(&Namespace {
+            metadata: meta(None, &self.namespace),
+            ..Default::default()
+        })?];
+        let secrets = BTreeMap::from([
+            ("proxy-token".to_string(), self.secrets.proxy_token.clone()),
+            (
+                "cookie-secret".to_string(),
+                self.secrets.cookie_secret.clone(),
+            ),
+            (
+                "appliance-token".to_string(),
+                self.secrets.appliance_token.clone(),
+            ),
+            (
+                "gateway-token".to_string(),
+                self.secrets.gateway_token.clone(),
+            ),
+        ]);
+        objects.push(Desired::from_typed(&Secret {
+            metadata: meta(Some(&self.namespace), SECRETS_NAME),
+            string_data: Some(secrets),
+            type_: Some("Opaque".into()),
+            ..Default::default()
+        })?);
+        let mut class = StorageClass {
+            metadata: meta(None, STORAGE_CLASS),
+            provisioner: "local.csi.openebs.io".into(),
+            allow_volume_expansion: Some(true),
+            reclaim_policy: Some("Retain".into()),
+            volume_binding_mode: Some("WaitForFirstConsumer".into()),
+            parameters: Some(BTreeMap::from([
+                ("storage".to_string(), "lvm".to_string()),
+                ("volgroup".to_string(), VOLUME_GROUP.to_string()),
+                ("fsType".to_string(), "ext4".to_string()),
+            ])),
+            ..Default::default()
+        };
+        class.metadata.annotations = Some(BTreeMap::from([(
+            "storageclass.kubernetes.io/is-default-class".to_string(),
+            "true".to_string(),
+        )]));
+        objects.push(Desired::from_typed(&class)?);
+        for chart in &self.charts {
+            objects.push(Desired::from_typed(&self.helm_chart(chart)?)?);
+        }
+        Ok(objects)
+    }
+}
+
+/// The generated secrets, made once (SQLite) and never regenerated.
+pub fn secrets(state: &State) -> Result<Secrets, StateError> {
+    Ok(Secrets {
+        proxy_token: state.secret(Secrets::NAMES[0])?,
+        cookie_secret: state.secret(Secrets::NAMES[1])?,
+        appliance_token: state.secret(Secrets::NAMES[2])?,
+        gateway_token: state.secret(Secrets::NAMES[3])?,
+    })
+}
+
+/// The directory settings the hub needs (the CA), read from their files.
+pub fn directory_material(config: &Config) -> Result<DirectoryMaterial, ComponentsError> {
+    let read = |key, path: &std::path::Path| {
+        std::fs::read_to_string(path).map_err(|source| ComponentsError::Read {
+            key,
+            path: path.to_path_buf(),
+            source,
+        })
+    };
+    Ok(DirectoryMaterial {
+        ca_pem: match &config.freeipa.ca_file {
+            Some(path) => Some(read("freeipa.ca_file", path)?),
+            None => None,
+        },
+    })
+}
+
+/// What one reconcile did.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct ReconcileReport {
+    pub objects: usize,
+    /// `name: generation` of each HelmChart after the apply.
+    pub charts: BTreeMap<String, i64>,
+}
+
+/// Validates every chart, then applies every object. Nothing is applied when a chart fails
+/// its schema.
+pub async fn reconcile(
+    kube: &Kube,
+    rendered: &Rendered,
+) -> Result<ReconcileReport, ComponentsError> {
+    rendered.validate()?;
+    let objects = rendered.objects()?;
+    let report = kube.apply_all(&objects, Duration::from_secs(120)).await?;
+    let charts = report
+        .stored
+        .iter()
+        .filter(|o| o.types.as_ref().is_some_and(|t| t.kind == "HelmChart"))
+        .map(|o| {
+            (
+                o.metadata.name.clone().unwrap_or_default(),
+                o.metadata.generation.unwrap_or(0),
+            )
+        })
+        .collect();
+    Ok(ReconcileReport {
+        objects: objects.len(),
+        charts,
+    })
+}
+
+#[cfg(test)]
+mod tests;

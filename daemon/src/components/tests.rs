@@ -1,0 +1,217 @@
+use serde_json::json;
+
+use super::*;
+use crate::config::Layer;
+
+fn config(extra: &str) -> Config {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("pw"), "x").unwrap();
+    std::fs::write(dir.path().join("ca.pem"), "-----BEGIN CERTIFICATE-----\n").unwrap();
+    let text = format!(
+        "[cluster]\nname = \"demo\"\nexternal_ip = \"192.0.2.10\"\n[freeipa]\nserver = \"ipa.example.test\"\nbase_dn = \"dc=example,dc=test\"\nbind_dn = \"uid=pangeod,cn=sysaccounts,cn=etc,dc=example,dc=test\"\npassword_file = \"pw\"\nca_file = \"ca.pem\"\n{extra}"
+    );
+    let layer = Layer::from_str("test.toml", Some(dir.path().to_path_buf()), &text).unwrap();
+    Config::from_layers(&[layer], &Default::default()).unwrap()
+}
+
+fn secrets() -> Secrets {
+    Secrets {
+        proxy_token: "p".repeat(64),
+        cookie_secret: "c".repeat(64),
+        appliance_token: "a".repeat(64),
+        gateway_token: "g".repeat(64),
+    }
+}
+
+fn directory() -> DirectoryMaterial {
+    DirectoryMaterial {
+        ca_pem: Some("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n".into()),
+    }
+}
+
+fn chart<'a>(rendered: &'a Rendered, name: &str) -> &'a RenderedChart {
+    rendered.charts.iter().find(|c| c.name == name).unwrap()
+}
+
+/// A table of configs, from the smallest to the largest settings, each through both schemas.
+#[test]
+fn every_config_in_the_table_passes_both_upstream_schemas() {
+    let table = [
+        "",
+        "[notebook]\ncpus = 1\nram_gb = 1\nstorage_gb = 1\nidle_cull_timeout_minutes = 0\n",
+        "[notebook]\ncpus = 256\nram_gb = 1024\nstorage_gb = 10000\nidle_cull_timeout_minutes = 10080\n[dask]\nmax_worker_cores = 8\nmax_worker_memory_gb = 16\n",
+        "[dask]\nmax_worker_cores = 1\nmax_worker_memory_gb = 1\n",
+        "[hub]\nadmin_users = [\"alice\", \"bob.smith\", \"x-y_z\"]\n",
+    ];
+    for (i, extra) in table.iter().enumerate() {
+        let rendered = render(&config(extra), &secrets(), &directory());
+        rendered
+            .validate()
+            .unwrap_or_else(|e| panic!("config {i}: {e}"));
+        let checked = rendered
+            .charts
+            .iter()
+            .filter(|c| c.schema.is_some())
+            .count();
+        assert_eq!(checked, 2, "both upstream charts are checked");
+    }
+    // Without a CA (plain LDAP), too.
+    let plain = render(&config(""), &secrets(), &DirectoryMaterial { ca_pem: None });
+    plain.validate().unwrap();
+}
+
+#[test]
+fn notebook_resources_are_guaranteed_and_limited_alike() {
+    let rendered = render(
+        &config(
+            "[notebook]\ncpus = 3\nram_gb = 12\nstorage_gb = 50\nidle_cull_timeout_minutes = 90\n",
+        ),
+        &secrets(),
+        &directory(),
+    );
+    let values = &chart(&rendered, HUB_RELEASE).values;
+    let single = &values["singleuser"];
+    assert_eq!(single["cpu"], json!({ "limit": 3, "guarantee": 3 }));
+    assert_eq!(
+        single["memory"],
+        json!({ "limit": "12G", "guarantee": "12G" })
+    );
+    assert_eq!(single["storage"]["capacity"], "50Gi");
+    assert_eq!(single["storage"]["dynamic"]["storageClass"], STORAGE_CLASS);
+    assert_eq!(values["cull"], json!({ "enabled": true, "timeout": 5400 }));
+    assert_eq!(values["proxy"]["service"]["type"], "ClusterIP");
+    assert_eq!(single["networkPolicy"]["enabled"], true);
+    assert_eq!(
+        values["ingress"]["hosts"],
+        json!(["pangeo.192-0-2-10.sslip.io"])
+    );
+    assert_eq!(values["hub"]["config"]["KubeSpawner"]["delete_pvc"], false);
+    assert_eq!(values["hub"]["db"]["type"], "sqlite-pvc");
+}
+
+#[test]
+fn the_login_filter_matches_the_sync_and_excludes_disabled_accounts() {
+    let rendered = render(
+        &config("[hub]\nadmin_users = [\"admin\"]\n"),
+        &secrets(),
+        &directory(),
+    );
+    let ldap = &chart(&rendered, HUB_RELEASE).values["hub"]["config"]["LDAPAuthenticator"];
+    assert_eq!(
+        ldap["search_filter"],
+        "(&({userattr}={username})(|(memberOf=cn=demo_notebook_users,cn=groups,cn=accounts,dc=example,dc=test)(memberOf=cn=demo_notebook_admins,cn=groups,cn=accounts,dc=example,dc=test)(uid=admin))(!(nsAccountLock=TRUE)))"
+    );
+    assert_eq!(ldap["server_address"], "ipa.example.test");
+    assert_eq!(ldap["server_port"], 636);
+    assert_eq!(ldap["tls_strategy"], "on_connect");
+    assert_eq!(
+        ldap["bind_dn_template"],
+        json!(["uid={username},cn=users,cn=accounts,dc=example,dc=test"])
+    );
+    let text = serde_json::to_string(&chart(&rendered, HUB_RELEASE).values).unwrap();
+    assert!(
+        !text.contains("password"),
+        "no directory password in the hub's values"
+    );
+    let config = &chart(&rendered, HUB_RELEASE).values["hub"]["config"];
+    assert_eq!(config["Authenticator"]["allow_all"], true);
+    // Every key is snake_case: a camelCase key (allowedGroups) is silently ignored by traitlets.
+    for (class, keys) in config.as_object().unwrap() {
+        for key in keys.as_object().unwrap().keys() {
+            assert!(
+                key.chars().all(|c| c.is_ascii_lowercase() || c == '_'),
+                "{class}.{key} is not snake_case"
+            );
+        }
+    }
+}
+
+#[test]
+fn every_helm_chart_retries_and_comes_from_the_image_not_the_internet() {
+    let rendered = render(&config(""), &secrets(), &directory());
+    for chart in &rendered.charts {
+        let object = rendered.helm_chart(chart).unwrap();
+        let spec = &object.spec;
+        assert_eq!(
+            spec.failure_policy,
+            Some(FailurePolicy::Retry),
+            "{}",
+            chart.name
+        );
+        assert_eq!(spec.target_namespace.as_deref(), Some(NAMESPACE));
+        let url = spec.chart.as_deref().unwrap();
+        assert!(
+            url.starts_with("https://%{KUBERNETES_API}%/static/charts/"),
+            "{url}"
+        );
+        assert!(spec.repo.is_none() && spec.chart_content.is_none());
+        let values: serde_json::Value =
+            serde_json::from_str(spec.values_content.as_deref().unwrap()).unwrap();
+        assert_eq!(values, chart.values);
+    }
+    let names: Vec<_> = rendered
+        .objects()
+        .unwrap()
+        .iter()
+        .map(Desired::describe)
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "Namespace pangeo",
+            "Secret pangeo/pangeo-secrets",
+            "StorageClass pangeo-homes",
+            "HelmChart pangeo/lvm-localpv",
+            "HelmChart pangeo/jupyterhub",
+            "HelmChart pangeo/dask-gateway",
+        ]
+    );
+}
+
+#[test]
+fn a_cpus_change_changes_only_the_hub_values() {
+    let a = render(&config("[notebook]\ncpus = 2\n"), &secrets(), &directory());
+    let b = render(&config("[notebook]\ncpus = 4\n"), &secrets(), &directory());
+    for (x, y) in a.charts.iter().zip(&b.charts) {
+        let (hx, hy) = (a.helm_chart(x).unwrap(), b.helm_chart(y).unwrap());
+        if x.name == HUB_RELEASE {
+            assert_ne!(hx.spec.values_content, hy.spec.values_content);
+            let strip = |mut s: HelmChartSpec| {
+                s.values_content = None;
+                s
+            };
+            assert_eq!(strip(hx.spec.clone()), strip(hy.spec.clone()));
+        } else {
+            assert_eq!(hx.spec, hy.spec, "{} is untouched", x.name);
+            assert_eq!(hx.metadata, hy.metadata);
+        }
+    }
+}
+
+#[test]
+fn gateway_options_stay_within_the_configured_limits() {
+    let rendered = render(
+        &config("[dask]\nmax_worker_cores = 6\nmax_worker_memory_gb = 12\n"),
+        &secrets(),
+        &directory(),
+    );
+    let values = &chart(&rendered, GATEWAY_RELEASE).values;
+    let options = values["gateway"]["extraConfig"]["pangeo-options"]
+        .as_str()
+        .unwrap();
+    assert!(
+        options.contains(r#"Integer("worker_cores", default=1, min=1, max=6"#),
+        "{options}"
+    );
+    assert!(
+        options.contains(r#"Float("worker_memory", default=1, min=1, max=12"#),
+        "{options}"
+    );
+    assert!(options.contains("c.ClusterConfig.idle_timeout = 3600"));
+    assert_eq!(values["gateway"]["auth"]["type"], "jupyterhub");
+    assert_eq!(values["traefik"]["service"]["type"], "ClusterIP");
+    assert_eq!(
+        values["gateway"]["auth"]["jupyterhub"]["apiToken"],
+        chart(&rendered, HUB_RELEASE).values["hub"]["services"]["dask-gateway"]["apiToken"]
+    );
+}

@@ -1,0 +1,217 @@
+//! The chart values, as pure functions of the config and the platform's secrets.
+
+use serde_json::{Value, json};
+
+use crate::config::Config;
+use crate::directory::{Tree, host_port};
+
+use super::{GATEWAY_RELEASE, STORAGE_CLASS};
+
+/// The platform's generated secrets, made once and kept (`State::secret`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Secrets {
+    /// configurable-http-proxy's auth token (`proxy.secretToken`).
+    pub proxy_token: String,
+    /// The hub's cookie secret: a new one logs every user out.
+    pub cookie_secret: String,
+    /// The `pangeo-appliance` service's token: pangeod's own identity at the hub.
+    pub appliance_token: String,
+    /// The `dask-gateway` service's token, shared by the hub and the gateway.
+    pub gateway_token: String,
+}
+
+impl Secrets {
+    pub const NAMES: [&'static str; 4] = [
+        "proxy-token",
+        "cookie-secret",
+        "appliance-token",
+        "gateway-token",
+    ];
+}
+
+/// The filter the hub checks at every login, as the user who just bound: that user, if they
+/// are one of the members the sync computes (the users group, the admins group, the
+/// configured admins; nested groups through `memberOf`) and not disabled. ldapauthenticator
+/// 2.0's `allowed_groups` sees only direct members, so it is not used.
+pub fn login_filter(config: &Config) -> String {
+    let members = Tree::from_config(config).member_filter();
+    format!("(&({{userattr}}={{username}}){members}(!(nsAccountLock=TRUE)))")
+}
+
+/// Where the hub pod finds the FreeIPA CA (`hub.extraFiles`).
+pub const HUB_CA_PATH: &str = "/usr/local/etc/jupyterhub/freeipa-ca.pem";
+
+/// What the hub needs from the directory settings: the CA. (Users bind as themselves, so the
+/// hub holds no directory password.)
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirectoryMaterial {
+    pub ca_pem: Option<String>,
+}
+
+/// `hub.config`: traitlets configuration, snake_case keys only (a test checks each against
+/// the pinned authenticator and spawner).
+pub fn hub_config(config: &Config) -> Value {
+    let (host, port) = host_port(config);
+    let users = Tree::from_config(config).users;
+    let tls_strategy = match config.freeipa.tls {
+        crate::config::LdapTls::Ldaps => "on_connect",
+        crate::config::LdapTls::Starttls => "before_bind",
+        crate::config::LdapTls::Plain => "insecure",
+    };
+    json!({
+        "JupyterHub": {
+            "authenticator_class": "ldapauthenticator.LDAPAuthenticator",
+            "admin_access": false,
+        },
+        "Authenticator": {
+            // search_filter only narrows; JupyterHub 5 admits nobody unless allowed.
+            "allow_all": true,
+            // Admin flags are set by pangeod through the API from the sync's result;
+            // admin_users here would undo API-granted rights at each hub restart.
+            "admin_users": [],
+        },
+        "LDAPAuthenticator": {
+            "server_address": host,
+            "server_port": port,
+            "tls_strategy": tls_strategy,
+            // Bind as the user (FreeIPA's DNs are predictable): a wrong password or a
+            // disabled account (result 53) fails here, and the hub needs no service password.
+            "bind_dn_template": [format!("uid={{username}},{users}")],
+            // Then the user searches for themself: exactly one entry must match.
+            "user_search_base": users,
+            "user_attribute": "uid",
+            "search_filter": login_filter(config),
+            // ldap3's Tls(): verify the server against the FreeIPA CA (ssl.CERT_REQUIRED).
+            "tls_kwargs": { "ca_certs_file": HUB_CA_PATH, "validate": 2 },
+        },
+        "KubeSpawner": {
+            // A user's home volume is never deleted by the platform.
+            "delete_pvc": false,
+        },
+    })
+}
+
+fn gib(n: u32) -> String {
+    format!("{n}Gi")
+}
+
+fn gb(n: u32) -> String {
+    format!("{n}G")
+}
+
+/// The JupyterHub chart's values.
+pub fn jupyterhub(config: &Config, secrets: &Secrets, directory: &DirectoryMaterial) -> Value {
+    let cull = config.notebook.idle_cull_timeout_minutes;
+    let ca_files = match &directory.ca_pem {
+        Some(pem) => json!({ "freeipa-ca": { "mountPath": HUB_CA_PATH, "stringData": pem } }),
+        None => json!({}),
+    };
+    json!({
+        "hub": {
+            "config": hub_config(config),
+            "extraFiles": ca_files,
+            "cookieSecret": secrets.cookie_secret,
+            "db": {
+                "type": "sqlite-pvc",
+                "pvc": { "storage": "1Gi", "storageClassName": STORAGE_CLASS },
+            },
+            "services": {
+                "pangeo-appliance": { "apiToken": secrets.appliance_token, "display": false },
+                "dask-gateway": {
+                    "apiToken": secrets.gateway_token,
+                    "display": false,
+                    "url": format!("http://traefik-{GATEWAY_RELEASE}"),
+                },
+            },
+            "loadRoles": {
+                "pangeo-appliance": {
+                    "description": "pangeod: keeps users, admins and servers equal to the directory",
+                    "scopes": ["admin:users", "admin:servers", "tokens", "read:hub", "admin-ui", "groups"],
+                    "services": ["pangeo-appliance"],
+                },
+            },
+        },
+        "proxy": {
+            "secretToken": secrets.proxy_token,
+            // Behind k3s's Traefik; a LoadBalancer would fight it for 80 and 443 (ServiceLB).
+            "service": { "type": "ClusterIP" },
+        },
+        "singleuser": {
+            "cpu": { "limit": config.notebook.cpus, "guarantee": config.notebook.cpus },
+            "memory": { "limit": gb(config.notebook.ram_gb), "guarantee": gb(config.notebook.ram_gb) },
+            "storage": {
+                "type": "dynamic",
+                "capacity": gib(config.notebook.storage_gb),
+                "dynamic": { "storageClass": STORAGE_CLASS },
+            },
+            "networkPolicy": {
+                "enabled": true,
+                // Notebooks reach Dask schedulers and the gateway in the cluster.
+                "egressAllowRules": { "privateIPs": true },
+                "egress": [{
+                    "to": [{ "podSelector": { "matchLabels": { "app.kubernetes.io/name": "dask-gateway" } } }],
+                }],
+            },
+        },
+        "cull": {
+            "enabled": cull > 0,
+            "timeout": u64::from(cull) * 60,
+        },
+        "ingress": {
+            "enabled": true,
+            "ingressClassName": "traefik",
+            "hosts": [config.domain()],
+        },
+        // One node, images preloaded from the image's air-gap bundle.
+        "prePuller": {
+            "hook": { "enabled": false },
+            "continuous": { "enabled": false },
+        },
+        "scheduling": {
+            "userScheduler": { "enabled": false },
+            "userPlaceholder": { "enabled": false },
+        },
+    })
+}
+
+/// The Dask Gateway chart's values.
+pub fn dask_gateway(config: &Config, secrets: &Secrets) -> Value {
+    let cores = config.dask.max_worker_cores;
+    let memory = config.dask.max_worker_memory_gb;
+    let options = format!(
+        r#"from dask_gateway_server.options import Options, Integer, Float
+
+def options_handler(options, user):
+    return {{
+        "worker_cores": options.worker_cores,
+        "worker_memory": "%fG" % options.worker_memory,
+    }}
+
+c.Backend.cluster_options = Options(
+    Integer("worker_cores", default=1, min=1, max={cores}, label="Worker cores"),
+    Float("worker_memory", default=1, min=1, max={memory}, label="Worker memory (GiB)"),
+    handler=options_handler,
+)
+c.ClusterConfig.cluster_max_cores = {max_cores}
+c.ClusterConfig.cluster_max_memory = "{max_memory}G"
+c.ClusterConfig.idle_timeout = 3600
+"#,
+        max_cores = cores * 4,
+        max_memory = memory * 4,
+    );
+    json!({
+        "gateway": {
+            "auth": {
+                "type": "jupyterhub",
+                "jupyterhub": {
+                    "apiToken": secrets.gateway_token,
+                    "apiUrl": "http://hub:8081/hub/api",
+                },
+            },
+            "extraConfig": { "pangeo-options": options },
+        },
+        "traefik": {
+            "service": { "type": "ClusterIP" },
+        },
+    })
+}

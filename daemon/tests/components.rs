@@ -1,0 +1,273 @@
+//! The components step against the real control plane (kube-apiserver, controller-manager and
+//! k3s's helm-controller, integration-tests/controlplane) with the real directory fixture:
+//! what is applied, what helm-controller makes of it, live config changes, stable secrets.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Tests fail loudly by design.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use common::controlplane::{controlplane, unique};
+use hyper::Method;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{Namespace, Node, NodeCondition, NodeStatus, Secret};
+use kube::Api;
+use kube::api::{ObjectMeta, Patch, PatchParams};
+use pangeod::components::{self, ComponentsError, DirectoryMaterial, Secrets};
+use pangeod::k8s::{FailurePolicy, HelmChart, Kube};
+
+async fn register_ready_node(kube: &Kube, name: &str) {
+    let node = Node {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    kube.apply(&node).await.unwrap();
+    let now =
+        k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::now());
+    let status = serde_json::json!({ "status": NodeStatus {
+        conditions: Some(vec![NodeCondition {
+            type_: "Ready".into(),
+            status: "True".into(),
+            reason: Some("KubeletReady".into()),
+            message: Some("registered by the test".into()),
+            last_heartbeat_time: Some(now.clone()),
+            last_transition_time: Some(now),
+        }]),
+        ..Default::default()
+    }});
+    let api: Api<Node> = Api::all(kube.client().clone());
+    api.patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
+        .await
+        .unwrap();
+}
+
+fn values(chart: &HelmChart) -> serde_json::Value {
+    serde_json::from_str(chart.spec.values_content.as_deref().unwrap()).unwrap()
+}
+
+fn patch(daemon: &common::TestDaemon, body: &str) -> pangeod::client::Response {
+    daemon.request(
+        Method::PATCH,
+        "/v1/config",
+        &[("content-type", "application/json")],
+        Some(body.as_bytes().to_vec()),
+    )
+}
+
+#[test]
+fn the_platform_is_applied_then_a_cpus_patch_changes_only_the_hub_values_and_secrets_stay() {
+    let Some(cp) = controlplane() else { return };
+    let Some(ldap) = common::ldap_env() else {
+        return;
+    };
+    let rt = common::mt_runtime();
+    let kube = rt.block_on(cp.kube());
+    rt.block_on(register_ready_node(&kube, "demo"));
+    let charts: Api<HelmChart> = Api::namespaced(kube.client().clone(), components::NAMESPACE);
+
+    let mut daemon = common::TestDaemon::new("");
+    daemon.write_main(&common::TestDaemon::ldap_main_text(&ldap).replace(
+        "mode = \"off\"",
+        &format!(
+            "mode = \"external\"\nkubeconfig = \"{}\"",
+            cp.kubeconfig().display()
+        ),
+    ));
+    daemon.start();
+    let status =
+        daemon.wait_status_within("ready", Duration::from_secs(90), |s| s["phase"] == "ready");
+    let step = common::step(&status, "components");
+    assert_eq!(step["state"], "done", "{step}");
+    for name in ["jupyterhub", "dask-gateway", "lvm-localpv"] {
+        let component = status["components"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == name)
+            .unwrap_or_else(|| panic!("{name} in {status}"));
+        assert_eq!(component["state"], "applied", "{component}");
+    }
+
+    // The objects, as stored.
+    let hub = rt.block_on(charts.get("jupyterhub")).unwrap();
+    assert_eq!(hub.spec.failure_policy, Some(FailurePolicy::Retry));
+    assert_eq!(hub.spec.target_namespace.as_deref(), Some("pangeo"));
+    let hub_values = values(&hub);
+    assert_eq!(hub_values["singleuser"]["cpu"]["limit"], 1);
+    assert_eq!(hub_values["proxy"]["service"]["type"], "ClusterIP");
+    let generations: BTreeMap<String, i64> = ["jupyterhub", "dask-gateway", "lvm-localpv"]
+        .iter()
+        .map(|n| {
+            let c = rt.block_on(charts.get(n)).unwrap();
+            (n.to_string(), c.metadata.generation.unwrap())
+        })
+        .collect();
+
+    // helm-controller made its install job, with our values mounted from its Secret.
+    let jobs: Api<Job> = Api::namespaced(kube.client().clone(), "pangeo");
+    rt.block_on(kube.wait_for(
+        jobs,
+        "helm-install-jupyterhub",
+        "Job pangeo/helm-install-jupyterhub",
+        Duration::from_secs(60),
+        |j: Option<&Job>| j.is_some(),
+    ))
+    .unwrap();
+    let secrets: Api<Secret> = Api::namespaced(kube.client().clone(), "pangeo");
+    let mounted = rt.block_on(secrets.get("chart-values-jupyterhub")).unwrap();
+    let content = &mounted.data.unwrap()["HelmChartValuesContent"];
+    assert_eq!(
+        String::from_utf8(content.0.clone()).unwrap(),
+        hub.spec.values_content.clone().unwrap()
+    );
+    daemon.wait_status("the job in status", |s| {
+        s["components"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["name"] == "jupyterhub" && c["job"] == "helm-install-jupyterhub")
+    });
+    let generated = rt
+        .block_on(secrets.get("pangeo-secrets"))
+        .unwrap()
+        .data
+        .unwrap();
+    assert_eq!(generated.len(), 4);
+
+    // A PATCH of cpus: a new jupyterhub generation whose only change is valuesContent.
+    let response = patch(&daemon, r#"{"notebook": {"cpus": 2}}"#);
+    assert_eq!(
+        response.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&response.body)
+    );
+    let updated = rt
+        .block_on(kube.wait_for(
+            charts.clone(),
+            "jupyterhub",
+            "HelmChart pangeo/jupyterhub updated",
+            Duration::from_secs(30),
+            |c: Option<&HelmChart>| c.is_some_and(|c| values(c)["singleuser"]["cpu"]["limit"] == 2),
+        ))
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        updated.metadata.generation,
+        Some(generations["jupyterhub"] + 1)
+    );
+    let mut before = hub.spec.clone();
+    let mut after = updated.spec.clone();
+    before.values_content = None;
+    after.values_content = None;
+    assert_eq!(before, after, "only valuesContent changed");
+    let mut old_values = hub_values.clone();
+    old_values["singleuser"]["cpu"] = serde_json::json!({ "limit": 2, "guarantee": 2 });
+    assert_eq!(
+        values(&updated),
+        old_values,
+        "nothing else in the values changed"
+    );
+    daemon.wait_status("the reload done", |s| s["phase"] == "ready");
+    for name in ["dask-gateway", "lvm-localpv"] {
+        let c = rt.block_on(charts.get(name)).unwrap();
+        assert_eq!(
+            c.metadata.generation,
+            Some(generations[name]),
+            "{name} untouched"
+        );
+    }
+
+    // The domain cannot change once the platform is built on it.
+    let response = patch(&daemon, r#"{"cluster": {"domain": "pangeo.example.org"}}"#);
+    assert_eq!(response.status, 409);
+
+    // A restart regenerates no secret and changes nothing on the cluster.
+    daemon.stop();
+    daemon.start();
+    daemon.wait_status_within("ready again", Duration::from_secs(90), |s| {
+        s["phase"] == "ready"
+    });
+    let again = rt
+        .block_on(secrets.get("pangeo-secrets"))
+        .unwrap()
+        .data
+        .unwrap();
+    assert_eq!(again, generated, "the secrets are the same after a restart");
+    let hub_after = rt.block_on(charts.get("jupyterhub")).unwrap();
+    assert_eq!(hub_after.metadata.generation, updated.metadata.generation);
+    assert_eq!(
+        values(&hub_after)["hub"]["cookieSecret"],
+        hub_values["hub"]["cookieSecret"]
+    );
+    let events = daemon.get_json("/v1/events?limit=200");
+    assert!(
+        events["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["action"] == "components.applied"),
+        "{events}"
+    );
+    daemon.stop();
+}
+
+#[test]
+fn a_schema_failure_applies_nothing() {
+    let Some(cp) = controlplane() else { return };
+    let rt = common::runtime();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("pw"), "x").unwrap();
+    std::fs::write(dir.path().join("ca.pem"), common::CA).unwrap();
+    let layer = pangeod::config::Layer::from_str(
+        "t.toml",
+        Some(dir.path().to_path_buf()),
+        "[cluster]\nname = \"demo\"\nexternal_ip = \"192.0.2.10\"\n[freeipa]\nserver = \"ipa.example.test\"\nbase_dn = \"dc=example,dc=test\"\nbind_dn = \"uid=pangeod,dc=example,dc=test\"\npassword_file = \"pw\"\nca_file = \"ca.pem\"\n",
+    )
+    .unwrap();
+    let config = pangeod::config::Config::from_layers(&[layer], &Default::default()).unwrap();
+    let secrets = Secrets {
+        proxy_token: "p".into(),
+        cookie_secret: "c".into(),
+        appliance_token: "a".into(),
+        gateway_token: "g".into(),
+    };
+    let directory = DirectoryMaterial { ca_pem: None };
+    let mut rendered = components::render(&config, &secrets, &directory);
+    rendered.namespace = unique("schema");
+    // The dask-gateway chart (the last one) gets a value its schema refuses.
+    let gateway = rendered
+        .charts
+        .iter_mut()
+        .find(|c| c.name == "dask-gateway")
+        .unwrap();
+    gateway.values["gateway"]["replicas"] = serde_json::json!("two");
+    rt.block_on(async {
+        let kube = cp.kube().await;
+        let error = components::reconcile(&kube, &rendered).await.unwrap_err();
+        let ComponentsError::Schema(schema) = &error else {
+            panic!("{error:?}");
+        };
+        assert_eq!(schema.chart, "dask-gateway");
+        assert!(
+            schema
+                .problems
+                .iter()
+                .any(|p| p.starts_with("/gateway/replicas: ")),
+            "{error}"
+        );
+        // Not even the namespace, which comes first in apply order.
+        let namespaces: Api<Namespace> = Api::all(kube.client().clone());
+        assert!(
+            namespaces
+                .get_opt(&rendered.namespace)
+                .await
+                .unwrap()
+                .is_none()
+        );
+    });
+}
