@@ -119,7 +119,9 @@ fn main() {
         std::env::var("CONTROLPLANE_WORKDIR"),
         std::env::var("LDAP_WORKDIR"),
     ) else {
-        eprintln!("SKIPPED: the PATCH-to-HelmChart latency needs CONTROLPLANE_WORKDIR and LDAP_WORKDIR");
+        eprintln!(
+            "SKIPPED: the PATCH-to-HelmChart latency needs CONTROLPLANE_WORKDIR and LDAP_WORKDIR"
+        );
         return;
     };
     patch_latency(dir.path(), &cp, &ldap);
@@ -192,14 +194,18 @@ fn patch_latency(dir: &Path, cp: &str, ldap: &str) {
         let (tx, rx) = std::sync::mpsc::channel();
         let api = charts.clone();
         let watch = rt.spawn(async move {
-            let stream = watcher::watcher(api, watcher::Config::default().fields("metadata.name=jupyterhub"))
-                .default_backoff()
-                .applied_objects();
+            let stream = watcher::watcher(
+                api,
+                watcher::Config::default().fields("metadata.name=jupyterhub"),
+            )
+            .default_backoff()
+            .applied_objects();
             let mut stream = std::pin::pin!(stream);
             let _ = tx.send(());
             while let Some(Ok(chart)) = stream.next().await {
                 let values: serde_json::Value =
-                    serde_json::from_str(chart.spec.values_content.as_deref().unwrap_or("{}")).unwrap_or_default();
+                    serde_json::from_str(chart.spec.values_content.as_deref().unwrap_or("{}"))
+                        .unwrap_or_default();
                 if values["singleuser"]["cpu"]["limit"] == cpus {
                     return Instant::now();
                 }
