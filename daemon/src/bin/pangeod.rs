@@ -19,6 +19,10 @@ struct Args {
     /// Print the admin API's OpenAPI document and exit.
     #[arg(long)]
     print_openapi: bool,
+    /// Print the hub's config for this config as a jupyterhub_config.py (the chart's
+    /// hub.config, for a hub outside Kubernetes such as the test fixture) and exit.
+    #[arg(long)]
+    print_hub_config: bool,
 }
 
 fn main() -> ExitCode {
@@ -31,6 +35,18 @@ fn main() -> ExitCode {
             }
             Err(error) => {
                 eprintln!("pangeod: {error}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    if args.print_hub_config {
+        return match Config::load(&args.config, None) {
+            Ok(config) => {
+                print!("{}", pangeod::components::values::hub_config_py(&config));
+                ExitCode::SUCCESS
+            }
+            Err(error) => {
+                eprintln!("{error}");
                 ExitCode::FAILURE
             }
         };

@@ -215,3 +215,34 @@ fn gateway_options_stay_within_the_configured_limits() {
         chart(&rendered, HUB_RELEASE).values["hub"]["services"]["dask-gateway"]["apiToken"]
     );
 }
+
+#[test]
+fn the_python_hub_config_sets_the_same_traitlets_as_the_chart() {
+    let config = config("");
+    let text = values::hub_config_py(&config);
+    // Run it with a stand-in for traitlets' config object, and read back what it set.
+    let script = format!(
+        "import json\nclass C(dict):\n    def __getattr__(self, k):\n        return self.setdefault(k, Section())\nclass Section(dict):\n    def __setattr__(self, k, v):\n        self[k] = v\nc = C()\nget_config = lambda: c\n{text}\nprint(json.dumps(c))\n"
+    );
+    let out = std::process::Command::new("python3")
+        .args(["-c", &script])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let set: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let mut expected = values::hub_config(&config);
+    expected["LDAPAuthenticator"]["tls_kwargs"]["ca_certs_file"] = json!(
+        config
+            .freeipa
+            .ca_file
+            .as_ref()
+            .unwrap()
+            .display()
+            .to_string()
+    );
+    assert_eq!(set, expected);
+}

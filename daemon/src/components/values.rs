@@ -51,6 +51,12 @@ pub struct DirectoryMaterial {
 /// `hub.config`: traitlets configuration, snake_case keys only (a test checks each against
 /// the pinned authenticator and spawner).
 pub fn hub_config(config: &Config) -> Value {
+    hub_config_with_ca(config, HUB_CA_PATH)
+}
+
+/// [`hub_config`] with the FreeIPA CA at `ca_path`: the chart mounts it at [`HUB_CA_PATH`]; a
+/// hub on this machine (the test fixture) reads `freeipa.ca_file` itself.
+pub fn hub_config_with_ca(config: &Config, ca_path: &str) -> Value {
     let (host, port) = host_port(config);
     let users = Tree::from_config(config).users;
     let tls_strategy = match config.freeipa.tls {
@@ -82,7 +88,7 @@ pub fn hub_config(config: &Config) -> Value {
             "user_attribute": "uid",
             "search_filter": login_filter(config),
             // ldap3's Tls(): verify the server against the FreeIPA CA (ssl.CERT_REQUIRED).
-            "tls_kwargs": { "ca_certs_file": HUB_CA_PATH, "validate": 2 },
+            "tls_kwargs": { "ca_certs_file": ca_path, "validate": 2 },
         },
         "KubeSpawner": {
             // A user's home volume is never deleted by the platform.
@@ -214,4 +220,25 @@ c.ClusterConfig.idle_timeout = 3600
             "service": { "type": "ClusterIP" },
         },
     })
+}
+
+/// The hub config as a `jupyterhub_config.py`, for a hub outside Kubernetes (the test
+/// fixture): the same traitlets, with the CA read from `freeipa.ca_file`. One source for the
+/// chart's `hub.config` and the fixture.
+pub fn hub_config_py(config: &Config) -> String {
+    let ca = config
+        .freeipa
+        .ca_file
+        .as_ref()
+        .map_or_else(|| HUB_CA_PATH.to_string(), |p| p.display().to_string());
+    let json = hub_config_with_ca(config, &ca).to_string();
+    format!(
+        "# Rendered by pangeod from its config (pangeod --print-hub-config): the hub's traitlets\n\
+         # config, the same as the chart's hub.config, with the FreeIPA CA read from {ca}.\n\
+         import json\n\
+         c = get_config()  # noqa: F821\n\
+         for _class, _traits in json.loads({json:?}).items():\n\
+         \x20   for _name, _value in _traits.items():\n\
+         \x20       setattr(getattr(c, _class), _name, _value)\n"
+    )
 }
