@@ -185,6 +185,14 @@ fn the_platform_is_applied_then_a_cpus_patch_changes_only_the_hub_values_and_sec
     // The domain cannot change once the platform is built on it.
     let response = patch(&daemon, r#"{"cluster": {"domain": "pangeo.example.org"}}"#);
     assert_eq!(response.status, 409);
+    // Home volumes grow, never shrink: below the size in force is refused, naming the fix.
+    let response = patch(&daemon, r#"{"notebook": {"storage_gb": 5}}"#);
+    assert_eq!(response.status, 409);
+    let problem: serde_json::Value = response.json().unwrap();
+    assert_eq!(
+        problem["detail"],
+        "notebook.storage_gb cannot shrink from 10 to 5: users' home volumes keep their size and cannot be made smaller; set 10 or more"
+    );
 
     // A restart regenerates no secret and changes nothing on the cluster.
     daemon.stop();
@@ -269,5 +277,149 @@ fn a_schema_failure_applies_nothing() {
                 .unwrap()
                 .is_none()
         );
+    });
+}
+
+/// A bound claim of `gi` GiB for `user` (None: no username annotation), on a hand-made PV of
+/// the homes StorageClass, as the provisioner would have made it.
+async fn bound_claim(kube: &Kube, ns: &str, name: &str, user: Option<&str>, gi: u32) {
+    use k8s_openapi::api::core::v1::{
+        HostPathVolumeSource, PersistentVolume, PersistentVolumeClaim, PersistentVolumeClaimSpec,
+        PersistentVolumeSpec, VolumeResourceRequirements,
+    };
+    use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+    let size = BTreeMap::from([("storage".to_string(), Quantity(format!("{gi}Gi")))]);
+    let pv_name = format!("{ns}-{name}");
+    kube.apply(&PersistentVolume {
+        metadata: ObjectMeta {
+            name: Some(pv_name.clone()),
+            ..Default::default()
+        },
+        spec: Some(PersistentVolumeSpec {
+            capacity: Some(size.clone()),
+            access_modes: Some(vec!["ReadWriteOnce".into()]),
+            storage_class_name: Some(components::STORAGE_CLASS.into()),
+            host_path: Some(HostPathVolumeSource {
+                path: format!("/tmp/{pv_name}"),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let mut meta = ObjectMeta {
+        name: Some(name.into()),
+        namespace: Some(ns.into()),
+        ..Default::default()
+    };
+    if let Some(user) = user {
+        meta.annotations = Some(BTreeMap::from([(
+            components::USERNAME_ANNOTATION.to_string(),
+            user.to_string(),
+        )]));
+    }
+    kube.apply(&PersistentVolumeClaim {
+        metadata: meta,
+        spec: Some(PersistentVolumeClaimSpec {
+            access_modes: Some(vec!["ReadWriteOnce".into()]),
+            storage_class_name: Some(components::STORAGE_CLASS.into()),
+            volume_name: Some(pv_name),
+            resources: Some(VolumeResourceRequirements {
+                requests: Some(size),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let api: Api<PersistentVolumeClaim> = Api::namespaced(kube.client().clone(), ns);
+    kube.wait_for(
+        api,
+        name,
+        &format!("PersistentVolumeClaim {ns}/{name} Bound"),
+        Duration::from_secs(60),
+        |c: Option<&PersistentVolumeClaim>| {
+            c.and_then(|c| c.status.as_ref())
+                .and_then(|s| s.phase.as_deref())
+                == Some("Bound")
+        },
+    )
+    .await
+    .unwrap();
+}
+
+#[test]
+fn home_volumes_grow_with_storage_gb_and_are_never_shrunk() {
+    use k8s_openapi::api::core::v1::PersistentVolumeClaim;
+    let Some(cp) = controlplane() else { return };
+    let rt = common::runtime();
+    rt.block_on(async {
+        let kube = cp.kube().await;
+        let ns = unique("homes");
+        kube.apply(&Namespace {
+            metadata: ObjectMeta {
+                name: Some(ns.clone()),
+                ..Default::default()
+            },
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        // The homes StorageClass as pangeod renders it (allowVolumeExpansion).
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("pw"), "x").unwrap();
+        std::fs::write(dir.path().join("ca.pem"), common::CA).unwrap();
+        let layer = pangeod::config::Layer::from_str(
+            "t.toml",
+            Some(dir.path().to_path_buf()),
+            "[cluster]\nname = \"demo\"\nexternal_ip = \"192.0.2.10\"\n[freeipa]\nserver = \"ipa.example.test\"\nbase_dn = \"dc=example,dc=test\"\nbind_dn = \"uid=pangeod,dc=example,dc=test\"\npassword_file = \"pw\"\nca_file = \"ca.pem\"\n",
+        )
+        .unwrap();
+        let config = pangeod::config::Config::from_layers(&[layer], &Default::default()).unwrap();
+        let rendered = components::render(
+            &config,
+            &Secrets {
+                proxy_token: "p".into(),
+                cookie_secret: "c".into(),
+                appliance_token: "a".into(),
+                gateway_token: "g".into(),
+            },
+            &DirectoryMaterial { ca_pem: None },
+        );
+        let class = rendered
+            .objects()
+            .unwrap()
+            .into_iter()
+            .find(|d| d.describe() == "StorageClass pangeo-homes")
+            .unwrap();
+        kube.apply_desired(&class).await.unwrap();
+
+        bound_claim(&kube, &ns, "claim-alice", Some("alice"), 10).await;
+        bound_claim(&kube, &ns, "claim-big", Some("bob"), 30).await;
+        bound_claim(&kube, &ns, "not-a-home", None, 10).await;
+
+        let expanded = components::expand_homes(&kube, &ns, 20).await.unwrap();
+        assert_eq!(
+            expanded,
+            [components::Expanded {
+                user: "alice".into(),
+                claim: "claim-alice".into(),
+                from: "10Gi".into(),
+                to: "20Gi".into(),
+            }]
+        );
+        let api: Api<PersistentVolumeClaim> = Api::namespaced(kube.client().clone(), &ns);
+        let size = |claim: PersistentVolumeClaim| {
+            claim.spec.unwrap().resources.unwrap().requests.unwrap()["storage"].0.clone()
+        };
+        assert_eq!(size(api.get("claim-alice").await.unwrap()), "20Gi");
+        assert_eq!(size(api.get("claim-big").await.unwrap()), "30Gi", "never shrunk");
+        assert_eq!(size(api.get("not-a-home").await.unwrap()), "10Gi", "not a user's home");
+        // Again: nothing left to grow.
+        assert!(components::expand_homes(&kube, &ns, 20).await.unwrap().is_empty());
     });
 }

@@ -275,6 +275,12 @@ fn patch_problem(error: PatchError) -> Problem {
             "Key is set in the config files only",
             detail,
         ),
+        PatchError::Shrink { .. } => Problem::new(
+            StatusCode::CONFLICT,
+            "storage-shrink",
+            "Home volumes cannot shrink",
+            detail,
+        ),
         PatchError::FilesBroken(_) => Problem::new(
             StatusCode::CONFLICT,
             "config-files-invalid",

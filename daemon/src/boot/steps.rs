@@ -125,6 +125,22 @@ async fn components(ctx: &mut StepContext<'_>) -> Result<StepOutcome, StepError>
                     .set(name, None, "applied", format!("generation {generation}"));
                 ctx.components.set_generation(name, *generation);
             }
+            match components::expand_homes(&kube, components::NAMESPACE, config.notebook.storage_gb)
+                .await
+            {
+                Ok(expanded) => {
+                    for e in expanded {
+                        if let Err(error) = ctx.state.record_event(
+                            ctx.actor,
+                            "storage.expanded",
+                            serde_json::json!(e),
+                        ) {
+                            tracing::error!(%error, "cannot record the event");
+                        }
+                    }
+                }
+                Err(error) => return Err(fail(error)),
+            }
             if let Err(error) = ctx.state.record_event(
                 ctx.actor,
                 "components.applied",
@@ -241,6 +257,17 @@ fn config(ctx: &mut StepContext<'_>) -> Result<StepOutcome, StepError> {
             };
         }
     };
+    if let Some((from, to)) = storage_shrink(latest.as_ref().map(|l| &l.effective), &config) {
+        let error = StepError {
+            message: PatchError::Shrink { from, to }.to_string(),
+            key: Some("notebook.storage_gb".into()),
+            retry_after: None,
+        };
+        return match (&ctx.current, ctx.reload) {
+            (Some(_), true) => Ok(StepOutcome::ReloadRefused(error)),
+            _ => Err(error),
+        };
+    }
     if config.freeipa.tls == LdapTls::Plain {
         tracing::warn!(
             "freeipa.tls = \"plain\": directory passwords cross the network unencrypted"
@@ -357,6 +384,10 @@ pub enum PatchError {
     FileOnly { key: String },
     #[error("{detail}")]
     Shape { key: String, detail: String },
+    #[error(
+        "notebook.storage_gb cannot shrink from {from} to {to}: users' home volumes keep their size and cannot be made smaller; set {from} or more"
+    )]
+    Shrink { from: u64, to: u64 },
     #[error("{0}")]
     Invalid(ConfigError),
     #[error("the config files have errors, so no change can be validated; fix them first: {0}")]
@@ -372,10 +403,19 @@ impl PatchError {
             PatchError::Immutable { key }
             | PatchError::FileOnly { key }
             | PatchError::Shape { key, .. } => Some(key),
+            PatchError::Shrink { .. } => Some("notebook.storage_gb"),
             PatchError::Invalid(error) | PatchError::FilesBroken(error) => error.key(),
             PatchError::State(_) => None,
         }
     }
+}
+
+/// `(from, to)` when `config` would make notebook home volumes smaller than the config in
+/// force: volumes can grow, never shrink.
+fn storage_shrink(in_force: Option<&serde_json::Value>, config: &Config) -> Option<(u64, u64)> {
+    let from = in_force?["notebook"]["storage_gb"].as_u64()?;
+    let to = u64::from(config.notebook.storage_gb);
+    (to < from).then_some((from, to))
 }
 
 /// The outcome of a config change.
@@ -469,6 +509,9 @@ pub fn apply_config_patch(
             PatchError::FilesBroken(error)
         }
     })?;
+    if let Some((from, to)) = storage_shrink(latest.as_ref().map(|l| &l.effective), &config) {
+        return Err(PatchError::Shrink { from, to });
+    }
     let effective = serde_json::to_value(&config)
         .map_err(|error| shape("(body)", format!("cannot encode the config: {error}")))?;
     if let Some(latest) = latest.filter(|l| l.effective == effective && l.overlay == overlay) {

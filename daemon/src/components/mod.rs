@@ -316,5 +316,106 @@ pub async fn reconcile(
     })
 }
 
+/// The annotation KubeSpawner 7 puts on a user's PVC (its names are slugs).
+pub const USERNAME_ANNOTATION: &str = "hub.jupyter.org/username";
+
+/// One home volume grown to the configured size.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Expanded {
+    pub user: String,
+    pub claim: String,
+    pub from: String,
+    pub to: String,
+}
+
+/// Bytes of a Kubernetes quantity such as `10Gi`, `500M` or `1073741824`.
+pub fn quantity_bytes(text: &str) -> Option<u128> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, suffix) = text.split_at(split);
+    let number: u128 = number.parse().ok()?;
+    let factor: u128 = match suffix {
+        "" => 1,
+        "k" => 1_000,
+        "M" => 1_000_000,
+        "G" => 1_000_000_000,
+        "T" => 1_000_000_000_000,
+        "Ki" => 1 << 10,
+        "Mi" => 1 << 20,
+        "Gi" => 1 << 30,
+        "Ti" => 1 << 40,
+        _ => return None,
+    };
+    number.checked_mul(factor)
+}
+
+/// Grows every user's home volume (found by [`USERNAME_ANNOTATION`]) that is smaller than
+/// `storage_gb` GiB. Volumes are never shrunk: a larger one is left as it is (a config shrink
+/// is refused before it gets here). The StorageClass allows expansion; the provisioner grows
+/// the volume and the file system.
+pub async fn expand_homes(
+    kube: &Kube,
+    namespace: &str,
+    storage_gb: u32,
+) -> Result<Vec<Expanded>, ComponentsError> {
+    use k8s_openapi::api::core::v1::PersistentVolumeClaim;
+    let target = format!("{storage_gb}Gi");
+    let target_bytes = u128::from(storage_gb) << 30;
+    let api: kube::Api<PersistentVolumeClaim> =
+        kube::Api::namespaced(kube.client().clone(), namespace);
+    let claims = api.list(&Default::default()).await.map_err(|e| {
+        KubeError::from_kube(e, "list", &format!("PersistentVolumeClaims in {namespace}"))
+    })?;
+    let mut expanded = Vec::new();
+    for claim in claims.items {
+        let Some(user) = claim
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(USERNAME_ANNOTATION))
+            .cloned()
+        else {
+            continue;
+        };
+        let name = claim.metadata.name.clone().unwrap_or_default();
+        let current = claim
+            .spec
+            .as_ref()
+            .and_then(|s| s.resources.as_ref())
+            .and_then(|r| r.requests.as_ref())
+            .and_then(|r| r.get("storage"))
+            .map(|q| q.0.clone())
+            .unwrap_or_default();
+        if quantity_bytes(&current).is_some_and(|b| b >= target_bytes) {
+            continue;
+        }
+        let patch =
+            serde_json::json!({ "spec": { "resources": { "requests": { "storage": target } } } });
+        api.patch(
+            &name,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&patch),
+        )
+        .await
+        .map_err(|e| {
+            KubeError::from_kube(
+                e,
+                "expand",
+                &format!("PersistentVolumeClaim {namespace}/{name} (user {user})"),
+            )
+        })?;
+        tracing::info!(%user, claim = %name, from = %current, to = %target, "home volume expanded");
+        expanded.push(Expanded {
+            user,
+            claim: name,
+            from: current,
+            to: target.clone(),
+        });
+    }
+    Ok(expanded)
+}
+
 #[cfg(test)]
 mod tests;

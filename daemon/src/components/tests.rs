@@ -246,3 +246,12 @@ fn the_python_hub_config_sets_the_same_traitlets_as_the_chart() {
     );
     assert_eq!(set, expected);
 }
+
+#[test]
+fn quantities_parse_to_bytes() {
+    assert_eq!(quantity_bytes("10Gi"), Some(10 << 30));
+    assert_eq!(quantity_bytes("500M"), Some(500_000_000));
+    assert_eq!(quantity_bytes("1073741824"), Some(1 << 30));
+    assert_eq!(quantity_bytes("1.5Gi"), None);
+    assert_eq!(quantity_bytes("lots"), None);
+}
