@@ -11,39 +11,11 @@ use std::time::Duration;
 use common::controlplane::{controlplane, unique};
 use hyper::Method;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{Namespace, Node, NodeCondition, NodeStatus, Secret};
+use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::Api;
-use kube::api::{ObjectMeta, Patch, PatchParams};
+use kube::api::ObjectMeta;
 use pangeod::components::{self, ComponentsError, DirectoryMaterial, Secrets};
 use pangeod::k8s::{FailurePolicy, HelmChart, Kube};
-
-async fn register_ready_node(kube: &Kube, name: &str) {
-    let node = Node {
-        metadata: ObjectMeta {
-            name: Some(name.into()),
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    kube.apply(&node).await.unwrap();
-    let now =
-        k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::now());
-    let status = serde_json::json!({ "status": NodeStatus {
-        conditions: Some(vec![NodeCondition {
-            type_: "Ready".into(),
-            status: "True".into(),
-            reason: Some("KubeletReady".into()),
-            message: Some("registered by the test".into()),
-            last_heartbeat_time: Some(now.clone()),
-            last_transition_time: Some(now),
-        }]),
-        ..Default::default()
-    }});
-    let api: Api<Node> = Api::all(kube.client().clone());
-    api.patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
-        .await
-        .unwrap();
-}
 
 fn values(chart: &HelmChart) -> serde_json::Value {
     serde_json::from_str(chart.spec.values_content.as_deref().unwrap()).unwrap()
@@ -66,7 +38,7 @@ fn the_platform_is_applied_then_a_cpus_patch_changes_only_the_hub_values_and_sec
     };
     let rt = common::mt_runtime();
     let kube = rt.block_on(cp.kube());
-    rt.block_on(register_ready_node(&kube, "demo"));
+    rt.block_on(common::controlplane::register_ready_node(&kube, "demo"));
     let charts: Api<HelmChart> = Api::namespaced(kube.client().clone(), components::NAMESPACE);
 
     let mut daemon = common::TestDaemon::new("");
@@ -229,15 +201,7 @@ fn a_schema_failure_applies_nothing() {
     let Some(cp) = controlplane() else { return };
     let rt = common::runtime();
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("pw"), "x").unwrap();
-    std::fs::write(dir.path().join("ca.pem"), common::CA).unwrap();
-    let layer = pangeod::config::Layer::from_str(
-        "t.toml",
-        Some(dir.path().to_path_buf()),
-        "[cluster]\nname = \"demo\"\nexternal_ip = \"192.0.2.10\"\n[freeipa]\nserver = \"ipa.example.test\"\nbase_dn = \"dc=example,dc=test\"\nbind_dn = \"uid=pangeod,dc=example,dc=test\"\npassword_file = \"pw\"\nca_file = \"ca.pem\"\n",
-    )
-    .unwrap();
-    let config = pangeod::config::Config::from_layers(&[layer], &Default::default()).unwrap();
+    let config = common::controlplane::demo_config(dir.path());
     let secrets = Secrets {
         proxy_token: "p".into(),
         cookie_secret: "c".into(),
@@ -371,15 +335,7 @@ fn home_volumes_grow_with_storage_gb_and_are_never_shrunk() {
         .unwrap();
         // The homes StorageClass as pangeod renders it (allowVolumeExpansion).
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("pw"), "x").unwrap();
-        std::fs::write(dir.path().join("ca.pem"), common::CA).unwrap();
-        let layer = pangeod::config::Layer::from_str(
-            "t.toml",
-            Some(dir.path().to_path_buf()),
-            "[cluster]\nname = \"demo\"\nexternal_ip = \"192.0.2.10\"\n[freeipa]\nserver = \"ipa.example.test\"\nbase_dn = \"dc=example,dc=test\"\nbind_dn = \"uid=pangeod,dc=example,dc=test\"\npassword_file = \"pw\"\nca_file = \"ca.pem\"\n",
-        )
-        .unwrap();
-        let config = pangeod::config::Config::from_layers(&[layer], &Default::default()).unwrap();
+        let config = common::controlplane::demo_config(dir.path());
         let rendered = components::render(
             &config,
             &Secrets {
@@ -414,12 +370,27 @@ fn home_volumes_grow_with_storage_gb_and_are_never_shrunk() {
         );
         let api: Api<PersistentVolumeClaim> = Api::namespaced(kube.client().clone(), &ns);
         let size = |claim: PersistentVolumeClaim| {
-            claim.spec.unwrap().resources.unwrap().requests.unwrap()["storage"].0.clone()
+            claim.spec.unwrap().resources.unwrap().requests.unwrap()["storage"]
+                .0
+                .clone()
         };
         assert_eq!(size(api.get("claim-alice").await.unwrap()), "20Gi");
-        assert_eq!(size(api.get("claim-big").await.unwrap()), "30Gi", "never shrunk");
-        assert_eq!(size(api.get("not-a-home").await.unwrap()), "10Gi", "not a user's home");
+        assert_eq!(
+            size(api.get("claim-big").await.unwrap()),
+            "30Gi",
+            "never shrunk"
+        );
+        assert_eq!(
+            size(api.get("not-a-home").await.unwrap()),
+            "10Gi",
+            "not a user's home"
+        );
         // Again: nothing left to grow.
-        assert!(components::expand_homes(&kube, &ns, 20).await.unwrap().is_empty());
+        assert!(
+            components::expand_homes(&kube, &ns, 20)
+                .await
+                .unwrap()
+                .is_empty()
+        );
     });
 }

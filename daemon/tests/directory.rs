@@ -25,23 +25,7 @@ struct Fixture {
 /// The running fixture, or None (with a loud message) when the test command did not start it.
 fn fixture() -> Option<Fixture> {
     let serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
-    let Ok(workdir) = std::env::var("LDAP_WORKDIR") else {
-        if std::env::var("PANGEO_REQUIRE_FIXTURES").is_ok() {
-            panic!(
-                "LDAP_WORKDIR is not set but PANGEO_REQUIRE_FIXTURES is: the 389-ds fixture did not start"
-            );
-        }
-        eprintln!(
-            "SKIPPED: the 389-ds fixture is not running (LDAP_WORKDIR unset); run integration-tests/run"
-        );
-        return None;
-    };
-    let text = std::fs::read_to_string(PathBuf::from(workdir).join("env")).unwrap();
-    let env = text
-        .lines()
-        .filter_map(|line| line.split_once('='))
-        .map(|(k, v)| (k.to_string(), v.trim_matches('\'').to_string()))
-        .collect();
+    let env = common::ldap_env()?;
     Some(Fixture {
         env,
         _serial: serial,

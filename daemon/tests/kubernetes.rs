@@ -9,9 +9,9 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use common::controlplane::{Apiserver, controlplane, unique};
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node, NodeCondition, NodeStatus};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use kube::api::{ObjectMeta, Patch, PatchParams};
+use kube::api::ObjectMeta;
 use kube::{Api, ResourceExt};
 use pangeod::k8s::{
     Desired, FIELD_MANAGER, FailurePolicy, HelmChart, HelmChartSpec, Kube, KubeError,
@@ -277,35 +277,6 @@ fn a_wait_that_is_never_satisfied_times_out_naming_what_it_waited_for() {
     });
 }
 
-/// Registers a Ready node, as a kubelet would (the test plane has none of its own for `name`).
-async fn register_ready_node(kube: &Kube, name: &str) {
-    let api: Api<Node> = Api::all(kube.client().clone());
-    let node = Node {
-        metadata: ObjectMeta {
-            name: Some(name.into()),
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    kube.apply(&node).await.unwrap();
-    let now =
-        k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::now());
-    let status = serde_json::json!({ "status": NodeStatus {
-        conditions: Some(vec![NodeCondition {
-            type_: "Ready".into(),
-            status: "True".into(),
-            reason: Some("KubeletReady".into()),
-            message: Some("registered by the test".into()),
-            last_heartbeat_time: Some(now.clone()),
-            last_transition_time: Some(now),
-        }]),
-        ..Default::default()
-    }});
-    api.patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
-        .await
-        .unwrap();
-}
-
 #[test]
 fn the_k3s_steps_wait_for_an_apiserver_that_is_down_and_complete_once_it_is_back() {
     let Some(cp) = controlplane() else { return };
@@ -316,7 +287,9 @@ fn the_k3s_steps_wait_for_an_apiserver_that_is_down_and_complete_once_it_is_back
     let mut server = Apiserver::start(&cp, dir.path());
     let rt = common::runtime();
     // The daemon's node is its cluster name, "demo" (the directory fixture's cluster).
-    rt.block_on(async { register_ready_node(&cp.kube().await, "demo").await });
+    rt.block_on(async {
+        common::controlplane::register_ready_node(&cp.kube().await, "demo").await
+    });
     server.kill9();
 
     let mut daemon = common::TestDaemon::new("");

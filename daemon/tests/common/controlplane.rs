@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use k8s_openapi::api::core::v1::{Node, NodeCondition, NodeStatus};
 use pangeod::k8s::Kube;
 
 pub struct ControlPlane {
@@ -191,4 +192,50 @@ pub fn unique(prefix: &str) -> String {
         .unwrap()
         .subsec_nanos();
     format!("{prefix}-{}-{nanos}", std::process::id())
+}
+
+/// Registers a Ready node, as a kubelet would (the test plane has none of its own for `name`).
+pub async fn register_ready_node(kube: &Kube, name: &str) {
+    let api: kube::Api<Node> = kube::Api::all(kube.client().clone());
+    let node = Node {
+        metadata: kube::api::ObjectMeta {
+            name: Some(name.into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    kube.apply(&node).await.unwrap();
+    let now =
+        k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::now());
+    let status = serde_json::json!({ "status": NodeStatus {
+        conditions: Some(vec![NodeCondition {
+            type_: "Ready".into(),
+            status: "True".into(),
+            reason: Some("KubeletReady".into()),
+            message: Some("registered by the test".into()),
+            last_heartbeat_time: Some(now.clone()),
+            last_transition_time: Some(now),
+        }]),
+        ..Default::default()
+    }});
+    api.patch_status(
+        name,
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(&status),
+    )
+    .await
+    .unwrap();
+}
+
+/// A valid config for cluster `demo` with files in `dir` (the directory is not contacted).
+pub fn demo_config(dir: &Path) -> pangeod::config::Config {
+    std::fs::write(dir.join("pw"), "x").unwrap();
+    std::fs::write(dir.join("ca.pem"), super::CA).unwrap();
+    let layer = pangeod::config::Layer::from_str(
+        "t.toml",
+        Some(dir.to_path_buf()),
+        "[cluster]\nname = \"demo\"\nexternal_ip = \"192.0.2.10\"\n[freeipa]\nserver = \"ipa.example.test\"\nbase_dn = \"dc=example,dc=test\"\nbind_dn = \"uid=pangeod,dc=example,dc=test\"\npassword_file = \"pw\"\nca_file = \"ca.pem\"\n",
+    )
+    .unwrap();
+    pangeod::config::Config::from_layers(&[layer], &Default::default()).unwrap()
 }
