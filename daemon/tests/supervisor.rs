@@ -258,6 +258,16 @@ fn the_child_does_not_inherit_notify_socket_and_an_orphan_is_stopped_first() {
             .spawn()
             .unwrap();
         std::fs::write(dir.path().join("child.pid"), orphan.id().to_string()).unwrap();
+        // As a real orphan would be: fully started (right after spawn, /proc may still show
+        // an empty command line while execve finishes).
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !std::fs::read(format!("/proc/{}/cmdline", orphan.id()))
+            .unwrap_or_default()
+            .starts_with(b"/bin/sh")
+        {
+            assert!(Instant::now() < deadline, "the orphan did not start");
+            std::thread::sleep(Duration::from_millis(10));
+        }
 
         let mut child = spec(
             dir.path(),
@@ -270,7 +280,18 @@ fn the_child_does_not_inherit_notify_socket_and_an_orphan_is_stopped_first() {
             ("KEEP".into(), "1".into()),
         ];
         let supervisor = Supervisor::child(child, fast_policy());
-        let exit = orphan.wait().unwrap();
+        // Bounded: a missed orphan fails here instead of hanging for its 600 s.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let exit = loop {
+            if let Some(exit) = orphan.try_wait().unwrap() {
+                break exit;
+            }
+            if Instant::now() > deadline {
+                let _ = orphan.kill();
+                panic!("the orphan was not stopped");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
         assert!(!exit.success(), "the orphan was signalled: {exit:?}");
 
         wait_state(&supervisor, "running", Duration::from_secs(5)).await;

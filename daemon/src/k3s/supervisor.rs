@@ -244,8 +244,17 @@ fn stop_orphan(spec: &ChildSpec) {
     let Ok(pid) = text.trim().parse::<i32>() else {
         return;
     };
-    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
     let program = spec.program.as_os_str().as_encoded_bytes();
+    // A process in the middle of execve shows an empty command line for a moment: look again
+    // briefly before deciding it is not ours.
+    let mut cmdline = Vec::new();
+    for _ in 0..20 {
+        cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        if !cmdline.is_empty() || !process_alive(pid) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
     if cmdline.is_empty() || !cmdline.starts_with(program) {
         return;
     }
