@@ -68,6 +68,31 @@ async fn wait_state(supervisor: &Supervisor, state: &str, within: Duration) {
 
 fn no_progress(_: &str, _: f64) {}
 
+/// The supervised test apiserver is ready: kubeconfig, /readyz, node Ready.
+async fn until_ready(supervisor: &Supervisor, kubeconfig: &Path) -> pangeod::k3s::ready::Ready {
+    wait_ready(
+        Some(supervisor),
+        kubeconfig,
+        NODE,
+        Duration::from_secs(90),
+        &no_progress,
+    )
+    .await
+    .unwrap()
+}
+
+/// Polls `probe` every 20 ms until it gives a value; panics naming `what` after `within`.
+async fn eventually<T>(what: &str, within: Duration, mut probe: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(value) = probe() {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "{what} within {within:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 #[test]
 fn the_child_supervisor_waits_for_readiness_and_restarts_after_kill_9() {
     let Some(cp) = controlplane() else { return };
@@ -76,15 +101,7 @@ fn the_child_supervisor_waits_for_readiness_and_restarts_after_kill_9() {
     rt.block_on(async {
         let (supervisor, kubeconfig) = apiserver_child(&cp, dir.path());
         let started = Instant::now();
-        let ready = wait_ready(
-            Some(&supervisor),
-            &kubeconfig,
-            NODE,
-            Duration::from_secs(90),
-            &no_progress,
-        )
-        .await
-        .unwrap();
+        let ready = until_ready(&supervisor, &kubeconfig).await;
         eprintln!("start to ready: {:?}", started.elapsed());
         assert!(
             ready.server_version.starts_with("v1.36"),
@@ -113,15 +130,7 @@ fn the_child_supervisor_waits_for_readiness_and_restarts_after_kill_9() {
             Some("killed by SIGKILL")
         );
         wait_state(&supervisor, "running", Duration::from_secs(10)).await;
-        let again = wait_ready(
-            Some(&supervisor),
-            &kubeconfig,
-            NODE,
-            Duration::from_secs(90),
-            &no_progress,
-        )
-        .await
-        .unwrap();
+        let again = until_ready(&supervisor, &kubeconfig).await;
         assert!(again.node.ready);
         let second = supervisor.status();
         assert_eq!(second.restarts, 1);
@@ -186,15 +195,7 @@ fn stop_sends_sigterm_and_returns_within_the_bound() {
     let rt = common::mt_runtime();
     rt.block_on(async {
         let (supervisor, kubeconfig) = apiserver_child(&cp, dir.path());
-        wait_ready(
-            Some(&supervisor),
-            &kubeconfig,
-            NODE,
-            Duration::from_secs(90),
-            &no_progress,
-        )
-        .await
-        .unwrap();
+        until_ready(&supervisor, &kubeconfig).await;
         let pid = supervisor.status().pid.unwrap();
         let took = supervisor.stop().await;
         eprintln!("apiserver stopped by SIGTERM in {took:?}");
@@ -229,14 +230,12 @@ fn a_child_that_ignores_sigterm_is_killed_after_the_grace() {
             policy,
         );
         wait_state(&supervisor, "running", Duration::from_secs(5)).await;
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while !std::fs::read_to_string(dir.path().join("child.log"))
-            .unwrap_or_default()
-            .contains("started")
-        {
-            assert!(Instant::now() < deadline, "the shell did not start");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        eventually("the shell starts", Duration::from_secs(5), || {
+            std::fs::read_to_string(dir.path().join("child.log"))
+                .ok()
+                .filter(|log| log.contains("started"))
+        })
+        .await;
         let pid = supervisor.status().pid.unwrap();
         let took = supervisor.stop().await;
         assert!(
@@ -260,14 +259,13 @@ fn the_child_does_not_inherit_notify_socket_and_an_orphan_is_stopped_first() {
         std::fs::write(dir.path().join("child.pid"), orphan.id().to_string()).unwrap();
         // As a real orphan would be: fully started (right after spawn, /proc may still show
         // an empty command line while execve finishes).
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while !std::fs::read(format!("/proc/{}/cmdline", orphan.id()))
-            .unwrap_or_default()
-            .starts_with(b"/bin/sh")
-        {
-            assert!(Instant::now() < deadline, "the orphan did not start");
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        let orphan_pid = orphan.id();
+        eventually("the orphan starts", Duration::from_secs(5), || {
+            std::fs::read(format!("/proc/{orphan_pid}/cmdline"))
+                .ok()
+                .filter(|cmdline| cmdline.starts_with(b"/bin/sh"))
+        })
+        .await;
 
         let mut child = spec(
             dir.path(),
@@ -280,7 +278,7 @@ fn the_child_does_not_inherit_notify_socket_and_an_orphan_is_stopped_first() {
             ("KEEP".into(), "1".into()),
         ];
         let supervisor = Supervisor::child(child, fast_policy());
-        // Bounded: a missed orphan fails here instead of hanging for its 600 s.
+        // Bounded: a missed orphan fails here (and is killed) instead of hanging for its 600 s.
         let deadline = Instant::now() + Duration::from_secs(20);
         let exit = loop {
             if let Some(exit) = orphan.try_wait().unwrap() {
@@ -290,20 +288,17 @@ fn the_child_does_not_inherit_notify_socket_and_an_orphan_is_stopped_first() {
                 let _ = orphan.kill();
                 panic!("the orphan was not stopped");
             }
-            std::thread::sleep(Duration::from_millis(20));
+            tokio::time::sleep(Duration::from_millis(20)).await;
         };
         assert!(!exit.success(), "the orphan was signalled: {exit:?}");
 
         wait_state(&supervisor, "running", Duration::from_secs(5)).await;
-        let deadline = Instant::now() + Duration::from_secs(5);
-        let env = loop {
-            let text = std::fs::read_to_string(dir.path().join("env.txt")).unwrap_or_default();
-            if text.contains("KEEP=1") {
-                break text;
-            }
-            assert!(Instant::now() < deadline, "the child wrote no env");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        };
+        let env = eventually("the child writes its env", Duration::from_secs(5), || {
+            std::fs::read_to_string(dir.path().join("env.txt"))
+                .ok()
+                .filter(|text| text.contains("KEEP=1"))
+        })
+        .await;
         assert!(!env.contains("NOTIFY_SOCKET"), "{env}");
         supervisor.stop().await;
     });

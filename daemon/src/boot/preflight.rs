@@ -15,9 +15,7 @@ const RETRY: Duration = Duration::from_secs(30);
 const DNS_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub(super) async fn run(ctx: &mut StepContext<'_>) -> Result<String, StepError> {
-    let Some(config) = ctx.current.clone() else {
-        return Err(fail(None, "no valid config is in force".into()));
-    };
+    let config = super::steps::config_in_force(ctx)?;
     let mut notes = Vec::new();
     check_data_disk(&config)?;
     check_free_space(&config)?;

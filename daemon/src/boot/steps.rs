@@ -64,20 +64,13 @@ pub(super) async fn run(step: Step, ctx: &mut StepContext<'_>) -> Result<StepOut
     }
 }
 
-/// The components the status lists, in order.
-const COMPONENT_NAMES: [&str; 3] = [
-    crate::components::STORAGE_RELEASE,
-    crate::components::HUB_RELEASE,
-    crate::components::GATEWAY_RELEASE,
-];
-
 /// Renders, validates and applies the platform. Nothing is applied when a chart's values
 /// fail its schema.
 async fn components(ctx: &mut StepContext<'_>) -> Result<StepOutcome, StepError> {
     use crate::components::{self, ComponentsError};
     let config = config_in_force(ctx)?;
     if let Some(skipped) = k3s_skipped(&config) {
-        for name in COMPONENT_NAMES {
+        for name in components::RELEASES {
             ctx.components
                 .set(name, None, "skipped", "k3s.mode = \"off\"".into());
         }
@@ -163,7 +156,7 @@ async fn components(ctx: &mut StepContext<'_>) -> Result<StepOutcome, StepError>
             let message = error.to_string();
             let at_fault = match &error {
                 ComponentsError::Schema(e) => vec![e.chart],
-                _ => COMPONENT_NAMES.to_vec(),
+                _ => components::RELEASES.to_vec(),
             };
             for name in at_fault {
                 ctx.components.set(name, None, "failed", message.clone());
@@ -180,7 +173,7 @@ async fn components(ctx: &mut StepContext<'_>) -> Result<StepOutcome, StepError>
     }
 }
 
-fn config_in_force(ctx: &StepContext<'_>) -> Result<Arc<Config>, StepError> {
+pub(super) fn config_in_force(ctx: &StepContext<'_>) -> Result<Arc<Config>, StepError> {
     ctx.current.clone().ok_or_else(|| StepError {
         message: "no valid config is in force".into(),
         key: None,
@@ -308,13 +301,7 @@ fn config(ctx: &mut StepContext<'_>) -> Result<StepOutcome, StepError> {
 /// A first sync. If FreeIPA cannot be reached but an earlier sync left users, the step is done
 /// with them (nobody is revoked by an outage); with no users at all it fails and retries.
 async fn directory_sync(ctx: &mut StepContext<'_>) -> Result<String, StepError> {
-    let Some(config) = ctx.current.clone() else {
-        return Err(StepError {
-            message: "no valid config is in force".into(),
-            key: None,
-            retry_after: None,
-        });
-    };
+    let config = config_in_force(ctx)?;
     let trigger = if ctx.reload { "reload" } else { "boot" };
     // A cheap check when nothing relevant changed; a full read after a change of the tree.
     match ctx.directory.run(&config, trigger, false).await {

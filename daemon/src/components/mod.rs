@@ -30,6 +30,8 @@ pub const HUB_RELEASE: &str = "jupyterhub";
 pub const GATEWAY_RELEASE: &str = "dask-gateway";
 pub const STORAGE_RELEASE: &str = "lvm-localpv";
 pub const STORAGE_CHART_VERSION: &str = "1.7.0";
+/// Every chart [`render`] makes, in apply order.
+pub const RELEASES: [&str; 3] = [STORAGE_RELEASE, HUB_RELEASE, GATEWAY_RELEASE];
 /// The homes' StorageClass: sized, expandable volumes (OpenEBS LVM LocalPV).
 pub const STORAGE_CLASS: &str = "pangeo-homes";
 /// The LVM volume group on the data disk that the StorageClass provisions from.
@@ -83,7 +85,6 @@ impl ComponentsError {
 pub struct RenderedChart {
     /// The HelmChart's name, which helm-controller uses as the release name.
     pub name: &'static str,
-    pub chart_file: String,
     pub version: &'static str,
     pub values: Value,
     /// Validated against the chart's upstream schema (the storage chart has none here).
@@ -106,6 +107,13 @@ impl UpstreamSchema {
     }
 }
 
+impl RenderedChart {
+    /// The archive's file name in k3s's static charts directory.
+    pub fn archive(&self) -> String {
+        format!("{}-{}.tgz", self.name, self.version)
+    }
+}
+
 /// Everything [`reconcile`] applies.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Rendered {
@@ -118,7 +126,6 @@ pub struct Rendered {
 pub fn render(config: &Config, secrets: &Secrets, directory: &DirectoryMaterial) -> Rendered {
     let chart = |name, version: &'static str, values, schema| RenderedChart {
         name,
-        chart_file: format!("{name}-{version}.tgz"),
         version,
         values,
         schema,
@@ -188,7 +195,7 @@ impl Rendered {
         let mut object = HelmChart::new(
             chart.name,
             HelmChartSpec {
-                chart: Some(format!("{CHARTS_URL}/{}", chart.chart_file)),
+                chart: Some(format!("{CHARTS_URL}/{}", chart.archive())),
                 target_namespace: Some(self.namespace.clone()),
                 // JSON is YAML: deterministic, and no YAML quoting surprises.
                 values_content: Some(values),
@@ -209,21 +216,12 @@ impl Rendered {
             metadata: meta(None, &self.namespace),
             ..Default::default()
         })?];
-        let secrets = BTreeMap::from([
-            ("proxy-token".to_string(), self.secrets.proxy_token.clone()),
-            (
-                "cookie-secret".to_string(),
-                self.secrets.cookie_secret.clone(),
-            ),
-            (
-                "appliance-token".to_string(),
-                self.secrets.appliance_token.clone(),
-            ),
-            (
-                "gateway-token".to_string(),
-                self.secrets.gateway_token.clone(),
-            ),
-        ]);
+        let secrets = self
+            .secrets
+            .entries()
+            .iter()
+            .map(|(name, value)| ((*name).to_string(), (*value).to_string()))
+            .collect();
         objects.push(Desired::from_typed(&Secret {
             metadata: meta(Some(&self.namespace), SECRETS_NAME),
             string_data: Some(secrets),
@@ -257,12 +255,7 @@ impl Rendered {
 
 /// The generated secrets, made once (SQLite) and never regenerated.
 pub fn secrets(state: &State) -> Result<Secrets, StateError> {
-    Ok(Secrets {
-        proxy_token: state.secret(Secrets::NAMES[0])?,
-        cookie_secret: state.secret(Secrets::NAMES[1])?,
-        appliance_token: state.secret(Secrets::NAMES[2])?,
-        gateway_token: state.secret(Secrets::NAMES[3])?,
-    })
+    Secrets::load(|name| state.secret(name))
 }
 
 /// The directory settings the hub needs (the CA), read from their files.
@@ -283,7 +276,7 @@ pub fn directory_material(config: &Config) -> Result<DirectoryMaterial, Componen
 }
 
 /// What one reconcile did.
-#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ReconcileReport {
     pub objects: usize,
     /// `name: generation` of each HelmChart after the apply.

@@ -149,6 +149,8 @@ fn every_helm_chart_retries_and_comes_from_the_image_not_the_internet() {
             serde_json::from_str(spec.values_content.as_deref().unwrap()).unwrap();
         assert_eq!(values, chart.values);
     }
+    let charts: Vec<_> = rendered.charts.iter().map(|c| c.name).collect();
+    assert_eq!(charts, RELEASES, "RELEASES lists what render makes");
     let names: Vec<_> = rendered
         .objects()
         .unwrap()

@@ -21,12 +21,26 @@ pub struct Secrets {
 }
 
 impl Secrets {
-    pub const NAMES: [&'static str; 4] = [
-        "proxy-token",
-        "cookie-secret",
-        "appliance-token",
-        "gateway-token",
-    ];
+    /// Generates (once) or reads each secret by its name.
+    pub fn load<E>(mut get: impl FnMut(&str) -> Result<String, E>) -> Result<Self, E> {
+        Ok(Self {
+            proxy_token: get("proxy-token")?,
+            cookie_secret: get("cookie-secret")?,
+            appliance_token: get("appliance-token")?,
+            gateway_token: get("gateway-token")?,
+        })
+    }
+
+    /// Each secret by its name: the names [`Secrets::load`] reads, and the keys of the
+    /// Kubernetes Secret.
+    pub fn entries(&self) -> [(&'static str, &str); 4] {
+        [
+            ("proxy-token", &self.proxy_token),
+            ("cookie-secret", &self.cookie_secret),
+            ("appliance-token", &self.appliance_token),
+            ("gateway-token", &self.gateway_token),
+        ]
+    }
 }
 
 /// The filter the hub checks at every login, as the user who just bound: that user, if they

@@ -56,6 +56,9 @@ struct ImageEntry {
 /// What the check found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BundleReport {
+    /// False on a machine with a k3s binary but no image manifest (a dev machine): nothing
+    /// could be checked.
+    pub manifest: bool,
     pub files: usize,
     pub images: usize,
     /// Entries whose hash the manifest does not pin yet (checked against the build's record).
@@ -80,6 +83,14 @@ pub fn check(root: &Path, k3s_binary: &Path) -> Result<BundleReport, BundleError
         return Err(BundleError::NotBundled(k3s_binary.to_path_buf()));
     }
     let manifest_path = under(MANIFEST_PATH);
+    if !manifest_path.exists() {
+        return Ok(BundleReport {
+            manifest: false,
+            files: 0,
+            images: 0,
+            unpinned: 0,
+        });
+    }
     let text = std::fs::read_to_string(&manifest_path).map_err(|e| BundleError::Manifest {
         path: PathBuf::from(MANIFEST_PATH),
         message: e.to_string(),
@@ -126,6 +137,7 @@ pub fn check(root: &Path, k3s_binary: &Path) -> Result<BundleReport, BundleError
         return Err(BundleError::Mismatch { problems });
     }
     Ok(BundleReport {
+        manifest: true,
         files: manifest.file.len(),
         images: manifest.image.len(),
         unpinned,
@@ -204,6 +216,7 @@ mod tests {
         assert_eq!(
             report,
             BundleReport {
+                manifest: true,
                 files: 1,
                 images: 1,
                 unpinned: 1
@@ -245,6 +258,17 @@ mod tests {
         let error = check(root.path(), Path::new("/usr/local/bin/k3s")).unwrap_err();
         assert_eq!(error, BundleError::NotBundled("/usr/local/bin/k3s".into()));
         assert!(error.to_string().contains("images/fetch-artifacts"));
+    }
+
+    #[test]
+    fn a_k3s_without_a_manifest_is_reported_unverified() {
+        let root = tempfile::tempdir().unwrap();
+        let k3s = root.path().join("usr/local/bin/k3s");
+        std::fs::create_dir_all(k3s.parent().unwrap()).unwrap();
+        std::fs::write(&k3s, "abc").unwrap();
+        let report = check(root.path(), Path::new("/usr/local/bin/k3s")).unwrap();
+        assert!(!report.manifest);
+        assert_eq!(report.files + report.images, 0);
     }
 
     #[test]

@@ -125,10 +125,6 @@ impl K3sRuntime {
         }
     }
 
-    pub fn status(&self) -> watch::Receiver<K3sStatus> {
-        self.status.subscribe()
-    }
-
     /// The status with the process's current state.
     pub fn snapshot(&self) -> K3sStatus {
         let supervisor = self.lock().supervisor.clone();
@@ -251,6 +247,8 @@ impl K3sRuntime {
             s.server_version = Some(ready.server_version.clone());
             s.node = Some(ready.node.clone());
         });
+        // The client readiness was proven with is the one the later steps use.
+        self.lock().kube = Some(ready.kube);
         Ok(message)
     }
 
@@ -260,49 +258,49 @@ impl K3sRuntime {
         }
         let root = self.root.clone();
         let binary = config.k3s.binary.clone();
-        let manifest = root.join(bundle::MANIFEST_PATH.trim_start_matches('/'));
-        let binary_path = root.join(binary.to_string_lossy().trim_start_matches('/'));
-        let summary = if binary_path.exists() && !manifest.exists() {
+        let started = std::time::Instant::now();
+        let report = tokio::task::spawn_blocking(move || bundle::check(&root, &binary))
+            .await
+            .map_err(|e| K3sError::NotRunning(format!("the bundle check panicked: {e}")))?;
+        let report = match report {
+            Ok(report) => report,
+            Err(error) => {
+                self.status
+                    .send_modify(|s| s.bundle = Some(error.to_string()));
+                self.lock().bundle = Some(Err(error.clone()));
+                return Err(error.into());
+            }
+        };
+        let summary = if report.manifest {
+            tracing::info!(?report, elapsed = ?started.elapsed(), "the k3s bundle matches the manifest");
+            format!(
+                "{} files and {} images match the manifest ({} checked against the build's record)",
+                report.files, report.images, report.unpinned
+            )
+        } else {
             // A dev machine with its own k3s: there is no image manifest to check against.
             tracing::warn!(
                 "no {} on this machine: the k3s bundle is not verified",
                 bundle::MANIFEST_PATH
             );
             format!("not verified: no {}", bundle::MANIFEST_PATH)
-        } else {
-            let started = std::time::Instant::now();
-            let report = tokio::task::spawn_blocking(move || bundle::check(&root, &binary))
-                .await
-                .map_err(|e| K3sError::NotRunning(format!("the bundle check panicked: {e}")))?;
-            let report = match report {
-                Ok(report) => report,
-                Err(error) => {
-                    self.status
-                        .send_modify(|s| s.bundle = Some(error.to_string()));
-                    self.lock().bundle = Some(Err(error.clone()));
-                    return Err(error.into());
-                }
-            };
-            tracing::info!(?report, elapsed = ?started.elapsed(), "the k3s bundle matches the manifest");
-            format!(
-                "{} files and {} images match the manifest ({} checked against the build's record)",
-                report.files, report.images, report.unpinned
-            )
         };
         self.status.send_modify(|s| s.bundle = Some(summary));
         self.lock().bundle = Some(Ok(()));
         Ok(())
     }
 
-    /// The `kubernetes-api` step: a client from the kubeconfig, the server version, the
-    /// platform namespace by server-side apply, and a watch of the node for status.
+    /// The `kubernetes-api` step, on the client the k3s step proved ready: the platform
+    /// namespace by server-side apply (can pangeod write?), and a watch of the node for status,
+    /// started once.
     pub async fn connect(
         &self,
         config: &Config,
         heartbeats: &Heartbeats,
     ) -> Result<String, K3sError> {
-        let kube = Kube::from_kubeconfig(&config.k3s.kubeconfig).await?;
-        let version = kube.server_version().await?;
+        let kube = self.kube().ok_or_else(|| {
+            K3sError::NotRunning("no Kubernetes client yet: the k3s step has not finished".into())
+        })?;
         let namespace = Namespace {
             metadata: ObjectMeta {
                 name: Some(NAMESPACE.into()),
@@ -319,20 +317,22 @@ impl K3sRuntime {
         };
         kube.apply(&namespace).await?;
         let node = super::node_name(config);
-        let watch = tokio::spawn(watch_node(
-            kube.clone(),
-            node.clone(),
-            self.status.clone(),
-            heartbeats.clone(),
-        ));
         let mut inner = self.lock();
-        if let Some(old) = inner.node_watch.replace(watch) {
-            old.abort();
+        if inner.node_watch.as_ref().is_none_or(|w| w.is_finished()) {
+            inner.node_watch = Some(tokio::spawn(watch_node(
+                kube,
+                node.clone(),
+                self.status.clone(),
+                heartbeats.clone(),
+            )));
         }
-        inner.kube = Some(kube);
         drop(inner);
-        self.status
-            .send_modify(|s| s.server_version = Some(version.clone()));
+        let version = self
+            .status
+            .borrow()
+            .server_version
+            .clone()
+            .unwrap_or_default();
         Ok(format!(
             "API server {version}; namespace {NAMESPACE} applied; watching node {node}"
         ))

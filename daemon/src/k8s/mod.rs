@@ -9,7 +9,7 @@ pub use error::KubeError;
 pub use helmchart::{FailurePolicy, HelmChart, HelmChartCondition, HelmChartSpec, HelmChartStatus};
 
 use std::fmt::Debug;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -80,7 +80,6 @@ pub fn describe(
 /// What one `apply_all` did.
 #[derive(Debug, Clone, Default)]
 pub struct ApplyReport {
-    pub applied: usize,
     /// Each object as the API server stored it, in order.
     pub stored: Vec<DynamicObject>,
     /// Requests that failed transiently and were retried.
@@ -137,7 +136,6 @@ pub fn node_is_ready(node: Option<&Node>) -> bool {
 #[derive(Clone)]
 pub struct Kube {
     client: Client,
-    kubeconfig: PathBuf,
 }
 
 impl Kube {
@@ -154,14 +152,7 @@ impl Kube {
                 .map_err(|e| fail(e.to_string()))?;
         config.connect_timeout = Some(Duration::from_secs(5));
         let client = Client::try_from(config).map_err(|e| fail(e.to_string()))?;
-        Ok(Self {
-            client,
-            kubeconfig: path.to_path_buf(),
-        })
-    }
-
-    pub fn kubeconfig(&self) -> &Path {
-        &self.kubeconfig
+        Ok(Self { client })
     }
 
     pub fn client(&self) -> &Client {
@@ -192,11 +183,6 @@ impl Kube {
     pub async fn server_version(&self) -> Result<String, KubeError> {
         let info = timed("get", "/version", self.client.apiserver_version()).await?;
         Ok(info.git_version)
-    }
-
-    pub async fn node(&self, name: &str) -> Result<Node, KubeError> {
-        let api: Api<Node> = Api::all(self.client.clone());
-        timed("get", &format!("Node {name}"), api.get(name)).await
     }
 
     /// Server-side apply of one object under [`FIELD_MANAGER`], forcing ownership: pangeod's
@@ -250,7 +236,6 @@ impl Kube {
             loop {
                 match self.apply_desired(desired).await {
                     Ok(stored) => {
-                        report.applied += 1;
                         report.stored.push(stored);
                         break;
                     }
