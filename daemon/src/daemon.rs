@@ -68,6 +68,7 @@ pub async fn run(config_path: PathBuf) -> Result<(), DaemonError> {
     let directory = DirectorySync::new(state.clone());
     let k3s = crate::k3s::K3sRuntime::default();
     let components = crate::components::Tracker::default();
+    let hub = crate::hub::HubSync::new(state.clone(), k3s.clone());
     let (runner, boot) = BootRunner::new(
         config_path.clone(),
         state.clone(),
@@ -105,6 +106,7 @@ pub async fn run(config_path: PathBuf) -> Result<(), DaemonError> {
     };
     let app = AppState {
         directory: directory.clone(),
+        hub: hub.clone(),
         boot: boot.clone(),
         k3s: k3s.clone(),
         components: components.clone(),
@@ -137,6 +139,8 @@ pub async fn run(config_path: PathBuf) -> Result<(), DaemonError> {
         boot.config.clone(),
         heartbeats.clone(),
     ));
+    let hub_loop =
+        tokio::spawn(hub.run_loop(boot.config.clone(), directory.status(), heartbeats.clone()));
     heartbeats.beat(API_LOOP);
     let probe = tokio::spawn(probe_api(paths.api.socket.clone(), heartbeats.clone()));
     let watchdog = systemd::watchdog_interval().map(|interval| {
@@ -167,8 +171,12 @@ pub async fn run(config_path: PathBuf) -> Result<(), DaemonError> {
         watchdog.abort();
     }
     // Steps are idempotent and persisted, so a step cut short resumes on the next start.
-    runner.abort();
-    sync_loop.abort();
+    // abort() only asks; a task in the middle of a poll (on another worker) finishes that
+    // poll first, so wait for each to be gone before the last event is written.
+    for task in [runner, sync_loop, hub_loop] {
+        task.abort();
+        let _ = tokio::time::timeout(SHUTDOWN_BOUND, task).await;
+    }
     // A child k3s stops with pangeod; a k3s unit keeps running.
     if tokio::time::timeout(K3S_STOP_BOUND, k3s.shutdown())
         .await

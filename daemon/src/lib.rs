@@ -9,6 +9,7 @@ pub mod components;
 pub mod config;
 pub mod daemon;
 pub mod directory;
+pub mod hub;
 pub mod k3s;
 pub mod k8s;
 pub mod logging;

@@ -4,9 +4,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // Tests fail loudly by design.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use pangeod::config::{Config, Layer};
@@ -69,30 +68,7 @@ admin_users = ["admin"]
 
     /// Changes the directory as Directory Manager, with all plugins live.
     fn modify(&self, ldif: &str) {
-        let mut child = Command::new("ldapmodify")
-            .args([
-                "-x",
-                "-H",
-                self.get("LDAP_URI"),
-                "-D",
-                self.get("LDAP_DM_DN"),
-                "-w",
-                self.get("LDAP_DM_PASSWORD"),
-            ])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(ldif.as_bytes())
-            .unwrap();
-        assert!(
-            child.wait().unwrap().success(),
-            "ldapmodify failed:\n{ldif}"
-        );
+        common::ldap_modify(&self.env, ldif);
     }
 
     fn script(&self, name: &str, args: &[&str]) {

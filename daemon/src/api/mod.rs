@@ -48,6 +48,7 @@ pub struct AppState {
     pub k3s: crate::k3s::K3sRuntime,
     pub components: crate::components::Tracker,
     pub directory: crate::directory::DirectorySync,
+    pub hub: crate::hub::HubSync,
     pub state: Arc<State>,
     pub config_path: PathBuf,
     pub started: Instant,

@@ -38,6 +38,10 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(metrics))
         .routes(routes!(super::users::list_users))
         .routes(routes!(super::users::get_user))
+        .routes(routes!(
+            super::users::start_server,
+            super::users::stop_server
+        ))
         .routes(routes!(super::users::sync_overview, super::users::sync_now))
         .routes(routes!(super::users::confirm_sync))
         .routes(routes!(
@@ -99,6 +103,8 @@ pub struct Status {
     /// k3s: the mode, the process, the bundle, the API server version and the node's conditions.
     pub k3s: crate::k3s::K3sStatus,
     pub directory: crate::directory::SyncStatus,
+    /// The hub sync: the hub's API and version, the last run and its error.
+    pub hub: crate::hub::HubStatus,
     /// The TCP listener for the portal, when configured.
     pub api_listener: Option<TcpListenerInfo>,
 }
@@ -118,6 +124,7 @@ async fn status(Extract(app): Extract<AppState>) -> Json<Status> {
         api_listener: app.tcp.clone(),
         k3s: app.k3s.snapshot(),
         directory: app.directory.status().borrow().clone(),
+        hub: app.hub.status(),
     })
 }
 

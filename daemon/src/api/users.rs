@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::directory::{SyncReport, SyncStatus};
+use crate::hub::{HubClient, HubError, HubUser, ServerOutcome};
 use crate::state::{SyncRun, UserRecord, UserState};
 
 use super::auth::Actor;
@@ -37,9 +38,83 @@ impl<'de> Deserialize<'de> for UserState {
 
 #[derive(Serialize, ToSchema)]
 pub struct UsersPage {
-    pub users: Vec<UserRecord>,
+    pub users: Vec<UserView>,
     /// Pass as `after` for the next page; null on the last page.
     pub next_after: Option<String>,
+    /// Why the hub's view is missing (the hub is down, or not installed yet).
+    pub hub_error: Option<String>,
+}
+
+/// A user as the directory sync knows them, with the hub's view.
+#[derive(Serialize, ToSchema)]
+pub struct UserView {
+    #[serde(flatten)]
+    pub user: UserRecord,
+    /// The hub's view; null when the hub has no such user or could not be asked.
+    pub hub: Option<HubView>,
+}
+
+/// What the hub says about a user.
+#[derive(Serialize, ToSchema)]
+pub struct HubView {
+    /// The hub's admin flag (pangeod keeps it equal to `admin_sources` being non-empty).
+    pub admin: bool,
+    /// `running`, `starting`, `stopping` or `stopped`.
+    pub server: String,
+    pub last_activity: Option<String>,
+}
+
+impl From<&HubUser> for HubView {
+    fn from(user: &HubUser) -> Self {
+        Self {
+            admin: user.admin,
+            server: user.server_state().to_string(),
+            last_activity: user.last_activity.clone(),
+        }
+    }
+}
+
+/// The hub client for the config in force, or 503 naming why there is none.
+async fn hub_client(app: &AppState) -> Result<HubClient, Problem> {
+    let config = app.boot.config.borrow().clone().ok_or_else(|| {
+        Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no-config",
+            "No valid config",
+            "there is no valid config yet; see pangeoctl status",
+        )
+    })?;
+    app.hub.client(&config).await.map_err(hub_problem)
+}
+
+/// Hub errors as problems: a hub that is down or not installed is 503, with the reason.
+pub(super) fn hub_problem(error: HubError) -> Problem {
+    let (status, code, title) = match &error {
+        HubError::Unreachable { .. } | HubError::Timeout { .. } | HubError::Config(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "hub-unavailable",
+            "The hub is unavailable",
+        ),
+        HubError::Status { status, .. } if *status >= 500 => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "hub-unavailable",
+            "The hub is unavailable",
+        ),
+        HubError::Unauthorized { .. } => (
+            StatusCode::BAD_GATEWAY,
+            "hub-refused",
+            "The hub refused pangeod",
+        ),
+        HubError::NotFound { .. } => (
+            StatusCode::NOT_FOUND,
+            "hub-user-missing",
+            "Not a hub user yet",
+        ),
+        HubError::Status { .. } | HubError::Decode { .. } => {
+            (StatusCode::BAD_GATEWAY, "hub-error", "The hub failed")
+        }
+    };
+    Problem::new(status, code, title, error.to_string())
 }
 
 async fn blocking<T: Send + 'static>(
@@ -76,7 +151,164 @@ pub async fn list_users(
     let next_after = (users.len() == limit as usize)
         .then(|| users.last().map(|u| u.name.clone()))
         .flatten();
-    Ok(Json(UsersPage { users, next_after }))
+    // The hub's view: one listing (200 users a request), bounded so a slow hub cannot hold the
+    // directory's view hostage.
+    let hub = match hub_client(&app).await {
+        Ok(client) => match tokio::time::timeout(HUB_VIEW_TIMEOUT, client.users()).await {
+            Ok(Ok(users)) => Ok(users),
+            Ok(Err(error)) => Err(error.to_string()),
+            Err(_) => Err(format!(
+                "the hub did not list its users within {HUB_VIEW_TIMEOUT:?}"
+            )),
+        },
+        Err(problem) => Err(problem.detail),
+    };
+    let (by_name, hub_error) = match hub {
+        Ok(list) => (
+            list.into_iter()
+                .map(|u| (u.name.clone(), u))
+                .collect::<std::collections::HashMap<_, _>>(),
+            None,
+        ),
+        Err(error) => (Default::default(), Some(error)),
+    };
+    let users = users
+        .into_iter()
+        .map(|user| UserView {
+            hub: by_name.get(&user.name).map(HubView::from),
+            user,
+        })
+        .collect();
+    Ok(Json(UsersPage {
+        users,
+        next_after,
+        hub_error,
+    }))
+}
+
+const HUB_VIEW_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// What a server request did.
+#[derive(Serialize, ToSchema)]
+pub struct ServerChange {
+    pub user: String,
+    /// `done`: started (ready) or stopped; `already`: it already was; `pending`: still
+    /// starting or stopping after the request's wait (poll GET /v1/users).
+    pub outcome: String,
+    /// The server's state as the hub reports it now.
+    pub server: String,
+}
+
+/// How long a server request waits for the hub before answering 202.
+const SERVER_WAIT: std::time::Duration = std::time::Duration::from_secs(6);
+
+/// An active member, or 404 (unknown) / 409 (removed or disabled).
+async fn active_member(app: &AppState, name: &str) -> Result<String, Problem> {
+    let lookup = name.to_lowercase();
+    let state = app.state.clone();
+    let user = {
+        let lookup = lookup.clone();
+        blocking(move || state.user(&lookup)).await?
+    };
+    match user {
+        None => Err(unknown_user(name)),
+        Some(user) if user.state != UserState::Active => Err(Problem::new(
+            StatusCode::CONFLICT,
+            "user-not-active",
+            "User not active",
+            format!(
+                "{name} is {} in the directory and may not run a server; re-enable them in FreeIPA",
+                user.state.as_str()
+            ),
+        )),
+        Some(_) => Ok(lookup),
+    }
+}
+
+async fn server_change(
+    app: &AppState,
+    name: &str,
+    start: bool,
+) -> Result<(StatusCode, Json<ServerChange>), Problem> {
+    let user = active_member(app, name).await?;
+    let client = hub_client(app).await?;
+    let outcome = if start {
+        client.start_server(&user, SERVER_WAIT).await
+    } else {
+        client.stop_server(&user, SERVER_WAIT).await
+    };
+    let outcome = match outcome {
+        Ok(outcome) => outcome,
+        Err(HubError::NotFound { .. }) => {
+            return Err(Problem::new(
+                StatusCode::CONFLICT,
+                "hub-user-missing",
+                "Not a hub user yet",
+                format!(
+                    "{user} is a member but not yet a hub user; pangeod adds them at the next hub sync (see pangeoctl status)"
+                ),
+            ));
+        }
+        Err(error) => return Err(hub_problem(error)),
+    };
+    let server = match client.user(&user).await {
+        Ok(Some(hub_user)) => hub_user.server_state().to_string(),
+        Ok(None) => "stopped".to_string(),
+        Err(error) => return Err(hub_problem(error)),
+    };
+    let (status, outcome) = match outcome {
+        ServerOutcome::Done => (StatusCode::OK, "done"),
+        ServerOutcome::Already => (StatusCode::OK, "already"),
+        ServerOutcome::Pending => (StatusCode::ACCEPTED, "pending"),
+    };
+    if status == StatusCode::OK {
+        let state = app.state.clone();
+        let action = if start {
+            "server.started"
+        } else {
+            "server.stopped"
+        };
+        let details = serde_json::json!({ "user": user, "outcome": outcome });
+        let _ = blocking(move || state.record_event("api", action, details)).await;
+    }
+    Ok((
+        status,
+        Json(ServerChange {
+            user,
+            outcome: outcome.to_string(),
+            server,
+        }),
+    ))
+}
+
+/// Starts a member's notebook server through the hub; 202 while it is still starting.
+#[utoipa::path(post, path = "/v1/users/{name}/server", tag = "users", params(("name" = String, Path)), responses(
+    (status = 200, body = ServerChange, description = "running"),
+    (status = 202, body = ServerChange, description = "still starting"),
+    (status = 404, body = Problem, content_type = "application/problem+json", description = "not known from the directory"),
+    (status = 409, body = Problem, content_type = "application/problem+json", description = "removed or disabled, or not yet a hub user"),
+    (status = 503, body = Problem, content_type = "application/problem+json", description = "the hub is down")
+))]
+pub async fn start_server(
+    Extract(app): Extract<AppState>,
+    Path(name): Path<String>,
+) -> Result<(StatusCode, Json<ServerChange>), Problem> {
+    server_change(&app, &name, true).await
+}
+
+/// Stops a member's notebook server; 202 while it is still stopping. The home volume stays.
+#[utoipa::path(delete, path = "/v1/users/{name}/server", tag = "users", params(("name" = String, Path)), responses(
+    (status = 200, body = ServerChange, description = "stopped"),
+    (status = 202, body = ServerChange, description = "still stopping"),
+    (status = 404, body = Problem, content_type = "application/problem+json", description = "not known from the directory"),
+    (status = 409, body = Problem, content_type = "application/problem+json", description = "removed or disabled, or not yet a hub user"),
+    (status = 503, body = Problem, content_type = "application/problem+json", description = "the hub is down")
+))]
+pub async fn stop_server(
+    Extract(app): Extract<AppState>,
+    Path(name): Path<String>,
+) -> Result<(StatusCode, Json<ServerChange>), Problem> {
+    server_change(&app, &name, false).await
 }
 
 fn unknown_user(name: &str) -> Problem {
@@ -225,6 +457,7 @@ pub async fn grant_admin(
         let lookup = lookup.clone();
         blocking(move || state.set_api_admin(&lookup, true, &who)).await?
     };
+    app.hub.kick();
     Ok(Json(AdminChange {
         user: lookup,
         changed,
@@ -249,6 +482,7 @@ pub async fn revoke_admin(
         let lookup = lookup.clone();
         blocking(move || state.set_api_admin(&lookup, false, &who)).await?
     };
+    app.hub.kick();
     if !changed {
         return Err(Problem::new(
             StatusCode::NOT_FOUND,

@@ -80,6 +80,22 @@ enum Command {
         #[command(subcommand)]
         action: AdminAction,
     },
+    /// Active members with their notebook server's state, as the hub reports it.
+    Servers {
+        #[arg(long, default_value_t = 1000)]
+        limit: u32,
+    },
+    /// Start or stop a member's notebook server (the home volume stays).
+    Server {
+        #[command(subcommand)]
+        action: ServerAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum ServerAction {
+    Start { name: String },
+    Stop { name: String },
 }
 
 #[derive(Subcommand)]
@@ -240,6 +256,17 @@ fn request_for(command: &Command) -> Result<(Method, String, Option<Vec<u8>>), S
         Command::Admins {
             action: AdminAction::Remove { name },
         } => (Method::DELETE, format!("/v1/admins/{name}"), None),
+        Command::Servers { limit } => (
+            Method::GET,
+            format!("/v1/users?state=active&limit={limit}"),
+            None,
+        ),
+        Command::Server {
+            action: ServerAction::Start { name },
+        } => (Method::POST, format!("/v1/users/{name}/server"), None),
+        Command::Server {
+            action: ServerAction::Stop { name },
+        } => (Method::DELETE, format!("/v1/users/{name}/server"), None),
         Command::Events { limit, before } => {
             let mut path = format!("/v1/events?limit={limit}");
             if let Some(before) = before {
@@ -360,6 +387,16 @@ fn render(command: &Command, json: &Value) -> String {
                     step["message"].as_str().unwrap_or_default()
                 ));
             }
+            let hub = &json["hub"];
+            match (hub["last_error"].as_str(), hub["last_success_at"].as_str()) {
+                (Some(error), _) => out.push_str(&format!("hub sync: {error}\n")),
+                (None, Some(at)) => out.push_str(&format!(
+                    "hub sync: {} {} at {at}\n",
+                    hub["api_url"].as_str().unwrap_or_default(),
+                    hub["version"].as_str().unwrap_or_default()
+                )),
+                (None, None) => {}
+            }
             if let Some(listener) = json["api_listener"].as_object() {
                 out.push_str(&format!(
                     "api listener: {} (TLS fingerprint {})\n",
@@ -448,6 +485,29 @@ fn render(command: &Command, json: &Value) -> String {
             if let Some(error) = run["error"].as_str() {
                 out.push_str(&format!("error: {error}\n"));
             }
+        }
+        Command::Servers { .. } => {
+            if let Some(error) = json["hub_error"].as_str() {
+                out.push_str(&format!("the hub's view is missing: {error}\n"));
+            }
+            for user in json["users"].as_array().into_iter().flatten() {
+                let hub = &user["hub"];
+                out.push_str(&format!(
+                    "{:<24} {:<9} {:<6} {}\n",
+                    user["name"].as_str().unwrap_or_default(),
+                    hub["server"].as_str().unwrap_or("-"),
+                    if hub["admin"] == true { "admin" } else { "" },
+                    hub["last_activity"].as_str().unwrap_or("-"),
+                ));
+            }
+        }
+        Command::Server { .. } => {
+            out.push_str(&format!(
+                "{}: {} (server {})\n",
+                json["user"].as_str().unwrap_or_default(),
+                json["outcome"].as_str().unwrap_or_default(),
+                json["server"].as_str().unwrap_or_default()
+            ));
         }
         Command::Admins { .. } => {
             out.push_str(&format!(

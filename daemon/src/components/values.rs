@@ -143,12 +143,11 @@ pub fn jupyterhub(config: &Config, secrets: &Secrets, directory: &DirectoryMater
                     "url": format!("http://traefik-{GATEWAY_RELEASE}"),
                 },
             },
+            // Only the admin role may set users' admin flags. The role lists services only, so
+            // the hub keeps the users' admin flags in its database across restarts (it would
+            // reset them to a configured users list), and pangeod sets them.
             "loadRoles": {
-                "pangeo-appliance": {
-                    "description": "pangeod: keeps users, admins and servers equal to the directory",
-                    "scopes": ["admin:users", "admin:servers", "tokens", "read:hub", "admin-ui", "groups"],
-                    "services": ["pangeo-appliance"],
-                },
+                "admin": { "services": ["pangeo-appliance"] },
             },
         },
         "proxy": {

@@ -49,7 +49,15 @@ pub(crate) const KNOWN_KEYS: &[(&str, &[(&str, &str)])] = &[
             ("sync_interval_seconds", "an integer"),
         ],
     ),
-    ("hub", &[("admin_users", "an array of strings")]),
+    (
+        "hub",
+        &[
+            ("admin_users", "an array of strings"),
+            ("api_url", "a string"),
+            ("api_token_file", "a string"),
+            ("ca_file", "a string"),
+        ],
+    ),
     (
         "api",
         &[

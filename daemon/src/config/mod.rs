@@ -106,6 +106,13 @@ pub struct FreeIpa {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Hub {
     pub admin_users: Vec<String>,
+    /// The hub's API as pangeod reaches it; unset, the chart's `hub` Service in the cluster.
+    pub api_url: Option<String>,
+    /// The `pangeo-appliance` service token for `api_url`; unset, the one pangeod generated
+    /// for the chart.
+    pub api_token_file: Option<PathBuf>,
+    /// The CA of an https `api_url`.
+    pub ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -74,6 +74,9 @@ struct RawFreeIpa {
 #[serde(default, deny_unknown_fields)]
 struct RawHub {
     admin_users: Option<Vec<String>>,
+    api_url: Option<String>,
+    api_token_file: Option<String>,
+    ca_file: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -356,6 +359,34 @@ pub(crate) fn validate(raw: RawConfig, origins: &Origins) -> Result<Config, Vec<
         }
     }
 
+    let api_url = match raw.hub.api_url {
+        Some(url) if !(url.starts_with("http://") || url.starts_with("https://")) => {
+            c.fail(
+                "hub.api_url",
+                format!("\"{url}\" is not an http(s) URL"),
+                "give the hub's API, for example \"http://127.0.0.1:8081/hub/api\", or remove it to use the chart's hub Service",
+            );
+            None
+        }
+        Some(url) if !url.trim_end_matches('/').ends_with("/hub/api") => {
+            c.fail(
+                "hub.api_url",
+                format!("\"{url}\" does not end in /hub/api"),
+                "give the hub's API path, for example \"http://127.0.0.1:8081/hub/api\"",
+            );
+            None
+        }
+        url => url,
+    };
+    let api_token_file = raw
+        .hub
+        .api_token_file
+        .map(|file| c.readable_file("hub.api_token_file", Some(file), None));
+    let hub_ca_file = raw
+        .hub
+        .ca_file
+        .map(|file| c.readable_file("hub.ca_file", Some(file), Some("BEGIN CERTIFICATE")));
+
     let (api, daemon) = plumbing(&mut c, raw.api, raw.daemon);
     let k3s = K3s {
         mode: raw.k3s.mode.unwrap_or(K3sMode::Auto),
@@ -379,7 +410,12 @@ pub(crate) fn validate(raw: RawConfig, origins: &Origins) -> Result<Config, Vec<
         notebook,
         dask,
         freeipa,
-        hub: Hub { admin_users },
+        hub: Hub {
+            admin_users,
+            api_url,
+            api_token_file,
+            ca_file: hub_ca_file,
+        },
         api,
         daemon,
         k3s,

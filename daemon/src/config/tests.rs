@@ -362,6 +362,9 @@ ca_file = "ipa-ca.pem"
 sync_interval_seconds = 60
 [hub]
 admin_users = ["alice", "bob"]
+api_url = "http://127.0.0.1:8081/hub/api"
+api_token_file = "ipa-password"
+ca_file = "ipa-ca.pem"
 [api]
 socket = "run/admin.sock"
 socket_group = "pangeo-admins"
@@ -387,7 +390,7 @@ kubeconfig = "kube/config"
     for (_, keys) in layers::KNOWN_KEYS {
         keys_seen += keys.len();
     }
-    assert_eq!(keys_seen, 31, "update this test when adding a key");
+    assert_eq!(keys_seen, 34, "update this test when adding a key");
     assert_eq!(config.k3s.mode, crate::config::K3sMode::External);
     assert_eq!(config.k3s.binary, f.dir.path().join("bin/k3s"));
     assert_eq!(config.k3s.kubeconfig, f.dir.path().join("kube/config"));
@@ -415,6 +418,15 @@ kubeconfig = "kube/config"
     assert_eq!(config.freeipa.bind_dn, "uid=x,dc=a,dc=b");
     assert_eq!(config.freeipa.sync_interval_seconds, 60);
     assert_eq!(config.hub.admin_users, ["alice", "bob"]);
+    assert_eq!(
+        config.hub.api_url.as_deref(),
+        Some("http://127.0.0.1:8081/hub/api")
+    );
+    assert_eq!(
+        config.hub.api_token_file,
+        Some(f.dir.path().join("ipa-password"))
+    );
+    assert_eq!(config.hub.ca_file, Some(f.dir.path().join("ipa-ca.pem")));
     assert_eq!(config.api.socket, f.dir.path().join("run/admin.sock"));
     assert_eq!(config.api.socket_group.as_deref(), Some("pangeo-admins"));
     assert_eq!(
@@ -547,4 +559,24 @@ fn bootstrap_reads_plumbing_even_when_the_platform_config_is_broken() {
     // The drop-in has an unknown key elsewhere, but its [api] section is still read.
     assert_eq!(boot.api.socket_group.as_deref(), Some("admins"));
     assert_eq!(boot.names, ["192.0.2.10"]);
+}
+
+#[test]
+fn a_hub_api_url_must_be_the_hubs_api() {
+    let f = Fixture::new();
+    f.write_main(&format!(
+        "{}[hub]\napi_url = \"http://127.0.0.1:8081/\"\n",
+        Fixture::valid_main()
+    ));
+    let error = f.load().unwrap_err().to_string();
+    assert!(
+        error.contains("hub.api_url") && error.contains("does not end in /hub/api"),
+        "{error}"
+    );
+    f.write_main(&format!(
+        "{}[hub]\napi_url = \"hub:8081/hub/api\"\n",
+        Fixture::valid_main()
+    ));
+    let error = f.load().unwrap_err().to_string();
+    assert!(error.contains("is not an http(s) URL"), "{error}");
 }

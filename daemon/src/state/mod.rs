@@ -178,6 +178,34 @@ impl State {
         Ok(conn.last_insert_rowid())
     }
 
+    /// Several events of one actor, in one transaction.
+    pub fn record_events(
+        &self,
+        actor: &str,
+        events: &[(&str, serde_json::Value)],
+    ) -> Result<(), StateError> {
+        let at = now();
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(|e| self.err(e))?;
+        {
+            let mut stmt = tx
+                .prepare_cached(
+                    "INSERT INTO events (at, actor, action, details) VALUES (?1, ?2, ?3, ?4)",
+                )
+                .map_err(|e| self.err(e))?;
+            for (action, details) in events {
+                let details =
+                    serde_json::to_string(details).map_err(|source| StateError::Encode {
+                        what: "event details",
+                        source,
+                    })?;
+                stmt.execute(params![at, actor, action, details])
+                    .map_err(|e| self.err(e))?;
+            }
+        }
+        tx.commit().map_err(|e| self.err(e))
+    }
+
     /// Events newest first; `before` pages backwards through older ones.
     pub fn events(&self, before: Option<i64>, limit: u32) -> Result<Vec<Event>, StateError> {
         let conn = self.conn();

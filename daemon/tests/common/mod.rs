@@ -9,6 +9,7 @@ use hyper::Method;
 use pangeod::client;
 
 pub mod controlplane;
+pub mod hub;
 
 pub const CA: &str = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
 
@@ -293,4 +294,33 @@ pub fn step<'a>(status: &'a serde_json::Value, name: &str) -> &'a serde_json::Va
 /// runs for them; daemon/tests/directory.rs covers it against the real server.)
 pub fn booted(status: &serde_json::Value) -> bool {
     step(status, "preflight")["state"] == "done"
+}
+
+/// Changes the 389-ds fixture as Directory Manager, with all plugins live.
+pub fn ldap_modify(env: &std::collections::BTreeMap<String, String>, ldif: &str) {
+    use std::io::Write;
+    let mut child = Command::new("ldapmodify")
+        .args([
+            "-x",
+            "-H",
+            &env["LDAP_URI"],
+            "-D",
+            &env["LDAP_DM_DN"],
+            "-w",
+            &env["LDAP_DM_PASSWORD"],
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(ldif.as_bytes())
+        .unwrap();
+    assert!(
+        child.wait().unwrap().success(),
+        "ldapmodify failed:\n{ldif}"
+    );
 }

@@ -1,0 +1,230 @@
+//! The hub follows the directory: after every sync, every active member is a hub user with the
+//! computed admin flag, and a removed or disabled user has their server stopped, their tokens
+//! revoked and their hub user deleted (which ends their login cookie; the home volume stays,
+//! because KubeSpawner's `delete_pvc` is off and its name comes from the user name).
+//!
+//! Level-triggered: each run compares the user table (SQLite, written only by complete syncs)
+//! with the hub's users and makes the difference. A hub that is down delays a run; the next
+//! one, after a backoff, finds the same difference. Hub users the directory never knew are
+//! left alone.
+
+mod client;
+pub mod enforce;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tokio::sync::{Mutex, Notify, watch};
+
+pub use client::{HubClient, HubError, HubToken, HubUser, ServerOutcome};
+pub use enforce::{EnforceReport, Plan, plan};
+
+use crate::config::Config;
+use crate::state::State;
+
+/// The loop name the watchdog knows.
+pub const LOOP_NAME: &str = "hub-sync";
+/// The hub's API port inside the cluster (the chart's `hub` Service).
+pub const HUB_SERVICE_PORT: u16 = 8081;
+/// A run happens at least this often, to mend drift (an admin flag changed in the hub's UI).
+const PERIOD: Duration = Duration::from_secs(300);
+
+/// What status shows about the hub.
+#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
+pub struct HubStatus {
+    /// The API pangeod talks to.
+    pub api_url: Option<String>,
+    pub version: Option<String>,
+    pub last_run_at: Option<String>,
+    pub last_success_at: Option<String>,
+    /// Why the last run did not finish; it is retried.
+    pub last_error: Option<String>,
+    pub last_report: Option<EnforceReport>,
+}
+
+/// Keeps the hub equal to the user table, and hands out the hub client to the API.
+#[derive(Clone)]
+pub struct HubSync {
+    state: Arc<State>,
+    k3s: crate::k3s::K3sRuntime,
+    kick: Arc<Notify>,
+    status: watch::Sender<HubStatus>,
+    client: Arc<Mutex<Option<(String, HubClient)>>>,
+    run_lock: Arc<Mutex<()>>,
+}
+
+impl HubSync {
+    pub fn new(state: Arc<State>, k3s: crate::k3s::K3sRuntime) -> Self {
+        Self {
+            state,
+            k3s,
+            kick: Arc::new(Notify::new()),
+            status: watch::channel(HubStatus::default()).0,
+            client: Arc::new(Mutex::new(None)),
+            run_lock: Arc::new(Mutex::new(())),
+        }
+    }
+
+    pub fn status(&self) -> HubStatus {
+        self.status.borrow().clone()
+    }
+
+    /// Asks for a run soon (after an admin change through the API, for example).
+    pub fn kick(&self) {
+        self.kick.notify_one();
+    }
+
+    /// The hub client for this config: `hub.api_url` and `hub.api_token_file` when set (a hub
+    /// outside the cluster, as in the tests), else the chart's `hub` Service and the
+    /// `pangeo-appliance` token pangeod generated for the chart.
+    pub async fn client(&self, config: &Config) -> Result<HubClient, HubError> {
+        let api_url = match &config.hub.api_url {
+            Some(url) => url.clone(),
+            None => self.service_url().await?,
+        };
+        let token = match &config.hub.api_token_file {
+            Some(path) => std::fs::read_to_string(path)
+                .map(|t| t.trim().to_string())
+                .map_err(|e| {
+                    HubError::Config(format!(
+                        "cannot read hub.api_token_file {}: {e}; give the pangeo-appliance service's token",
+                        path.display()
+                    ))
+                })?,
+            None => {
+                crate::components::secrets(&self.state)
+                    .map_err(|e| HubError::Config(e.to_string()))?
+                    .appliance_token
+            }
+        };
+        let ca = match &config.hub.ca_file {
+            Some(path) => Some(std::fs::read(path).map_err(|e| {
+                HubError::Config(format!("cannot read hub.ca_file {}: {e}", path.display()))
+            })?),
+            None => None,
+        };
+        let key = format!("{api_url}\n{token}\n{ca:?}");
+        let mut cached = self.client.lock().await;
+        if let Some((cached_key, client)) = cached.as_ref()
+            && *cached_key == key
+        {
+            return Ok(client.clone());
+        }
+        let client = HubClient::new(&api_url, token, ca.as_deref())?;
+        *cached = Some((key, client.clone()));
+        self.status
+            .send_modify(|s| s.api_url = Some(client.api_url().to_string()));
+        Ok(client)
+    }
+
+    async fn service_url(&self) -> Result<String, HubError> {
+        use k8s_openapi::api::core::v1::Service;
+        let not_yet = |why: String| {
+            HubError::Config(format!(
+                "the hub is not installed yet ({why}); it is reached once the components step has installed JupyterHub"
+            ))
+        };
+        let kube = self
+            .k3s
+            .kube()
+            .ok_or_else(|| not_yet("Kubernetes is not up".into()))?;
+        let services: kube::Api<Service> =
+            kube::Api::namespaced(kube.client().clone(), crate::components::NAMESPACE);
+        let service = services
+            .get_opt("hub")
+            .await
+            .map_err(|e| not_yet(format!("reading Service hub: {e}")))?
+            .ok_or_else(|| not_yet("no Service hub".into()))?;
+        let ip = service
+            .spec
+            .and_then(|s| s.cluster_ip)
+            .filter(|ip| !ip.is_empty() && ip != "None")
+            .ok_or_else(|| not_yet("Service hub has no cluster IP".into()))?;
+        let host = if ip.contains(':') {
+            format!("[{ip}]")
+        } else {
+            ip
+        };
+        Ok(format!("http://{host}:{HUB_SERVICE_PORT}/hub/api"))
+    }
+
+    /// One run: makes the hub equal to the user table.
+    pub async fn enforce(&self, config: &Config) -> Result<EnforceReport, HubError> {
+        let _one_at_a_time = self.run_lock.lock().await;
+        let started_at = crate::state::now();
+        let outcome = async {
+            let client = self.client(config).await?;
+            let version = client.version().await?;
+            self.status.send_modify(|s| s.version = Some(version));
+            enforce::run(&client, &self.state).await
+        }
+        .await;
+        self.status.send_modify(|s| {
+            s.last_run_at = Some(started_at.clone());
+            match &outcome {
+                Ok(report) => {
+                    s.last_success_at = Some(started_at.clone());
+                    s.last_error = None;
+                    s.last_report = Some(report.clone());
+                }
+                Err(error) => s.last_error = Some(error.to_string()),
+            }
+        });
+        outcome
+    }
+
+    /// Runs after every directory sync, on a kick, every few minutes, and again with a backoff
+    /// while the hub is down. Beats while alive.
+    pub async fn run_loop(
+        self,
+        mut config: watch::Receiver<Option<Arc<Config>>>,
+        mut synced: watch::Receiver<crate::directory::SyncStatus>,
+        heartbeats: crate::systemd::Heartbeats,
+    ) {
+        let mut beat = tokio::time::interval(Duration::from_secs(1));
+        let mut backoff = Duration::from_secs(2);
+        let mut next = Instant::now();
+        loop {
+            heartbeats.beat(LOOP_NAME);
+            tokio::select! {
+                _ = beat.tick() => continue,
+                () = tokio::time::sleep_until(next.into()) => {}
+                () = self.kick.notified() => {}
+                changed = synced.changed() => if changed.is_err() { return },
+                changed = config.changed() => if changed.is_err() { return },
+            }
+            let Some(current) = config.borrow().clone() else {
+                next = Instant::now() + Duration::from_secs(5);
+                continue;
+            };
+            let run = self.enforce(&current);
+            tokio::pin!(run);
+            let outcome = loop {
+                tokio::select! {
+                    outcome = &mut run => break outcome,
+                    _ = beat.tick() => heartbeats.beat(LOOP_NAME),
+                }
+            };
+            match outcome {
+                Ok(report) => {
+                    backoff = Duration::from_secs(2);
+                    next = Instant::now() + PERIOD;
+                    if report.failed > 0 {
+                        next = Instant::now() + Duration::from_secs(10);
+                    }
+                }
+                Err(error) => {
+                    match &error {
+                        HubError::Config(_) => tracing::debug!(%error, "hub sync waits"),
+                        _ => {
+                            tracing::warn!(%error, retry_in = ?backoff, "hub sync failed; nothing is lost, it is retried")
+                        }
+                    }
+                    next = Instant::now() + backoff;
+                    backoff = (backoff * 2).min(Duration::from_secs(60));
+                }
+            }
+        }
+    }
+}

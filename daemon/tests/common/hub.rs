@@ -1,0 +1,146 @@
+//! The real JupyterHub fixture (integration-tests/fixtures/hub), started by its own scripts
+//! with the hub config pangeod renders, logging in against the 389-ds fixture.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+pub fn fixture_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../integration-tests/fixtures/hub")
+}
+
+pub struct HubFixture {
+    pub dir: tempfile::TempDir,
+    pub env: BTreeMap<String, String>,
+}
+
+impl HubFixture {
+    /// Starts proxy, gateway and hub on `config_py`; None (SKIPPED) when the venv cannot be
+    /// had, a failure when PANGEO_REQUIRE_FIXTURES is set.
+    pub fn start(config_py: &Path) -> Option<Self> {
+        let dir = tempfile::Builder::new()
+            .prefix("pangeo-hub-test.")
+            .tempdir()
+            .unwrap();
+        let status = Command::new(fixture_dir().join("start.sh"))
+            .arg(dir.path())
+            .arg(config_py)
+            .status()
+            .unwrap();
+        match status.code() {
+            Some(0) => {}
+            Some(3) if std::env::var("PANGEO_REQUIRE_FIXTURES").is_err() => {
+                eprintln!("SKIPPED: the hub fixture cannot be installed here (see above)");
+                return None;
+            }
+            other => panic!("the hub fixture did not start: {other:?}"),
+        }
+        let env = std::fs::read_to_string(dir.path().join("env"))
+            .unwrap()
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Some(Self { dir, env })
+    }
+
+    pub fn get(&self, key: &str) -> &str {
+        self.env
+            .get(key)
+            .map(String::as_str)
+            .unwrap_or_else(|| panic!("{key} missing from the hub fixture's env"))
+    }
+
+    /// `stop`, `start` or `restart` of the hub process alone (database, ports and tokens kept).
+    pub fn hub_process(&self, action: &str) {
+        let status = Command::new(fixture_dir().join("hub-process.sh"))
+            .arg(self.dir.path())
+            .arg(action)
+            .status()
+            .unwrap();
+        assert!(status.success(), "hub-process.sh {action} failed");
+    }
+
+    /// A file holding the `pangeo-appliance` service's token, for `hub.api_token_file`.
+    pub fn token_file(&self, dir: &Path) -> PathBuf {
+        let path = dir.join("hub-token");
+        std::fs::write(&path, format!("{}\n", self.get("HUB_ADMIN_TOKEN"))).unwrap();
+        path
+    }
+
+    /// Logs in through the login form (XSRF cookie and field, as a browser does) and returns
+    /// the cookie jar when the hub let the user in.
+    pub fn login(&self, user: &str, password: &str, jar: &Path) -> Option<PathBuf> {
+        let url = self.get("HUB_URL");
+        let _ = std::fs::remove_file(jar);
+        let got = Command::new("curl")
+            .args(["-s", "--max-time", "10", "-o", "/dev/null", "-c"])
+            .arg(jar)
+            .arg("-b")
+            .arg(jar)
+            .arg(format!("{url}/hub/login"))
+            .status()
+            .unwrap();
+        assert!(got.success(), "GET /hub/login failed");
+        let jar_text = std::fs::read_to_string(jar).unwrap_or_default();
+        let xsrf = jar_text
+            .lines()
+            .filter_map(|l| {
+                let fields: Vec<&str> = l.split('\t').collect();
+                (fields.len() >= 7 && fields[5] == "_xsrf").then(|| fields[6].to_string())
+            })
+            .next()
+            .unwrap_or_default();
+        let output = Command::new("curl")
+            .args([
+                "-s",
+                "--max-time",
+                "20",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+            ])
+            .arg("-c")
+            .arg(jar)
+            .arg("-b")
+            .arg(jar)
+            .args(["--data-urlencode", &format!("username={user}")])
+            .args(["--data-urlencode", &format!("password={password}")])
+            .args(["--data-urlencode", &format!("_xsrf={xsrf}")])
+            .arg(format!("{url}/hub/login?next="))
+            .output()
+            .unwrap();
+        let code = String::from_utf8_lossy(&output.stdout).to_string();
+        let jar_text = std::fs::read_to_string(jar).unwrap_or_default();
+        (code == "302" && jar_text.contains("jupyterhub-hub-login")).then(|| jar.to_path_buf())
+    }
+
+    /// The status of a GET of `path` (under the hub's URL) with a login cookie jar.
+    pub fn get_with_cookie(&self, path: &str, jar: &Path) -> u16 {
+        let output = Command::new("curl")
+            .args([
+                "-s",
+                "--max-time",
+                "10",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+            ])
+            .arg("-b")
+            .arg(jar)
+            .arg(format!("{}{path}", self.get("HUB_URL")))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&output.stdout).parse().unwrap_or(0)
+    }
+}
+
+impl Drop for HubFixture {
+    fn drop(&mut self) {
+        let _ = Command::new(fixture_dir().join("stop.sh"))
+            .arg(self.dir.path())
+            .status();
+    }
+}

@@ -1,0 +1,478 @@
+//! The hub follows the directory, against real servers: the FreeIPA-shaped 389-ds fixture
+//! (started once by the test command, LDAP_WORKDIR), and a real JupyterHub,
+//! configurable-http-proxy and dask-gateway-server started here by the hub fixture's scripts
+//! on the hub config pangeod renders. pangeod runs as its own process with
+//! `hub.api_url`/`hub.api_token_file` pointing at the fixture's hub.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Tests fail loudly by design.
+
+use std::collections::BTreeMap;
+use std::process::Command;
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use hyper::Method;
+use serde_json::Value;
+
+mod common;
+
+use common::hub::HubFixture;
+
+/// One hub, one daemon and one directory at a time.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+struct Setup {
+    ldap: BTreeMap<String, String>,
+    hub: HubFixture,
+    daemon: common::TestDaemon,
+    _serial: MutexGuard<'static, ()>,
+}
+
+fn setup() -> Option<Setup> {
+    let serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let ldap = common::ldap_env()?;
+    let mut daemon = common::TestDaemon::new("");
+    daemon.write_main(&common::TestDaemon::ldap_main_text(&ldap));
+    // The hub runs the config pangeod renders from this very config.
+    let layer = pangeod::config::Layer::from_str(
+        "pangeod.toml",
+        Some(daemon.dir.path().to_path_buf()),
+        &std::fs::read_to_string(daemon.config_path()).unwrap(),
+    )
+    .unwrap();
+    let config = pangeod::config::Config::from_layers(&[layer], &Default::default()).unwrap();
+    let config_py = daemon.dir.path().join("jupyterhub_config.py");
+    std::fs::write(
+        &config_py,
+        pangeod::components::values::hub_config_py(&config),
+    )
+    .unwrap();
+    let hub = HubFixture::start(&config_py)?;
+    let token_file = hub.token_file(daemon.dir.path());
+    daemon.write_dropin(
+        "50-hub.toml",
+        &format!(
+            "[hub]\napi_url = \"{}\"\napi_token_file = \"{}\"\n",
+            hub.get("HUB_API_URL"),
+            token_file.display()
+        ),
+    );
+    daemon.start();
+    Some(Setup {
+        ldap,
+        hub,
+        daemon,
+        _serial: serial,
+    })
+}
+
+impl Setup {
+    fn user_dn(&self, uid: &str) -> String {
+        format!("uid={uid},{}", self.ldap["LDAP_USERS_DN"])
+    }
+
+    fn group_dn(&self, cn: &str) -> String {
+        format!("cn={cn},{}", self.ldap["LDAP_GROUPS_DN"])
+    }
+
+    /// Adds (true) or removes a user as a direct member of a group.
+    fn membership(&self, group: &str, uid: &str, add: bool) {
+        common::ldap_modify(
+            &self.ldap,
+            &format!(
+                "dn: {}\nchangetype: modify\n{}: member\nmember: {}\n",
+                self.group_dn(group),
+                if add { "add" } else { "delete" },
+                self.user_dn(uid)
+            ),
+        );
+    }
+
+    /// The hub's API as the `pangeo-appliance` service (curl: the tests check the hub, not
+    /// pangeod's client). Returns the status and the JSON body.
+    fn hub_api(&self, method: &str, path: &str, token: &str, body: Option<&str>) -> (u16, Value) {
+        let mut command = Command::new("curl");
+        command
+            .args([
+                "-s",
+                "--max-time",
+                "30",
+                "-w",
+                "\n%{http_code}",
+                "-X",
+                method,
+            ])
+            .args(["-H", &format!("Authorization: token {token}")]);
+        if let Some(body) = body {
+            command.args(["-H", "Content-Type: application/json", "--data", body]);
+        }
+        let output = command
+            .arg(format!("{}{path}", self.hub.get("HUB_API_URL")))
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&output.stdout).to_string();
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+        (
+            code.trim().parse().unwrap_or(0),
+            serde_json::from_str(body).unwrap_or(Value::Null),
+        )
+    }
+
+    fn admin_token(&self) -> String {
+        self.hub.get("HUB_ADMIN_TOKEN").to_string()
+    }
+
+    /// The hub's user, or None.
+    fn hub_user(&self, name: &str) -> Option<Value> {
+        let (code, user) =
+            self.hub_api("GET", &format!("/users/{name}"), &self.admin_token(), None);
+        match code {
+            200 => Some(user),
+            404 => None,
+            other => panic!("GET /users/{name} answered {other}: {user}"),
+        }
+    }
+
+    /// Polls until `check` holds, printing what it waited for.
+    fn eventually(&self, what: &str, within: Duration, check: impl Fn() -> bool) {
+        let started = Instant::now();
+        while started.elapsed() < within {
+            if check() {
+                eprintln!("{what}: after {:?}", started.elapsed());
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!(
+            "{what}: not within {within:?}; pangeod's hub status: {:#}",
+            self.daemon.get_json("/v1/status")["hub"]
+        );
+    }
+
+    fn sync(&self) {
+        let report = self
+            .daemon
+            .request(Method::POST, "/v1/sync", &[], None)
+            .json()
+            .unwrap();
+        assert_eq!(report["run"]["outcome"], "applied", "{report}");
+    }
+
+    /// A new API token for `user`, made by the admin service.
+    fn user_token(&self, user: &str) -> String {
+        let (code, token) = self.hub_api(
+            "POST",
+            &format!("/users/{user}/tokens"),
+            &self.admin_token(),
+            Some(r#"{"note": "test"}"#),
+        );
+        assert_eq!(code, 201, "{token}");
+        token["token"].as_str().unwrap().to_string()
+    }
+
+    /// The status of a request to the user's own server (through the proxy) with their token.
+    fn user_server(
+        &self,
+        user: &str,
+        method: &str,
+        path: &str,
+        token: &str,
+        body: Option<&str>,
+    ) -> (u16, Value) {
+        let mut command = Command::new("curl");
+        command
+            .args([
+                "-s",
+                "--max-time",
+                "30",
+                "-w",
+                "\n%{http_code}",
+                "-X",
+                method,
+            ])
+            .args(["-H", &format!("Authorization: token {token}")]);
+        if let Some(body) = body {
+            command.args(["-H", "Content-Type: application/json", "--data", body]);
+        }
+        let output = command
+            .arg(format!("{}/user/{user}{path}", self.hub.get("HUB_URL")))
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&output.stdout).to_string();
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+        (
+            code.trim().parse().unwrap_or(0),
+            serde_json::from_str(body).unwrap_or(Value::Null),
+        )
+    }
+
+    fn ctl(&self, args: &[&str]) -> (Option<i32>, String) {
+        let output = Command::new(env!("CARGO_BIN_EXE_pangeoctl"))
+            .arg("--socket")
+            .arg(self.daemon.socket())
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            output.status.code(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            ),
+        )
+    }
+
+    fn first_enforcement(&self) {
+        self.eventually(
+            "the first hub sync made the members hub users",
+            Duration::from_secs(60),
+            || self.hub_user("alice").is_some_and(|u| u["admin"] == true),
+        );
+    }
+}
+
+/// Undoes directory changes even when an assertion fails.
+struct Undo<'a> {
+    setup: &'a Setup,
+    changes: Vec<(&'static str, &'static str, bool)>,
+}
+
+impl Drop for Undo<'_> {
+    fn drop(&mut self) {
+        for (group, uid, add) in self.changes.drain(..) {
+            let present = add;
+            // Restoring is "make it so": ldapmodify fails on an add of an existing value.
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                self.setup.membership(group, uid, present)
+            }));
+        }
+    }
+}
+
+#[test]
+fn the_hub_follows_the_directory_through_a_users_lifecycle() {
+    let Some(s) = setup() else { return };
+    s.first_enforcement();
+    // Members are hub users before their first login, admins as computed, and nobody else.
+    assert_eq!(
+        s.hub_user("carol").unwrap()["admin"],
+        false,
+        "nested member"
+    );
+    assert_eq!(s.hub_user("judy").unwrap()["admin"], true, "admins group");
+    assert!(s.hub_user("dave").is_none(), "disabled: no hub user");
+    assert!(s.hub_user("mallory").is_none(), "not a member");
+    let users = s.daemon.get_json("/v1/users?state=active&limit=1000");
+    assert_eq!(users["hub_error"], Value::Null, "{users}");
+    let alice = users["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["name"] == "alice")
+        .unwrap();
+    assert_eq!(alice["hub"]["admin"], true);
+    assert_eq!(alice["hub"]["server"], "stopped");
+
+    let mut undo = Undo {
+        setup: &s,
+        changes: vec![],
+    };
+    // 1. Added to the users group: a hub user.
+    s.membership("demo_notebook_users", "mallory", true);
+    undo.changes.push(("demo_notebook_users", "mallory", false));
+    s.sync();
+    s.eventually("mallory is a hub user", Duration::from_secs(20), || {
+        s.hub_user("mallory").is_some()
+    });
+    assert_eq!(s.hub_user("mallory").unwrap()["admin"], false);
+
+    // 2. Added to the admins group: admin.
+    s.membership("demo_notebook_admins", "mallory", true);
+    undo.changes
+        .push(("demo_notebook_admins", "mallory", false));
+    s.sync();
+    s.eventually("mallory is admin", Duration::from_secs(20), || {
+        s.hub_user("mallory").is_some_and(|u| u["admin"] == true)
+    });
+
+    // 3. She logs in, her server starts (through pangeoctl), and she writes a file.
+    let jar = s.daemon.dir.path().join("mallory.cookies");
+    let jar = s
+        .hub
+        .login("mallory", "pw-mallory", &jar)
+        .expect("mallory, a member, logs in");
+    assert_eq!(s.hub.get_with_cookie("/hub/home", &jar), 200);
+    let (code, out) = s.ctl(&["server", "start", "mallory"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.starts_with("mallory: "), "{out}");
+    s.eventually("mallory's server runs", Duration::from_secs(60), || {
+        s.hub_user("mallory")
+            .is_some_and(|u| u["server"].is_string() && u["pending"].is_null())
+    });
+    let (code, out) = s.ctl(&["servers"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("mallory ") && l.contains("running")),
+        "{out}"
+    );
+    let token = s.user_token("mallory");
+    let (code, body) = s.user_server(
+        "mallory",
+        "PUT",
+        "/api/contents/kept.txt",
+        &token,
+        Some(r#"{"type": "file", "format": "text", "content": "still here"}"#),
+    );
+    assert!(
+        code == 200 || code == 201,
+        "writing the file: {code} {body}"
+    );
+
+    // 4. Removed from the group: server stopped, token and cookie dead, login refused.
+    s.membership("demo_notebook_users", "mallory", false);
+    s.membership("demo_notebook_admins", "mallory", false);
+    undo.changes.clear();
+    s.sync();
+    s.eventually(
+        "mallory's hub user is gone",
+        Duration::from_secs(30),
+        || s.hub_user("mallory").is_none(),
+    );
+    let (code, _) = s.hub_api("GET", "/user", &token, None);
+    assert_eq!(code, 403, "her token no longer works");
+    let (code, _) = s.user_server("mallory", "GET", "/api/status", &token, None);
+    assert_ne!(code, 200, "her server no longer answers");
+    assert_ne!(
+        s.hub.get_with_cookie("/hub/home", &jar),
+        200,
+        "her login cookie no longer works"
+    );
+    assert!(
+        s.hub.login("mallory", "pw-mallory", &jar).is_none(),
+        "she cannot log in"
+    );
+    let events = s.daemon.get_json("/v1/events?limit=50");
+    let deleted = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["action"] == "hub.user-deleted" && e["details"]["user"] == "mallory")
+        .unwrap_or_else(|| panic!("no hub.user-deleted event: {events}"));
+    assert_eq!(deleted["details"]["home_volume"], "kept");
+    assert_eq!(deleted["details"]["server_stopped"], true);
+    assert!(deleted["details"]["tokens_revoked"].as_u64().unwrap() >= 1);
+
+    // 5. Added back: in again, and the file is still in her home.
+    s.membership("demo_notebook_users", "mallory", true);
+    undo.changes.push(("demo_notebook_users", "mallory", false));
+    s.sync();
+    s.eventually(
+        "mallory is a hub user again",
+        Duration::from_secs(20),
+        || s.hub_user("mallory").is_some(),
+    );
+    assert_eq!(s.hub_user("mallory").unwrap()["admin"], false);
+    assert!(s.hub.login("mallory", "pw-mallory", &jar).is_some());
+    let started = s
+        .daemon
+        .request(Method::POST, "/v1/users/mallory/server", &[], None);
+    assert!(
+        started.status == 200 || started.status == 202,
+        "{}: {:?}",
+        started.status,
+        started.json()
+    );
+    s.eventually(
+        "mallory's server runs again",
+        Duration::from_secs(60),
+        || {
+            s.hub_user("mallory")
+                .is_some_and(|u| u["server"].is_string() && u["pending"].is_null())
+        },
+    );
+    let token = s.user_token("mallory");
+    let (code, file) = s.user_server("mallory", "GET", "/api/contents/kept.txt", &token, None);
+    assert_eq!(code, 200, "{file}");
+    assert_eq!(file["content"], "still here");
+    let stopped = s
+        .daemon
+        .request(Method::DELETE, "/v1/users/mallory/server", &[], None);
+    assert!(stopped.status == 200 || stopped.status == 202);
+    drop(undo);
+}
+
+#[test]
+fn a_hub_that_is_down_during_a_sync_is_enforced_later() {
+    let Some(s) = setup() else { return };
+    s.first_enforcement();
+    assert!(s.hub_user("bob").is_some());
+    s.hub.hub_process("stop");
+    s.membership("demo_notebook_users", "bob", false);
+    let _undo = Undo {
+        setup: &s,
+        changes: vec![("demo_notebook_users", "bob", true)],
+    };
+    s.sync();
+    // The directory says bob is gone; the hub cannot be told yet, and says so.
+    s.daemon
+        .wait_status_within("the hub sync's error", Duration::from_secs(30), |status| {
+            status["hub"]["last_error"].is_string()
+        });
+    let refused = s
+        .daemon
+        .request(Method::POST, "/v1/users/alice/server", &[], None);
+    assert_eq!(refused.status, 503);
+    let problem = refused.json().unwrap();
+    assert_eq!(problem["type"], "urn:pangeod:problem:hub-unavailable");
+    assert!(
+        problem["detail"].as_str().unwrap().contains("hub"),
+        "{problem}"
+    );
+    let unknown = s
+        .daemon
+        .request(Method::POST, "/v1/users/nobody-here/server", &[], None);
+    assert_eq!(unknown.status, 404, "unknown to the directory");
+
+    // The hub comes back; bob's removal happens without anyone asking again.
+    s.hub.hub_process("start");
+    s.eventually(
+        "bob's hub user is deleted after the hub came back",
+        Duration::from_secs(60),
+        || s.hub_user("bob").is_none(),
+    );
+    assert!(s.hub_user("alice").is_some(), "nobody else was touched");
+}
+
+#[test]
+fn after_a_hub_restart_the_admins_are_still_right() {
+    let Some(s) = setup() else { return };
+    s.first_enforcement();
+    // An admin right from the API, on top of the admins group's.
+    let granted = s.daemon.request(Method::PUT, "/v1/admins/bob", &[], None);
+    assert_eq!(granted.status, 200);
+    s.eventually("bob is admin", Duration::from_secs(20), || {
+        s.hub_user("bob").is_some_and(|u| u["admin"] == true)
+    });
+    s.hub.hub_process("restart");
+    // Straight after the restart, before pangeod's next run: the hub kept the flags.
+    for (name, admin) in [
+        ("alice", true),
+        ("judy", true),
+        ("bob", true),
+        ("carol", false),
+    ] {
+        assert_eq!(
+            s.hub_user(name).unwrap()["admin"],
+            admin,
+            "{name} after the restart"
+        );
+    }
+    let revoked = s
+        .daemon
+        .request(Method::DELETE, "/v1/admins/bob", &[], None);
+    assert_eq!(revoked.status, 200);
+    s.eventually("bob is no longer admin", Duration::from_secs(20), || {
+        s.hub_user("bob").is_some_and(|u| u["admin"] == false)
+    });
+}
