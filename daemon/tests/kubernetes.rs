@@ -353,3 +353,102 @@ fn the_k3s_steps_wait_for_an_apiserver_that_is_down_and_complete_once_it_is_back
     });
     daemon.stop();
 }
+
+#[test]
+fn a_users_dask_clusters_come_from_the_gateways_daskcluster_objects() {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    use kube::api::{DynamicObject, Patch, PatchParams, PostParams};
+    let Some(cp) = controlplane() else { return };
+    let Some(ldap) = common::ldap_env() else {
+        return;
+    };
+    let rt = common::runtime();
+    let kube = rt.block_on(cp.kube());
+    // The gateway chart's CRD, as the chart installs it.
+    let crd: CustomResourceDefinition = serde_yaml_ng::from_str(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../shared/reference/dask-gateway-chart/daskclusters.yaml"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    let resource = pangeod::hub::dask::resource();
+    let clusters: Api<DynamicObject> =
+        Api::namespaced_with(kube.client().clone(), "pangeo", &resource);
+    rt.block_on(async {
+        kube.apply(&crd).await.unwrap();
+        kube.apply(&namespace("pangeo")).await.unwrap();
+        common::controlplane::register_ready_node(&kube, "demo").await;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while clusters.list(&Default::default()).await.is_err() {
+            assert!(Instant::now() < deadline, "the CRD was never served");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        // As the gateway's Kubernetes backend makes them: the owner in spec.username, the
+        // phase in the status subresource.
+        for (name, user, phase, cores) in [
+            ("c-alice-1", "alice", "Running", 2),
+            ("c-bob-1", "bob", "Pending", 1),
+        ] {
+            let mut object = DynamicObject::new(name, &resource);
+            object.data = serde_json::json!({
+                "spec": {
+                    "username": user,
+                    "options": { "worker_cores": cores, "worker_memory": 2.0 },
+                    "config": {},
+                },
+            });
+            let _ = clusters.delete(name, &Default::default()).await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            clusters
+                .create(&PostParams::default(), &object)
+                .await
+                .unwrap();
+            clusters
+                .patch_status(
+                    name,
+                    &PatchParams::default(),
+                    &Patch::Merge(serde_json::json!({ "status": { "phase": phase } })),
+                )
+                .await
+                .unwrap();
+        }
+    });
+
+    let mut daemon = common::TestDaemon::new("");
+    daemon.write_main(&common::TestDaemon::ldap_main_text(&ldap).replace(
+        "mode = \"off\"",
+        &format!(
+            "mode = \"external\"\nkubeconfig = \"{}\"",
+            cp.kubeconfig().display()
+        ),
+    ));
+    daemon.start();
+    daemon.wait_status_within("Kubernetes connected", Duration::from_secs(60), |s| {
+        common::step(s, "kubernetes-api")["state"] == "done"
+            && common::step(s, "directory-sync")["state"] == "done"
+    });
+    let alice = daemon.get_json("/v1/users/alice/dask-clusters");
+    assert_eq!(alice["user"], "alice");
+    let list = alice["clusters"].as_array().unwrap();
+    assert_eq!(list.len(), 1, "{alice}");
+    assert_eq!(list[0]["name"], "pangeo.c-alice-1");
+    assert_eq!(list[0]["phase"], "Running");
+    assert_eq!(list[0]["options"]["worker_cores"], 2);
+    let carol = daemon.get_json("/v1/users/Carol/dask-clusters");
+    assert_eq!(carol["clusters"], serde_json::json!([]));
+    let unknown = daemon.request(
+        hyper::Method::GET,
+        "/v1/users/nobody-here/dask-clusters",
+        &[],
+        None,
+    );
+    assert_eq!(unknown.status, 404);
+    rt.block_on(async {
+        for name in ["c-alice-1", "c-bob-1"] {
+            let _ = clusters.delete(name, &Default::default()).await;
+        }
+    });
+    daemon.stop();
+}

@@ -42,6 +42,7 @@ pub fn router() -> OpenApiRouter<AppState> {
             super::users::start_server,
             super::users::stop_server
         ))
+        .routes(routes!(super::users::dask_clusters))
         .routes(routes!(super::users::sync_overview, super::users::sync_now))
         .routes(routes!(super::users::confirm_sync))
         .routes(routes!(

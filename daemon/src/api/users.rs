@@ -498,3 +498,51 @@ pub async fn revoke_admin(
         changed,
     }))
 }
+
+#[derive(Serialize, ToSchema)]
+pub struct DaskClusters {
+    pub user: String,
+    pub clusters: Vec<crate::hub::dask::DaskClusterView>,
+}
+
+/// A user's Dask clusters, from the gateway's `DaskCluster` objects on Kubernetes.
+#[utoipa::path(get, path = "/v1/users/{name}/dask-clusters", tag = "users", params(("name" = String, Path)), responses(
+    (status = 200, body = DaskClusters),
+    (status = 404, body = Problem, content_type = "application/problem+json", description = "not known from the directory"),
+    (status = 503, body = Problem, content_type = "application/problem+json", description = "Kubernetes is down, or Dask Gateway is not installed yet")
+))]
+pub async fn dask_clusters(
+    Extract(app): Extract<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<DaskClusters>, Problem> {
+    let lookup = name.to_lowercase();
+    let state = app.state.clone();
+    let known = {
+        let lookup = lookup.clone();
+        blocking(move || state.user(&lookup)).await?
+    };
+    if known.is_none() {
+        return Err(unknown_user(&name));
+    }
+    let unavailable = |detail: String| {
+        Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "kubernetes-unavailable",
+            "Kubernetes is unavailable",
+            detail,
+        )
+    };
+    let kube = app.k3s.kube().ok_or_else(|| {
+        unavailable("Kubernetes is not up yet; see the k3s step in pangeoctl status".into())
+    })?;
+    match crate::hub::dask::clusters_of(&kube, crate::components::NAMESPACE, &lookup).await {
+        Ok(clusters) => Ok(Json(DaskClusters {
+            user: lookup,
+            clusters,
+        })),
+        Err(crate::k8s::KubeError::NotFound { .. }) => Err(unavailable(
+            "the DaskCluster resource does not exist yet: Dask Gateway is not installed; see the components in pangeoctl status".into(),
+        )),
+        Err(error) => Err(unavailable(error.to_string())),
+    }
+}

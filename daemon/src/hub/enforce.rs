@@ -237,10 +237,10 @@ struct Purged {
     tokens_revoked: usize,
 }
 
-/// Stops the server, revokes every token, then deletes the hub user. Each step is idempotent,
-/// so a run cut short is finished by the next one.
+/// Revokes every token (API access ends at once), stops the server, then deletes the hub user
+/// (which ends the login cookie). Each step is idempotent, so a run cut short is finished by
+/// the next one.
 async fn purge(client: &HubClient, name: &str) -> Result<Purged, HubError> {
-    let stopped = retried(|| client.stop_server(name, STOP_WAIT)).await?;
     let tokens = retried(|| client.tokens(name)).await?;
     let mut revoked = 0;
     for token in &tokens {
@@ -248,6 +248,7 @@ async fn purge(client: &HubClient, name: &str) -> Result<Purged, HubError> {
             revoked += 1;
         }
     }
+    let stopped = retried(|| client.stop_server(name, STOP_WAIT)).await?;
     retried(|| client.delete_user(name)).await?;
     Ok(Purged {
         server_stopped: stopped == super::ServerOutcome::Done,

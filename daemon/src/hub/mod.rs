@@ -9,6 +9,7 @@
 //! left alone.
 
 mod client;
+pub mod dask;
 pub mod enforce;
 
 use std::sync::Arc;
@@ -222,7 +223,7 @@ impl HubSync {
                         }
                     }
                     next = Instant::now() + backoff;
-                    backoff = (backoff * 2).min(Duration::from_secs(60));
+                    backoff = (backoff * 2).min(Duration::from_secs(30));
                 }
             }
         }

@@ -1,0 +1,390 @@
+//! `LDAP_WORKDIR=... cargo bench --bench hub_sync`: the hub sync against a real JupyterHub
+//! (integration-tests/fixtures/hub, started here) and, for the removal, the real 389-ds fixture.
+//!
+//! 1. Bulk enforcement: 1,000 new members into an empty hub (target < 10 s), with the number of
+//!    HTTP requests. Baseline, same hub, same session: creating the same users one
+//!    `POST /users/{name}` at a time, as a naive script would.
+//! 2. Removal: from the `ldapmodify` that takes a user out of the FreeIPA group to their tokens
+//!    being revoked and their server's stop requested, through content sync (target < 2 s).
+//!    Baseline: the same removal when the sync is started directly at the moment of the change
+//!    (`POST /v1/sync`), which is the pipeline without the notification.
+//!
+//! Prints a Markdown table for docs/BENCHMARKS.md.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use pangeod::config::{Config, Layer};
+use pangeod::directory::DirectorySync;
+use pangeod::hub::{HubClient, HubSync};
+use pangeod::state::{Member, State, SyncRun};
+
+const BULK: usize = 1000;
+const REMOVALS: usize = 5;
+
+fn fixture_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../integration-tests/fixtures/hub")
+}
+
+fn read_env(path: &Path) -> BTreeMap<String, String> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.trim_matches('\'').to_string()))
+        .collect()
+}
+
+struct Hub {
+    dir: PathBuf,
+    env: BTreeMap<String, String>,
+}
+
+impl Hub {
+    fn start(dir: &Path, config: &Path) -> Option<Self> {
+        let status = Command::new(fixture_dir().join("start.sh"))
+            .arg(dir)
+            .arg(config)
+            .status()
+            .unwrap();
+        if !status.success() {
+            eprintln!("SKIPPED: the hub fixture did not start ({status})");
+            return None;
+        }
+        Some(Self {
+            dir: dir.to_path_buf(),
+            env: read_env(&dir.join("env")),
+        })
+    }
+
+    fn client(&self) -> HubClient {
+        HubClient::new(
+            &self.env["HUB_API_URL"],
+            self.env["HUB_ADMIN_TOKEN"].clone(),
+            None,
+        )
+        .unwrap()
+    }
+}
+
+impl Drop for Hub {
+    fn drop(&mut self) {
+        let _ = Command::new(fixture_dir().join("stop.sh"))
+            .arg(&self.dir)
+            .status();
+    }
+}
+
+fn member(name: &str, admin: bool) -> Member {
+    Member {
+        name: name.to_string(),
+        uid: name.to_string(),
+        cn: name.to_string(),
+        mail: format!("{name}@example.test"),
+        disabled: false,
+        admin_sources: if admin { vec!["group".into()] } else { vec![] },
+    }
+}
+
+fn run_record() -> SyncRun {
+    SyncRun {
+        id: 0,
+        started_at: pangeod::state::now(),
+        duration_ms: 0,
+        trigger: "bench".into(),
+        outcome: "applied".into(),
+        members: 0,
+        added: 0,
+        removed: 0,
+        disabled: 0,
+        reenabled: 0,
+        error: None,
+    }
+}
+
+/// The hub config pangeod renders (the LDAP authenticator; creating users asks nothing of the
+/// directory, so a placeholder server does).
+fn rendered_hub_config(work: &Path) -> PathBuf {
+    std::fs::write(work.join("password"), "unused\n").unwrap();
+    std::fs::write(
+        work.join("ca.pem"),
+        "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap();
+    let text = "[cluster]\nname = \"demo\"\nexternal_ip = \"192.0.2.10\"\n[freeipa]\n\
+                server = \"127.0.0.1:1636\"\nbase_dn = \"dc=example,dc=test\"\n\
+                bind_dn = \"uid=pangeod,cn=sysaccounts,cn=etc,dc=example,dc=test\"\n\
+                password_file = \"password\"\nca_file = \"ca.pem\"\n";
+    let layer = Layer::from_str("bench.toml", Some(work.to_path_buf()), text).unwrap();
+    let config = Config::from_layers(&[layer], &Default::default()).unwrap();
+    let path = work.join("jupyterhub_config.py");
+    std::fs::write(&path, pangeod::components::values::hub_config_py(&config)).unwrap();
+    path
+}
+
+fn bulk(rt: &tokio::runtime::Runtime, work: &Path) -> Vec<String> {
+    let config = rendered_hub_config(work);
+    let Some(hub) = Hub::start(&work.join("hub-bulk"), &config) else {
+        return vec![];
+    };
+    let client = hub.client();
+    let state = State::open(&work.join("bulk-state")).unwrap();
+    let members: Vec<Member> = (0..BULK)
+        .map(|i| member(&format!("bulk{i:04}"), i % 100 == 0))
+        .collect();
+    state.apply_members(&members, &run_record()).unwrap();
+
+    let started = Instant::now();
+    let report = rt
+        .block_on(pangeod::hub::enforce::run(&client, &state))
+        .unwrap();
+    let bulk_time = started.elapsed();
+    let in_hub = rt.block_on(client.users()).unwrap();
+    eprintln!(
+        "bulk enforcement: {report:?} in {bulk_time:?}; the hub lists {} users",
+        in_hub.len()
+    );
+    assert_eq!(
+        in_hub.iter().filter(|u| u.name.starts_with("bulk")).count(),
+        BULK,
+        "every member is a hub user"
+    );
+    assert_eq!(report.created, BULK);
+    assert_eq!(report.failed, 0);
+
+    let started = Instant::now();
+    let again = rt
+        .block_on(pangeod::hub::enforce::run(&client, &state))
+        .unwrap();
+    let noop_time = started.elapsed();
+
+    // Baseline: empty the hub again (untimed), then one POST per user, in order.
+    rt.block_on(async {
+        for member in &members {
+            client.delete_user(&member.name).await.unwrap();
+        }
+    });
+    let http = reqwest::Client::new();
+    let api = hub.env["HUB_API_URL"].clone();
+    let token = hub.env["HUB_ADMIN_TOKEN"].clone();
+    let started = Instant::now();
+    rt.block_on(async {
+        for member in &members {
+            let response = http
+                .post(format!("{api}/users/{}", member.name))
+                .header("Authorization", format!("token {token}"))
+                .json(&serde_json::json!({ "admin": !member.admin_sources.is_empty() }))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 201);
+        }
+    });
+    let naive_time = started.elapsed();
+    vec![
+        format!(
+            "| baseline: {BULK} users created one `POST /users/{{name}}` at a time | {:.2} s, {BULK} requests | |",
+            naive_time.as_secs_f64()
+        ),
+        format!(
+            "| hub sync: {BULK} new members into an empty hub | **{:.2} s**, {} requests, ratio **{:.2}** | < 10 s: **{}** |",
+            bulk_time.as_secs_f64(),
+            report.requests,
+            bulk_time.as_secs_f64() / naive_time.as_secs_f64(),
+            if bulk_time < Duration::from_secs(10) {
+                "met"
+            } else {
+                "missed"
+            }
+        ),
+        format!(
+            "| hub sync with nothing to change ({BULK} members) | {:.0} ms, {} requests | |",
+            noop_time.as_secs_f64() * 1000.0,
+            again.requests
+        ),
+    ]
+}
+
+fn ldap_modify(env: &BTreeMap<String, String>, ldif: &str) {
+    let mut child = Command::new("ldapmodify")
+        .args(["-x", "-H", &env["LDAP_URI"], "-D", &env["LDAP_DM_DN"]])
+        .args(["-w", &env["LDAP_DM_PASSWORD"]])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(ldif.as_bytes())
+        .unwrap();
+    assert!(child.wait().unwrap().success(), "ldapmodify failed");
+}
+
+fn median(mut values: Vec<Duration>) -> Duration {
+    values.sort();
+    values[values.len() / 2]
+}
+
+fn removal(rt: &tokio::runtime::Runtime, work: &Path, ldap_dir: &str) -> Vec<String> {
+    let ldap = read_env(&Path::new(ldap_dir).join("env"));
+    let config = rendered_hub_config(work);
+    let Some(hub) = Hub::start(&work.join("hub-removal"), &config) else {
+        return vec![];
+    };
+    let token_file = work.join("hub-token");
+    std::fs::write(&token_file, &hub.env["HUB_ADMIN_TOKEN"]).unwrap();
+    let text = format!(
+        "[cluster]\nname = \"demo\"\nexternal_ip = \"192.0.2.10\"\n[freeipa]\nserver = \"127.0.0.1:{}\"\n\
+         tls = \"ldaps\"\nbase_dn = \"{}\"\nbind_dn = \"{}\"\npassword_file = \"{}\"\nca_file = \"{}\"\n\
+         [hub]\napi_url = \"{}\"\napi_token_file = \"{}\"\n",
+        ldap["LDAPS_PORT"],
+        ldap["LDAP_BASE_DN"],
+        ldap["LDAP_BIND_DN"],
+        ldap["LDAP_BIND_PASSWORD_FILE"],
+        ldap["LDAP_CA"],
+        hub.env["HUB_API_URL"],
+        token_file.display()
+    );
+    let layer = Layer::from_str("bench.toml", Some(work.to_path_buf()), &text).unwrap();
+    let config = Arc::new(Config::from_layers(&[layer], &Default::default()).unwrap());
+    let state = Arc::new(State::open(&work.join("removal-state")).unwrap());
+    let sync = DirectorySync::new(state.clone());
+    let hub_sync = HubSync::new(state.clone(), pangeod::k3s::K3sRuntime::default());
+    let client = hub.client();
+    let group = format!("cn=demo_notebook_users,{}", ldap["LDAP_GROUPS_DN"]);
+    let bob = format!("uid=bob,{}", ldap["LDAP_USERS_DN"]);
+    let remove = format!("dn: {group}\nchangetype: modify\ndelete: member\nmember: {bob}\n");
+    let add = format!("dn: {group}\nchangetype: modify\nadd: member\nmember: {bob}\n");
+
+    rt.block_on(sync.run(&config, "bench", true)).unwrap();
+    rt.block_on(hub_sync.enforce(&config)).unwrap();
+    let (_config_tx, config_rx) = tokio::sync::watch::channel(Some(config.clone()));
+    let heartbeats = pangeod::systemd::Heartbeats::default();
+    let directory_loop = rt.spawn(pangeod::directory::run_loop(
+        sync.clone(),
+        config_rx.clone(),
+        heartbeats.clone(),
+    ));
+    let hub_loop = rt.spawn(
+        hub_sync
+            .clone()
+            .run_loop(config_rx, sync.status(), heartbeats),
+    );
+    // Let the content-sync search finish its refresh phase.
+    std::thread::sleep(Duration::from_secs(3));
+
+    // The moment the hub no longer holds bob's tokens (or bob).
+    let revoked = |client: &HubClient| {
+        rt.block_on(async {
+            match client.tokens("bob").await {
+                Ok(tokens) => tokens.is_empty(),
+                Err(_) => true,
+            }
+        })
+    };
+    let prepare = |client: &HubClient| {
+        rt.block_on(async {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while client.user("bob").await.unwrap().is_none() {
+                assert!(Instant::now() < deadline, "bob never came back");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            // A token to revoke.
+            reqwest::Client::new()
+                .post(format!("{}/users/bob/tokens", hub.env["HUB_API_URL"]))
+                .header(
+                    "Authorization",
+                    format!("token {}", hub.env["HUB_ADMIN_TOKEN"]),
+                )
+                .json(&serde_json::json!({ "note": "bench" }))
+                .send()
+                .await
+                .unwrap();
+        })
+    };
+    let mut notified = Vec::new();
+    let mut direct = Vec::new();
+    for round in 0..REMOVALS * 2 {
+        prepare(&client);
+        let through_content_sync = round % 2 == 0;
+        let started = Instant::now();
+        ldap_modify(&ldap, &remove);
+        if !through_content_sync {
+            rt.block_on(sync.run(&config, "bench", false)).unwrap();
+        }
+        while !revoked(&client) {
+            assert!(
+                started.elapsed() < Duration::from_secs(120),
+                "bob's tokens were never revoked"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let took = started.elapsed();
+        if through_content_sync {
+            notified.push(took);
+        } else {
+            direct.push(took);
+        }
+        // Wait until bob is fully gone before putting him back.
+        rt.block_on(async {
+            while client.user("bob").await.unwrap().is_some() {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        });
+        ldap_modify(&ldap, &add);
+        rt.block_on(sync.run(&config, "bench", true)).unwrap();
+        hub_sync.kick();
+    }
+    directory_loop.abort();
+    hub_loop.abort();
+    let notified_median = median(notified.clone());
+    let direct_median = median(direct.clone());
+    eprintln!("removal through content sync: {notified:?}; direct sync: {direct:?}");
+    vec![
+        format!(
+            "| baseline: removal, sync started directly at the change, median of {REMOVALS} | {:.0} ms | |",
+            direct_median.as_secs_f64() * 1000.0
+        ),
+        format!(
+            "| removal to tokens revoked through content sync (the server's stop is requested next), median of {REMOVALS} | **{:.0} ms**, ratio {:.2} (max {:.0} ms) | < 2 s: **{}** |",
+            notified_median.as_secs_f64() * 1000.0,
+            notified_median.as_secs_f64() / direct_median.as_secs_f64(),
+            notified.iter().max().unwrap().as_secs_f64() * 1000.0,
+            if notified_median < Duration::from_secs(2) {
+                "met"
+            } else {
+                "missed"
+            }
+        ),
+    ]
+}
+
+fn main() {
+    let work = tempfile::Builder::new()
+        .prefix("pangeo-hub-bench.")
+        .tempdir()
+        .unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut rows = bulk(&rt, work.path());
+    match std::env::var("LDAP_WORKDIR") {
+        Ok(dir) => rows.extend(removal(&rt, work.path(), &dir)),
+        Err(_) => {
+            eprintln!("SKIPPED the removal benchmark: set LDAP_WORKDIR to a running 389-ds fixture")
+        }
+    }
+    println!("| measurement | value | target |\n|---|---|---|");
+    for row in rows {
+        println!("{row}");
+    }
+}

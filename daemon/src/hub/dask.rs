@@ -1,0 +1,72 @@
+//! A user's Dask clusters, as the gateway's Kubernetes backend records them: one `DaskCluster`
+//! (`gateway.dask.org/v1alpha1`) per cluster, with the owner in `spec.username` and the phase
+//! in `status.phase`.
+
+use kube::api::{ApiResource, DynamicObject, ListParams};
+use kube::core::GroupVersionKind;
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::k8s::{Kube, KubeError};
+
+/// One of a user's Dask clusters.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct DaskClusterView {
+    /// The gateway's name for it: `<namespace>.<object name>`.
+    pub name: String,
+    /// `Pending`, `Running`, `Stopping`, `Stopped` or `Failed`.
+    pub phase: String,
+    /// The options the user chose (worker cores and memory).
+    #[schema(value_type = Object)]
+    pub options: Value,
+    pub created_at: Option<String>,
+}
+
+pub fn resource() -> ApiResource {
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("gateway.dask.org", "v1alpha1", "DaskCluster"),
+        "daskclusters",
+    )
+}
+
+/// The clusters owned by `user` (the hub user name), oldest first.
+pub async fn clusters_of(
+    kube: &Kube,
+    namespace: &str,
+    user: &str,
+) -> Result<Vec<DaskClusterView>, KubeError> {
+    let resource = resource();
+    let api: kube::Api<DynamicObject> =
+        kube::Api::namespaced_with(kube.client().clone(), namespace, &resource);
+    let list = api.list(&ListParams::default()).await.map_err(|error| {
+        KubeError::from_kube(error, "list", &format!("DaskCluster {namespace}/*"))
+    })?;
+    let mut clusters: Vec<DaskClusterView> = list
+        .items
+        .into_iter()
+        .filter(|object| {
+            object.data["spec"]["username"]
+                .as_str()
+                .is_some_and(|owner| owner.eq_ignore_ascii_case(user))
+        })
+        .map(|object| DaskClusterView {
+            name: format!(
+                "{}.{}",
+                object.metadata.namespace.as_deref().unwrap_or(namespace),
+                object.metadata.name.as_deref().unwrap_or_default()
+            ),
+            phase: object.data["status"]["phase"]
+                .as_str()
+                .unwrap_or("Pending")
+                .to_string(),
+            options: object.data["spec"]["options"].clone(),
+            created_at: object
+                .metadata
+                .creation_timestamp
+                .as_ref()
+                .map(|t| t.0.to_string()),
+        })
+        .collect();
+    clusters.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.name.cmp(&b.name)));
+    Ok(clusters)
+}
