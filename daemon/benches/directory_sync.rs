@@ -3,10 +3,12 @@
 //! 10,000 or 100,000 members and runs this).
 //!
 //! Baseline, same session, same server, same query: `ldapsearch -E pr=1000/noprompt` of the
-//! member filter with the same attributes, output discarded. Then: a first full sync into an
-//! empty state (every user inserted), a full sync into a populated state (the steady state),
-//! and the no-change check while a background writer modifies an unrelated entry every second.
-//! Prints a Markdown table for docs/BENCHMARKS.md.
+//! member filter with the same attributes, output discarded. Each run does the baseline, then a
+//! first full sync into an empty state (every user inserted), then a full sync into a populated
+//! state (the steady state), so the baseline and the syncs see the same machine load (it
+//! changes over minutes when other builds share the cores). `BENCH_RUNS` runs (default 3),
+//! medians reported. Then the no-change check while a background writer modifies an unrelated
+//! entry every second. Prints a Markdown table for docs/BENCHMARKS.md.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
@@ -19,7 +21,6 @@ use pangeod::config::{Config, Layer};
 use pangeod::directory::DirectorySync;
 use pangeod::state::State;
 
-const RUNS: usize = 3;
 const CHECKS: usize = 20;
 
 fn main() {
@@ -55,11 +56,14 @@ fn main() {
         config.admins_group().trim_end_matches("_notebook_admins"),
     );
     let password = std::fs::read_to_string(get("LDAP_BIND_PASSWORD_FILE")).unwrap();
+    let runs: usize = std::env::var("BENCH_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3);
 
-    // Baseline: ldapsearch, paged at 1000, the same query and attributes.
-    let mut ldapsearch = Vec::new();
-    let mut entries = 0;
-    for _ in 0..RUNS {
+    // Baseline: ldapsearch, paged at 1000, the same query and attributes. Returns the
+    // elapsed seconds and the number of entries read.
+    let baseline = || {
         let started = Instant::now();
         let output = Command::new("ldapsearch")
             .args([
@@ -89,25 +93,31 @@ fn main() {
             .stderr(Stdio::null())
             .output()
             .unwrap();
-        ldapsearch.push(started.elapsed().as_secs_f64());
+        let elapsed = started.elapsed().as_secs_f64();
         assert!(output.status.success(), "ldapsearch failed");
-        entries = output
+        let entries = output
             .stdout
             .split(|b| *b == b'\n')
             .filter(|l| l.starts_with(b"dn: "))
             .count();
-    }
+        (elapsed, entries)
+    };
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
+    let mut ldapsearch = Vec::new();
+    let mut entries = 0;
     let mut first = Vec::new();
     let mut members = 0;
     let mut steady = Vec::new();
     let mut last_sync = None;
-    for run in 0..RUNS {
+    for run in 0..runs {
+        let (elapsed, read) = baseline();
+        ldapsearch.push(elapsed);
+        entries = read;
         let state = Arc::new(State::open(&dir.path().join(format!("state-{run}"))).unwrap());
         let sync = DirectorySync::new(state.clone());
         let started = Instant::now();
@@ -117,6 +127,10 @@ fn main() {
         let started = Instant::now();
         rt.block_on(sync.run(&config, "bench", true)).unwrap();
         steady.push(started.elapsed().as_secs_f64());
+        eprintln!(
+            "run {run}: ldapsearch {elapsed:.3} s, sync into empty {:.3} s, into populated {:.3} s",
+            first[run], steady[run]
+        );
         last_sync = Some(sync);
     }
     let sync = last_sync.unwrap();
@@ -181,13 +195,13 @@ fn main() {
     checks.sort_by(f64::total_cmp);
     println!("| measurement ({members} active members, {entries} entries read) | value |");
     println!("|---|---|");
-    println!("| baseline: ldapsearch -E pr=1000, median of {RUNS} | {ls:.3} s |");
+    println!("| baseline: ldapsearch -E pr=1000, median of {runs} | {ls:.3} s |");
     println!(
-        "| first full sync into an empty state (insert all), median of {RUNS} | {fs:.3} s (ratio {:.2}) |",
+        "| first full sync into an empty state (insert all), median of {runs} | {fs:.3} s (ratio {:.2}) |",
         fs / ls
     );
     println!(
-        "| full sync into a populated state, median of {RUNS} | {ss:.3} s (ratio {:.2}) |",
+        "| full sync into a populated state, median of {runs} | {ss:.3} s (ratio {:.2}) |",
         ss / ls
     );
     println!(
