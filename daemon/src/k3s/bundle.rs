@@ -12,8 +12,13 @@ use serde::Deserialize;
 
 pub const MANIFEST_PATH: &str = "/usr/share/pangeo/manifest.toml";
 pub const INSTALLED_SUMS_PATH: &str = "/usr/share/pangeo/installed.sha256";
-/// Where k3s imports image tarballs from at start.
+/// Where the image build puts the air-gap image tarballs. k3s imports tarballs from
+/// `<data-dir>/agent/images` at start; its data dir is on the data disk, so [`link_into`]
+/// links them there.
 pub const IMAGES_DIR: &str = "/var/lib/rancher/k3s/agent/images";
+/// Where the image build puts the chart archives; k3s serves `<data-dir>/server/static/charts`
+/// at `https://<api>/static/charts/`, which the HelmCharts name.
+pub const CHARTS_DIR: &str = "/usr/share/pangeo/charts";
 /// The marker of a value not yet pinned (see the manifest's header).
 const UNVERIFIED: &str = "TODO-verify";
 
@@ -30,6 +35,106 @@ pub enum BundleError {
         problems.join("; ")
     )]
     Mismatch { problems: Vec<String> },
+    #[error(
+        "cannot link the bundled {what} into k3s's data dir at {path}: {message}; check that the data disk is mounted and writable"
+    )]
+    Link {
+        what: &'static str,
+        path: PathBuf,
+        message: String,
+    },
+}
+
+/// What [`link_into`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Linked {
+    pub images: usize,
+    pub charts: usize,
+    /// Links to files a previous image had and this one does not.
+    pub removed: usize,
+}
+
+/// Links the image's air-gap tarballs and chart archives (under `root`, `/` on the appliance)
+/// into k3s's data dir, where k3s looks for them: `agent/images/` and `server/static/charts/`.
+/// Symlinks, so nothing is copied onto the data disk; idempotent; a link left by an older image
+/// whose file is gone is removed; a regular file someone put there is left alone.
+pub fn link_into(root: &Path, data_dir: &Path) -> Result<Linked, BundleError> {
+    let mut linked = Linked::default();
+    let pairs: [(&'static str, &str, PathBuf, &[&str]); 2] = [
+        (
+            "image tarballs",
+            IMAGES_DIR,
+            data_dir.join("agent/images"),
+            &[".tar", ".tar.zst", ".tar.gz", ".tar.lz4"],
+        ),
+        (
+            "chart archives",
+            CHARTS_DIR,
+            data_dir.join("server/static/charts"),
+            &[".tgz"],
+        ),
+    ];
+    for (what, source, dest, suffixes) in pairs {
+        let source = root.join(source.trim_start_matches('/'));
+        let fail = |path: &Path, error: std::io::Error| BundleError::Link {
+            what,
+            path: path.to_path_buf(),
+            message: error.to_string(),
+        };
+        if source == dest {
+            continue;
+        }
+        let entries = match std::fs::read_dir(&source) {
+            Ok(entries) => entries,
+            // An image without artifacts: nothing to link.
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(error) => return Err(fail(&source, error)),
+        };
+        std::fs::create_dir_all(&dest).map_err(|e| fail(&dest, e))?;
+        let mut count = 0;
+        for entry in entries {
+            let entry = entry.map_err(|e| fail(&source, e))?;
+            let name = entry.file_name();
+            let name_text = name.to_string_lossy();
+            if !suffixes.iter().any(|s| name_text.ends_with(s)) {
+                continue;
+            }
+            let target = entry.path();
+            let link = dest.join(&name);
+            match std::fs::symlink_metadata(&link) {
+                Ok(meta) if meta.file_type().is_symlink() => {
+                    if std::fs::read_link(&link).ok().as_deref() == Some(target.as_path()) {
+                        count += 1;
+                        continue;
+                    }
+                    std::fs::remove_file(&link).map_err(|e| fail(&link, e))?;
+                }
+                Ok(_) => {
+                    tracing::warn!(path = %link.display(), "a file that is not pangeod's link is in k3s's bundle dir; left as it is");
+                    continue;
+                }
+                Err(_) => {}
+            }
+            std::os::unix::fs::symlink(&target, &link).map_err(|e| fail(&link, e))?;
+            count += 1;
+        }
+        for entry in std::fs::read_dir(&dest).map_err(|e| fail(&dest, e))? {
+            let entry = entry.map_err(|e| fail(&dest, e))?;
+            let link = entry.path();
+            let Ok(target) = std::fs::read_link(&link) else {
+                continue;
+            };
+            if target.starts_with(&source) && !target.exists() {
+                std::fs::remove_file(&link).map_err(|e| fail(&link, e))?;
+                linked.removed += 1;
+            }
+        }
+        match what {
+            "image tarballs" => linked.images = count,
+            _ => linked.charts = count,
+        }
+    }
+    Ok(linked)
 }
 
 #[derive(Debug, Deserialize)]
@@ -180,6 +285,66 @@ fn sha256_file(path: &Path) -> std::io::Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_bundle_is_linked_where_k3s_looks_and_stale_links_go() {
+        let root = tempfile::tempdir().unwrap();
+        let data = tempfile::tempdir().unwrap();
+        let put = |path: &str| {
+            let p = root.path().join(path.trim_start_matches('/'));
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, "x").unwrap();
+        };
+        put(&format!("{IMAGES_DIR}/k3s-airgap-images-amd64.tar.zst"));
+        put(&format!(
+            "{IMAGES_DIR}/quay.io_jupyterhub_k8s-hub_4.4.0.tar"
+        ));
+        put(&format!("{CHARTS_DIR}/jupyterhub-4.4.0.tgz"));
+        put(&format!("{CHARTS_DIR}/index.toml"));
+        let linked = link_into(root.path(), data.path()).unwrap();
+        assert_eq!((linked.images, linked.charts, linked.removed), (2, 1, 0));
+        let chart = data
+            .path()
+            .join("server/static/charts/jupyterhub-4.4.0.tgz");
+        assert_eq!(
+            std::fs::read_link(&chart).unwrap(),
+            root.path()
+                .join("usr/share/pangeo/charts/jupyterhub-4.4.0.tgz")
+        );
+        assert!(!data.path().join("server/static/charts/index.toml").exists());
+        // Idempotent.
+        assert_eq!(link_into(root.path(), data.path()).unwrap(), linked);
+        // A newer image without the old chart: its link goes; someone's own file stays.
+        std::fs::write(data.path().join("server/static/charts/own.tgz"), "mine").unwrap();
+        std::fs::remove_file(
+            root.path()
+                .join("usr/share/pangeo/charts/jupyterhub-4.4.0.tgz"),
+        )
+        .unwrap();
+        put(&format!("{CHARTS_DIR}/jupyterhub-4.5.0.tgz"));
+        let linked = link_into(root.path(), data.path()).unwrap();
+        assert_eq!((linked.charts, linked.removed), (1, 1));
+        assert!(std::fs::symlink_metadata(&chart).is_err());
+        assert!(
+            data.path()
+                .join("server/static/charts/jupyterhub-4.5.0.tgz")
+                .exists()
+        );
+        assert_eq!(
+            std::fs::read_to_string(data.path().join("server/static/charts/own.tgz")).unwrap(),
+            "mine"
+        );
+    }
+
+    #[test]
+    fn an_image_without_artifacts_links_nothing() {
+        let root = tempfile::tempdir().unwrap();
+        let data = tempfile::tempdir().unwrap();
+        assert_eq!(
+            link_into(root.path(), data.path()).unwrap(),
+            Linked::default()
+        );
+    }
 
     const SUM_OF_ABC: &str = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
 

@@ -53,6 +53,7 @@ impl K3sError {
     /// When a retry may help; `None` when only a new image or config can.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
+            K3sError::Bundle(BundleError::Link { .. }) => Some(Duration::from_secs(30)),
             K3sError::Bundle(_) => None,
             K3sError::Supervisor(SupervisorError::CrashLoop { .. }) => None,
             K3sError::Supervisor(_) => Some(Duration::from_secs(30)),
@@ -192,6 +193,15 @@ impl K3sRuntime {
             K3sMode::Systemd | K3sMode::Child => {
                 progress("checking the bundled k3s and images", 0.05);
                 self.check_bundle_once(config).await?;
+                let root = self.root.clone();
+                let data_dir = super::data_dir(config);
+                let linked =
+                    tokio::task::spawn_blocking(move || bundle::link_into(&root, &data_dir))
+                        .await
+                        .map_err(|e| {
+                            K3sError::NotRunning(format!("linking the bundle panicked: {e}"))
+                        })??;
+                tracing::debug!(?linked, "the bundle is linked into k3s's data dir");
                 let config_file = match mode {
                     K3sMode::Systemd => PathBuf::from(super::CONFIG_PATH),
                     _ => config.daemon.state_dir.join("k3s").join("config.yaml"),
