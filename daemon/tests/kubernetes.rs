@@ -452,3 +452,73 @@ fn a_users_dask_clusters_come_from_the_gateways_daskcluster_objects() {
     });
     daemon.stop();
 }
+
+#[test]
+fn status_shows_how_many_more_notebook_servers_fit() {
+    use k8s_openapi::api::core::v1::{Node, Pod};
+    use kube::api::{Patch, PatchParams, PostParams};
+    let Some(cp) = controlplane() else { return };
+    let Some(ldap) = common::ldap_env() else {
+        return;
+    };
+    let rt = common::runtime();
+    let kube = rt.block_on(cp.kube());
+    let pod_name = unique("busy");
+    let pods: Api<Pod> = Api::namespaced(kube.client().clone(), "pangeo");
+    rt.block_on(async {
+        kube.apply(&namespace("pangeo")).await.unwrap();
+        common::controlplane::register_ready_node(&kube, "demo").await;
+        // What a kubelet would report, and a pod bound to the node requesting 1 CPU and 2 GiB.
+        let nodes: Api<Node> = Api::all(kube.client().clone());
+        nodes
+            .patch_status(
+                "demo",
+                &PatchParams::default(),
+                &Patch::Merge(serde_json::json!({ "status": {
+                    "capacity": { "cpu": "4", "memory": "16Gi", "pods": "110" },
+                    "allocatable": { "cpu": "4", "memory": "16Gi", "pods": "110" },
+                }})),
+            )
+            .await
+            .unwrap();
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": { "name": pod_name },
+            "spec": {
+                "nodeName": "demo",
+                "containers": [{
+                    "name": "main",
+                    "image": "registry.invalid/busy:1",
+                    "resources": { "requests": { "cpu": "1", "memory": "2Gi" } },
+                }],
+            },
+        }))
+        .unwrap();
+        pods.create(&PostParams::default(), &pod).await.unwrap();
+    });
+
+    let mut daemon = common::TestDaemon::new("");
+    let text = common::TestDaemon::ldap_main_text(&ldap).replace(
+        "mode = \"off\"",
+        &format!(
+            "mode = \"external\"\nkubeconfig = \"{}\"",
+            cp.kubeconfig().display()
+        ),
+    ) + "[notebook]\ncpus = 1\nram_gb = 2\n";
+    daemon.write_main(&text);
+    daemon.start();
+    let status = daemon.wait_status_within("the capacity", Duration::from_secs(60), |s| {
+        s["notebook_capacity"].is_object()
+    });
+    let capacity = &status["notebook_capacity"];
+    assert_eq!(capacity["node"], "demo");
+    assert_eq!(capacity["allocatable_millicpu"], 4000);
+    assert_eq!(capacity["requested_millicpu"], 1000, "{capacity}");
+    assert_eq!(capacity["requested_memory_bytes"], 2u64 << 30);
+    // 3 CPUs and 14 GiB left; each server is guaranteed 1 CPU and 2 GB: CPU runs out first.
+    assert_eq!(capacity["servers_that_fit"], 3, "{capacity}");
+    assert_eq!(capacity["limited_by"], "cpu");
+    rt.block_on(async {
+        let _ = pods.delete(&pod_name, &Default::default()).await;
+    });
+    daemon.stop();
+}

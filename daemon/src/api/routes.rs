@@ -106,6 +106,11 @@ pub struct Status {
     pub directory: crate::directory::SyncStatus,
     /// The hub sync: the hub's API and version, the last run and its error.
     pub hub: crate::hub::HubStatus,
+    /// How many more notebook servers fit on the node (each guaranteed its CPUs and RAM);
+    /// null until Kubernetes is up.
+    pub notebook_capacity: Option<crate::components::capacity::Capacity>,
+    /// Why the capacity could not be read.
+    pub notebook_capacity_error: Option<String>,
     /// The TCP listener for the portal, when configured.
     pub api_listener: Option<TcpListenerInfo>,
 }
@@ -114,7 +119,24 @@ pub struct Status {
 #[utoipa::path(get, path = "/v1/status", tag = "status", responses((status = 200, body = Status)))]
 async fn status(Extract(app): Extract<AppState>) -> Json<Status> {
     let boot = app.boot.status.borrow().clone();
-    let hub_url = app.boot.config.borrow().as_ref().map(|c| c.hub_url());
+    let config = app.boot.config.borrow().clone();
+    let hub_url = config.as_ref().map(|c| c.hub_url());
+    let (notebook_capacity, notebook_capacity_error) = match (app.k3s.kube(), config) {
+        (Some(kube), Some(config)) => match tokio::time::timeout(
+            std::time::Duration::from_secs(3),
+            crate::components::capacity::capacity(&kube, &config),
+        )
+        .await
+        {
+            Ok(Ok(capacity)) => (Some(capacity), None),
+            Ok(Err(error)) => (None, Some(error.to_string())),
+            Err(_) => (
+                None,
+                Some("the API server did not answer within 3 s".to_string()),
+            ),
+        },
+        _ => (None, None),
+    };
     Json(Status {
         version: env!("CARGO_PKG_VERSION").into(),
         uptime_seconds: app.started.elapsed().as_secs(),
@@ -126,6 +148,8 @@ async fn status(Extract(app): Extract<AppState>) -> Json<Status> {
         k3s: app.k3s.snapshot(),
         directory: app.directory.status().borrow().clone(),
         hub: app.hub.status(),
+        notebook_capacity,
+        notebook_capacity_error,
     })
 }
 

@@ -1,0 +1,156 @@
+//! Notebook capacity: how many more notebook servers fit on the node, given that each is
+//! guaranteed `notebook.cpus` CPUs and `notebook.ram_gb` GB (the singleuser guarantee equals
+//! the limit), after what the pods already on the node request.
+
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::api::ListParams;
+use serde::Serialize;
+
+use crate::config::Config;
+use crate::k8s::{Kube, KubeError};
+
+/// What status shows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct Capacity {
+    pub node: String,
+    /// More notebook servers that fit now.
+    pub servers_that_fit: u64,
+    /// What each server is guaranteed.
+    pub per_server_millicpu: u64,
+    pub per_server_memory_bytes: u64,
+    pub allocatable_millicpu: u64,
+    pub allocatable_memory_bytes: u64,
+    /// The requests of the pods on the node that have not finished.
+    pub requested_millicpu: u64,
+    pub requested_memory_bytes: u64,
+    /// Which of CPU or memory runs out first.
+    pub limited_by: String,
+}
+
+/// Millicores of a CPU quantity: `2`, `1.5`, `250m`.
+pub fn millicpu(text: &str) -> Option<u64> {
+    let text = text.trim();
+    if let Some(milli) = text.strip_suffix('m') {
+        return milli.parse().ok();
+    }
+    let value: f64 = text.parse().ok()?;
+    (value.is_finite() && value >= 0.0).then(|| (value * 1000.0).round() as u64)
+}
+
+/// The pure part: servers that fit in what is left.
+pub fn fit(
+    node: &str,
+    allocatable: (u64, u64),
+    requested: (u64, u64),
+    per_server: (u64, u64),
+) -> Capacity {
+    let free_cpu = allocatable.0.saturating_sub(requested.0);
+    let free_memory = allocatable.1.saturating_sub(requested.1);
+    let by_cpu = free_cpu.checked_div(per_server.0).unwrap_or(u64::MAX);
+    let by_memory = free_memory.checked_div(per_server.1).unwrap_or(u64::MAX);
+    Capacity {
+        node: node.to_string(),
+        servers_that_fit: by_cpu.min(by_memory),
+        per_server_millicpu: per_server.0,
+        per_server_memory_bytes: per_server.1,
+        allocatable_millicpu: allocatable.0,
+        allocatable_memory_bytes: allocatable.1,
+        requested_millicpu: requested.0,
+        requested_memory_bytes: requested.1,
+        limited_by: if by_cpu <= by_memory { "cpu" } else { "memory" }.into(),
+    }
+}
+
+fn requests_of(pod: &Pod) -> (u64, u64) {
+    let Some(spec) = &pod.spec else { return (0, 0) };
+    let sum = |containers: &[k8s_openapi::api::core::v1::Container]| {
+        containers.iter().fold((0u64, 0u64), |(cpu, memory), c| {
+            let requests = c.resources.as_ref().and_then(|r| r.requests.as_ref());
+            let get = |key: &str| requests.and_then(|r| r.get(key)).map(|q| q.0.clone());
+            (
+                cpu + get("cpu").and_then(|q| millicpu(&q)).unwrap_or(0),
+                memory
+                    + get("memory")
+                        .and_then(|q| super::quantity_bytes(&q))
+                        .map_or(0, |b| u64::try_from(b).unwrap_or(u64::MAX)),
+            )
+        })
+    };
+    let (cpu, memory) = sum(&spec.containers);
+    // Init containers run one at a time before the others: the pod reserves the larger.
+    let (init_cpu, init_memory) = spec
+        .init_containers
+        .as_deref()
+        .map(|init| {
+            init.iter().fold((0u64, 0u64), |(c, m), container| {
+                let (cc, mm) = sum(std::slice::from_ref(container));
+                (c.max(cc), m.max(mm))
+            })
+        })
+        .unwrap_or((0, 0));
+    (cpu.max(init_cpu), memory.max(init_memory))
+}
+
+/// Reads the node and its pods.
+pub async fn capacity(kube: &Kube, config: &Config) -> Result<Capacity, KubeError> {
+    let node_name = crate::k3s::node_name(config);
+    let nodes: kube::Api<Node> = kube::Api::all(kube.client().clone());
+    let node = nodes
+        .get(&node_name)
+        .await
+        .map_err(|e| KubeError::from_kube(e, "get", &format!("Node {node_name}")))?;
+    let allocatable = node
+        .status
+        .as_ref()
+        .and_then(|s| s.allocatable.as_ref())
+        .map(|a| {
+            (
+                a.get("cpu").and_then(|q| millicpu(&q.0)).unwrap_or(0),
+                a.get("memory")
+                    .and_then(|q| super::quantity_bytes(&q.0))
+                    .map_or(0, |b| u64::try_from(b).unwrap_or(u64::MAX)),
+            )
+        })
+        .unwrap_or((0, 0));
+    let pods: kube::Api<Pod> = kube::Api::all(kube.client().clone());
+    let list = pods
+        .list(&ListParams::default().fields(&format!(
+            "spec.nodeName={node_name},status.phase!=Succeeded,status.phase!=Failed"
+        )))
+        .await
+        .map_err(|e| KubeError::from_kube(e, "list", &format!("Pods on node {node_name}")))?;
+    let requested = list
+        .items
+        .iter()
+        .map(requests_of)
+        .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
+    let per_server = (
+        u64::from(config.notebook.cpus) * 1000,
+        u64::from(config.notebook.ram_gb) * 1_000_000_000,
+    );
+    Ok(fit(&node_name, allocatable, requested, per_server))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_quantities() {
+        assert_eq!(millicpu("2"), Some(2000));
+        assert_eq!(millicpu("1.5"), Some(1500));
+        assert_eq!(millicpu("250m"), Some(250));
+        assert_eq!(millicpu("x"), None);
+    }
+
+    #[test]
+    fn what_runs_out_first_decides() {
+        let gb = 1_000_000_000;
+        let c = fit("n", (4000, 16 * gb), (1000, 2 * gb), (1000, 2 * gb));
+        assert_eq!((c.servers_that_fit, c.limited_by.as_str()), (3, "cpu"));
+        let c = fit("n", (16000, 8 * gb), (0, 0), (1000, 4 * gb));
+        assert_eq!((c.servers_that_fit, c.limited_by.as_str()), (2, "memory"));
+        let c = fit("n", (1000, gb), (2000, 2 * gb), (1000, gb));
+        assert_eq!(c.servers_that_fit, 0, "an overcommitted node fits none");
+    }
+}
