@@ -522,3 +522,112 @@ fn status_shows_how_many_more_notebook_servers_fit() {
     });
     daemon.stop();
 }
+
+#[test]
+fn status_shows_a_release_rolled_out_once_its_pods_are_ready() {
+    use k8s_openapi::api::apps::v1::Deployment;
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::api::{ListParams, Patch, PatchParams, PostParams};
+    let Some(cp) = controlplane() else { return };
+    let Some(ldap) = common::ldap_env() else {
+        return;
+    };
+    let rt = common::runtime();
+    let kube = rt.block_on(cp.kube());
+    let name = unique("hub");
+    let deployments: Api<Deployment> = Api::namespaced(kube.client().clone(), "pangeo");
+    let pods: Api<Pod> = Api::namespaced(kube.client().clone(), "pangeo");
+    rt.block_on(async {
+        kube.apply(&namespace("pangeo")).await.unwrap();
+        common::controlplane::register_ready_node(&kube, "demo").await;
+        // As Helm makes it: annotated with the release.
+        let deployment: Deployment = serde_json::from_value(serde_json::json!({
+            "metadata": {
+                "name": name,
+                "annotations": { "meta.helm.sh/release-name": "jupyterhub" },
+            },
+            "spec": {
+                "replicas": 1,
+                "selector": { "matchLabels": { "test-app": name } },
+                "template": {
+                    "metadata": { "labels": { "test-app": name } },
+                    "spec": { "containers": [{ "name": "hub", "image": "registry.invalid/hub:1" }] },
+                },
+            },
+        }))
+        .unwrap();
+        deployments
+            .create(&PostParams::default(), &deployment)
+            .await
+            .unwrap();
+    });
+
+    let mut daemon = common::TestDaemon::new("");
+    daemon.write_main(&common::TestDaemon::ldap_main_text(&ldap).replace(
+        "mode = \"off\"",
+        &format!(
+            "mode = \"external\"\nkubeconfig = \"{}\"",
+            cp.kubeconfig().display()
+        ),
+    ));
+    daemon.start();
+    let rollout_of = |status: &serde_json::Value| {
+        status["rollouts"]["jupyterhub"]["workloads"]
+            .as_array()
+            .and_then(|w| w.iter().find(|w| w["name"] == name.as_str()).cloned())
+    };
+    let status = daemon.wait_status_within("the hub's rollout", Duration::from_secs(60), |s| {
+        rollout_of(s).is_some()
+    });
+    assert_eq!(status["rollouts"]["jupyterhub"]["ready"], false);
+    assert_eq!(rollout_of(&status).unwrap()["rolled_out"], false);
+
+    // What the scheduler and the kubelet would do: bind the pod, then report it running and
+    // ready. The controllers then count it, and the release is rolled out.
+    rt.block_on(async {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let pod = loop {
+            let list = pods
+                .list(&ListParams::default().labels(&format!("test-app={name}")))
+                .await
+                .unwrap();
+            if let Some(pod) = list.items.into_iter().next() {
+                break pod;
+            }
+            assert!(Instant::now() < deadline, "the ReplicaSet made no pod");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        let pod_name = pod.name_any();
+        let binding = serde_json::json!({
+            "apiVersion": "v1", "kind": "Binding",
+            "metadata": { "name": pod_name },
+            "target": { "apiVersion": "v1", "kind": "Node", "name": "demo" },
+        });
+        let _: serde_json::Value = pods
+            .create_subresource("binding", &pod_name, &PostParams::default(), &binding)
+            .await
+            .unwrap();
+        let now = k8s_openapi::jiff::Timestamp::now().to_string();
+        pods.patch_status(
+            &pod_name,
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({ "status": {
+                "phase": "Running",
+                "conditions": [
+                    { "type": "Ready", "status": "True", "lastTransitionTime": now },
+                    { "type": "ContainersReady", "status": "True", "lastTransitionTime": now },
+                ],
+            }})),
+        )
+        .await
+        .unwrap();
+    });
+    let status = daemon.wait_status_within("rolled out", Duration::from_secs(60), |s| {
+        rollout_of(s).is_some_and(|w| w["rolled_out"] == true)
+    });
+    assert_eq!(rollout_of(&status).unwrap()["ready"], 1);
+    rt.block_on(async {
+        let _ = deployments.delete(&name, &Default::default()).await;
+    });
+    daemon.stop();
+}

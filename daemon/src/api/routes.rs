@@ -106,6 +106,9 @@ pub struct Status {
     pub directory: crate::directory::SyncStatus,
     /// The hub sync: the hub's API and version, the last run and its error.
     pub hub: crate::hub::HubStatus,
+    /// Each release's workloads and whether all are rolled out (updated and ready); null
+    /// until Kubernetes is up.
+    pub rollouts: Option<Rollouts>,
     /// How many more notebook servers fit on the node (each guaranteed its CPUs and RAM);
     /// null until Kubernetes is up.
     pub notebook_capacity: Option<crate::components::capacity::Capacity>,
@@ -115,27 +118,56 @@ pub struct Status {
     pub api_listener: Option<TcpListenerInfo>,
 }
 
+type Rollouts = std::collections::BTreeMap<String, crate::components::rollout::Rollout>;
+
+/// What status reads from Kubernetes, both at once and each bounded at 3 s: the releases'
+/// rollouts, and the notebook capacity (or why it could not be read).
+async fn cluster_view(
+    kube: &crate::k8s::Kube,
+    config: &crate::config::Config,
+) -> (
+    Option<Rollouts>,
+    (
+        Option<crate::components::capacity::Capacity>,
+        Option<String>,
+    ),
+) {
+    let bound = std::time::Duration::from_secs(3);
+    let (rollouts, capacity) = tokio::join!(
+        tokio::time::timeout(
+            bound,
+            crate::components::rollout::rollouts(
+                kube,
+                crate::components::NAMESPACE,
+                &crate::components::RELEASES,
+            ),
+        ),
+        tokio::time::timeout(bound, crate::components::capacity::capacity(kube, config)),
+    );
+    let rollouts = match rollouts {
+        Ok(Ok(list)) => Some(list.into_iter().collect()),
+        _ => None,
+    };
+    let capacity = match capacity {
+        Ok(Ok(capacity)) => (Some(capacity), None),
+        Ok(Err(error)) => (None, Some(error.to_string())),
+        Err(_) => (
+            None,
+            Some("the API server did not answer within 3 s".into()),
+        ),
+    };
+    (rollouts, capacity)
+}
+
 /// Boot steps, the overall phase, version, uptime and components.
 #[utoipa::path(get, path = "/v1/status", tag = "status", responses((status = 200, body = Status)))]
 async fn status(Extract(app): Extract<AppState>) -> Json<Status> {
     let boot = app.boot.status.borrow().clone();
     let config = app.boot.config.borrow().clone();
     let hub_url = config.as_ref().map(|c| c.hub_url());
-    let (notebook_capacity, notebook_capacity_error) = match (app.k3s.kube(), config) {
-        (Some(kube), Some(config)) => match tokio::time::timeout(
-            std::time::Duration::from_secs(3),
-            crate::components::capacity::capacity(&kube, &config),
-        )
-        .await
-        {
-            Ok(Ok(capacity)) => (Some(capacity), None),
-            Ok(Err(error)) => (None, Some(error.to_string())),
-            Err(_) => (
-                None,
-                Some("the API server did not answer within 3 s".to_string()),
-            ),
-        },
-        _ => (None, None),
+    let (rollouts, (notebook_capacity, notebook_capacity_error)) = match (app.k3s.kube(), config) {
+        (Some(kube), Some(config)) => cluster_view(&kube, &config).await,
+        _ => (None, (None, None)),
     };
     Json(Status {
         version: env!("CARGO_PKG_VERSION").into(),
@@ -148,6 +180,7 @@ async fn status(Extract(app): Extract<AppState>) -> Json<Status> {
         k3s: app.k3s.snapshot(),
         directory: app.directory.status().borrow().clone(),
         hub: app.hub.status(),
+        rollouts,
         notebook_capacity,
         notebook_capacity_error,
     })
