@@ -76,13 +76,24 @@ curl -sf --unix-socket "$WORK/run/admin.sock" http://localhost/v1/ready >/dev/nu
     echo "FAIL: pangeod did not become ready"; curl -s --unix-socket "$WORK/run/admin.sock" http://localhost/v1/status; exit 1; }
 TOKEN=$(cut -d: -f2 "$WORK/state/api-token")
 
+# The routes that act through the hub or read Kubernetes answer a documented 503 here (no hub,
+# k3s off): they are fuzzed for conformance (status code documented, body matches its schema),
+# every other route also for "no 5xx at all".
+OUTSIDE='/(server|dask-clusters)$'
+fuzz() {
+    (cd "$WORK" && "$VENV/bin/st" run "https://localhost:$PORT/v1/openapi.json" \
+        --header "Authorization: Bearer $TOKEN" \
+        --tls-verify "$WORK/state/tls/ca.pem" \
+        --max-examples "$EXAMPLES" --workers 1 --request-timeout 10 --no-color "$@")
+}
 set +e
-(cd "$WORK" && "$VENV/bin/st" run "https://localhost:$PORT/v1/openapi.json" \
-    --header "Authorization: Bearer $TOKEN" \
-    --tls-verify "$WORK/state/tls/ca.pem" \
-    --checks not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance \
-    --max-examples "$EXAMPLES" --workers 1 --request-timeout 10 --no-color)
+fuzz --exclude-path-regex "$OUTSIDE" \
+    --checks not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance
 rc=$?
+fuzz --include-path-regex "$OUTSIDE" \
+    --checks status_code_conformance,content_type_conformance,response_schema_conformance
+rc2=$?
+[ $rc -ne 0 ] || rc=$rc2
 set -e
 if ! kill -0 "$PID" 2>/dev/null; then
     echo "FAIL: pangeod died during the fuzz run"; tail -20 "$WORK/pangeod.log"; exit 1
@@ -91,4 +102,4 @@ if [ $rc -ne 0 ]; then
     echo "FAIL: schemathesis found problems (exit $rc)"; tail -20 "$WORK/pangeod.log"
     exit 1
 fi
-echo "api fuzz: no 5xx and every response matched its schema"
+echo "api fuzz: no 5xx (outside the hub and Kubernetes routes, whose 503 is documented) and every response matched its schema"

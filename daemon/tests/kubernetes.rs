@@ -482,7 +482,7 @@ fn status_shows_how_many_more_notebook_servers_fit() {
             .await
             .unwrap();
         let pod: Pod = serde_json::from_value(serde_json::json!({
-            "metadata": { "name": pod_name },
+            "metadata": { "name": pod_name, "labels": { "test-capacity": "1" } },
             "spec": {
                 "nodeName": "demo",
                 "containers": [{
@@ -493,6 +493,9 @@ fn status_shows_how_many_more_notebook_servers_fit() {
             },
         }))
         .unwrap();
+        // Pods bound to a node without a kubelet stay Terminating when deleted gracefully:
+        // earlier runs' pods go for good first (grace period 0), so the sum is this test's.
+        force_delete_pods(&pods, "test-capacity=1").await;
         pods.create(&PostParams::default(), &pod).await.unwrap();
     });
 
@@ -517,9 +520,7 @@ fn status_shows_how_many_more_notebook_servers_fit() {
     // 3 CPUs and 14 GiB left; each server is guaranteed 1 CPU and 2 GB: CPU runs out first.
     assert_eq!(capacity["servers_that_fit"], 3, "{capacity}");
     assert_eq!(capacity["limited_by"], "cpu");
-    rt.block_on(async {
-        let _ = pods.delete(&pod_name, &Default::default()).await;
-    });
+    rt.block_on(force_delete_pods(&pods, "test-capacity=1"));
     daemon.stop();
 }
 
@@ -628,6 +629,27 @@ fn status_shows_a_release_rolled_out_once_its_pods_are_ready() {
     assert_eq!(rollout_of(&status).unwrap()["ready"], 1);
     rt.block_on(async {
         let _ = deployments.delete(&name, &Default::default()).await;
+        force_delete_pods(&pods, &format!("test-app={name}")).await;
     });
     daemon.stop();
+}
+
+/// Deletes the pods matching `selector` at once (grace period 0): the test plane has no
+/// kubelet to confirm a graceful deletion of a bound pod.
+async fn force_delete_pods(pods: &Api<k8s_openapi::api::core::v1::Pod>, selector: &str) {
+    let list = pods
+        .list(&kube::api::ListParams::default().labels(selector))
+        .await
+        .unwrap();
+    for pod in list.items {
+        let _ = pods
+            .delete(
+                &pod.name_any(),
+                &kube::api::DeleteParams {
+                    grace_period_seconds: Some(0),
+                    ..Default::default()
+                },
+            )
+            .await;
+    }
 }
