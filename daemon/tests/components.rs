@@ -110,6 +110,40 @@ fn the_platform_is_applied_then_a_cpus_patch_changes_only_the_hub_values_and_sec
         .unwrap();
     assert_eq!(generated.len(), 4);
 
+    // TLS: 192.0.2.10 is not a public address, so the hub's ingress serves a certificate from
+    // the local CA, whose certificate the API hands out.
+    assert_eq!(
+        hub_values["ingress"]["tls"][0]["secretName"],
+        "pangeo-ingress-tls"
+    );
+    assert_eq!(
+        hub_values["ingress"]["tls"][0]["hosts"][0],
+        "pangeo.192-0-2-10.sslip.io"
+    );
+    let tls = rt.block_on(secrets.get("pangeo-ingress-tls")).unwrap();
+    assert_eq!(tls.type_.as_deref(), Some("kubernetes.io/tls"));
+    let tls = tls.data.unwrap();
+    let served = daemon.request(hyper::Method::GET, "/v1/tls/ca.pem", &[], None);
+    assert_eq!(served.status, 200);
+    let ca = String::from_utf8(served.body.to_vec()).unwrap();
+    assert_eq!(String::from_utf8(tls["ca.crt"].0.clone()).unwrap(), ca);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("ca.pem"), &ca).unwrap();
+    std::fs::write(dir.path().join("tls.crt"), &tls["tls.crt"].0).unwrap();
+    let verified = std::process::Command::new("openssl")
+        .args(["verify", "-CAfile"])
+        .arg(dir.path().join("ca.pem"))
+        .arg("-verify_hostname")
+        .arg("pangeo.192-0-2-10.sslip.io")
+        .arg(dir.path().join("tls.crt"))
+        .output()
+        .unwrap();
+    assert!(
+        verified.status.success(),
+        "the ingress certificate does not verify against the served CA for the domain: {}",
+        String::from_utf8_lossy(&verified.stdout)
+    );
+
     // A PATCH of cpus: a new jupyterhub generation whose only change is valuesContent.
     let response = patch(&daemon, r#"{"notebook": {"cpus": 2}}"#);
     assert_eq!(

@@ -35,6 +35,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(status))
         .routes(routes!(get_config, patch_config))
         .routes(routes!(events))
+        .routes(routes!(tls_ca))
         .routes(routes!(metrics))
         .routes(routes!(super::users::list_users))
         .routes(routes!(super::users::get_user))
@@ -493,4 +494,32 @@ pub async fn not_found(uri: axum::http::Uri) -> Problem {
             uri.path()
         ),
     )
+}
+
+/// The local CA that signed the hub's certificate, for browsers and clients to trust (a domain
+/// that is not public; a public one has a Let's Encrypt certificate and no local CA).
+#[utoipa::path(get, path = "/v1/tls/ca.pem", tag = "status", responses(
+    (status = 200, body = String, content_type = "application/x-pem-file"),
+    (status = 404, body = Problem, content_type = "application/problem+json", description = "no local CA: the domain is public (Let's Encrypt), or the components step has not run yet")
+))]
+async fn tls_ca(Extract(app): Extract<AppState>) -> Result<Response, Problem> {
+    let state = app.state.clone();
+    let ca = tokio::task::spawn_blocking(move || {
+        state.stored_secret(crate::components::ingress::CA_CERT)
+    })
+    .await
+    .map_err(|e| Problem::internal(e.to_string()))??;
+    match ca {
+        Some(pem) => Ok((
+            [(axum::http::header::CONTENT_TYPE, "application/x-pem-file")],
+            pem,
+        )
+            .into_response()),
+        None => Err(Problem::new(
+            StatusCode::NOT_FOUND,
+            "no-local-ca",
+            "No local CA",
+            "the hub has no certificate from a local CA: a public domain gets one from Let's Encrypt, and otherwise the CA is made by the components step (see pangeoctl status)",
+        )),
+    }
 }

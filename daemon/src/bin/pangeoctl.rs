@@ -62,6 +62,9 @@ enum Command {
     },
     /// Prometheus metrics, as served.
     Metrics,
+    /// The local CA that signed the hub's certificate (PEM), for browsers to trust; a public
+    /// domain has a Let's Encrypt certificate instead.
+    TlsCa,
     /// Users known from the directory.
     Users {
         /// active, disabled or removed
@@ -171,7 +174,7 @@ fn main() -> ExitCode {
         };
     }
     let text = match &args.command {
-        Command::Metrics => String::from_utf8_lossy(&response.body).into_owned(),
+        Command::Metrics | Command::TlsCa => String::from_utf8_lossy(&response.body).into_owned(),
         _ => match response.json() {
             Ok(json) => render(&args.command, &json),
             Err(error) => {
@@ -241,6 +244,7 @@ fn request_for(command: &Command) -> Result<(Method, String, Option<Vec<u8>>), S
     Ok(match command {
         Command::Status => (Method::GET, "/v1/status".into(), None),
         Command::Metrics => (Method::GET, "/metrics".into(), None),
+        Command::TlsCa => (Method::GET, "/v1/tls/ca.pem".into(), None),
         Command::Users { state, limit } => {
             let mut path = format!("/v1/users?limit={limit}");
             if let Some(state) = state {
@@ -445,7 +449,7 @@ fn render(command: &Command, json: &Value) -> String {
                 out.push_str(&format!("(older: pangeoctl events --before {next})\n"));
             }
         }
-        Command::Metrics => {}
+        Command::Metrics | Command::TlsCa => {}
         Command::Users { .. } => {
             for user in json["users"].as_array().into_iter().flatten() {
                 let admin = user["admin_sources"]

@@ -97,7 +97,16 @@ async fn components(ctx: &mut StepContext<'_>) -> Result<StepOutcome, StepError>
     let directory = components::directory_material(&config).map_err(fail)?;
     ctx.progress
         .report("rendering and validating the charts", 0.2);
-    let rendered = components::render(&config, &secrets, &directory);
+    let mut rendered = components::render(&config, &secrets, &directory);
+    if rendered.tls_mode == components::ingress::TlsMode::LocalCa {
+        let tls =
+            components::ingress::local_tls(ctx.state, &config.domain()).map_err(|e| StepError {
+                message: e.to_string(),
+                key: None,
+                retry_after: Some(Duration::from_secs(30)),
+            })?;
+        rendered.local_tls = Some(tls);
+    }
     for chart in &rendered.charts {
         ctx.components.set(
             chart.name,

@@ -4,6 +4,7 @@
 //! values against its upstream schema first and applies nothing when one fails.
 
 pub mod capacity;
+pub mod ingress;
 pub mod rollout;
 pub mod schema;
 pub mod status;
@@ -122,6 +123,10 @@ pub struct Rendered {
     pub namespace: String,
     pub charts: Vec<RenderedChart>,
     pub secrets: Secrets,
+    pub tls_mode: ingress::TlsMode,
+    /// The domain's certificate in local-CA mode, applied as the ingress's TLS Secret (set by
+    /// the components step, which keeps it in the state database).
+    pub local_tls: Option<ingress::LocalTls>,
 }
 
 /// Pure: the objects for `config`.
@@ -158,6 +163,8 @@ pub fn render(config: &Config, secrets: &Secrets, directory: &DirectoryMaterial)
             ),
         ],
         secrets: secrets.clone(),
+        tls_mode: ingress::tls_mode(config),
+        local_tls: None,
     }
 }
 
@@ -248,6 +255,29 @@ impl Rendered {
             "true".to_string(),
         )]));
         objects.push(Desired::from_typed(&class)?);
+        match (self.tls_mode, &self.local_tls) {
+            (ingress::TlsMode::Acme, _) => {
+                objects.push(Desired::from_typed(&ingress::traefik_config(
+                    STORAGE_CLASS,
+                ))?);
+            }
+            (ingress::TlsMode::LocalCa, Some(tls)) => {
+                objects.push(Desired::from_typed(&Secret {
+                    metadata: meta(Some(&self.namespace), ingress::TLS_SECRET),
+                    string_data: Some(BTreeMap::from([
+                        (
+                            "tls.crt".to_string(),
+                            format!("{}{}", tls.cert_pem, tls.ca_pem),
+                        ),
+                        ("tls.key".to_string(), tls.key_pem.clone()),
+                        ("ca.crt".to_string(), tls.ca_pem.clone()),
+                    ])),
+                    type_: Some("kubernetes.io/tls".into()),
+                    ..Default::default()
+                })?);
+            }
+            (ingress::TlsMode::LocalCa, None) => {}
+        }
         for chart in &self.charts {
             objects.push(Desired::from_typed(&self.helm_chart(chart)?)?);
         }

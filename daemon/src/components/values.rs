@@ -176,11 +176,8 @@ pub fn jupyterhub(config: &Config, secrets: &Secrets, directory: &DirectoryMater
             "enabled": cull > 0,
             "timeout": u64::from(cull) * 60,
         },
-        "ingress": {
-            "enabled": true,
-            "ingressClassName": "traefik",
-            "hosts": [config.domain()],
-        },
+        // Traefik, with Let's Encrypt or the local CA (components/ingress.rs).
+        "ingress": super::ingress::hub_ingress(config),
         // One node, images preloaded from the image's air-gap bundle.
         "prePuller": {
             "hook": { "enabled": false },

@@ -56,6 +56,23 @@ pub struct HelmChartSpec {
     pub bootstrap: Option<bool>,
 }
 
+/// k3s's `HelmChartConfig`: values for a chart k3s itself installs (Traefik), merged over its
+/// defaults by helm-controller.
+#[derive(CustomResource, Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[kube(
+    group = "helm.cattle.io",
+    version = "v1",
+    kind = "HelmChartConfig",
+    namespaced
+)]
+#[serde(rename_all = "camelCase")]
+pub struct HelmChartConfigSpec {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub values_content: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failure_policy: Option<FailurePolicy>,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum FailurePolicy {
@@ -87,6 +104,33 @@ pub struct HelmChartCondition {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_helm_chart_config_fields_exist_in_its_crd() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../shared/reference/k3s-helm-controller/helm.cattle.io_helmchartconfigs.yaml"
+        );
+        let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        let crd: serde_json::Value = serde_yaml_ng::from_str(&text).unwrap();
+        assert_eq!(crd["spec"]["names"]["kind"], "HelmChartConfig");
+        let version = crd["spec"]["versions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["name"] == "v1")
+            .unwrap();
+        let spec = &version["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"];
+        let ours = serde_json::to_value(HelmChartConfigSpec {
+            values_content: Some("a: 1".into()),
+            failure_policy: Some(FailurePolicy::Retry),
+        })
+        .unwrap();
+        for (key, value) in ours.as_object().unwrap() {
+            assert!(spec.get(key).is_some(), "{key} is not in the CRD");
+            assert_eq!(spec[key]["type"], "string", "{key}: {value}");
+        }
+    }
 
     /// The reference CRD, parsed: the properties of `spec` and `status` in the served version.
     fn reference_schema() -> serde_json::Value {

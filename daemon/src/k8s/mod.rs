@@ -6,7 +6,10 @@ mod error;
 mod helmchart;
 
 pub use error::KubeError;
-pub use helmchart::{FailurePolicy, HelmChart, HelmChartCondition, HelmChartSpec, HelmChartStatus};
+pub use helmchart::{
+    FailurePolicy, HelmChart, HelmChartCondition, HelmChartConfig, HelmChartConfigSpec,
+    HelmChartSpec, HelmChartStatus,
+};
 
 use std::fmt::Debug;
 use std::path::Path;

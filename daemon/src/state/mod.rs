@@ -371,6 +371,49 @@ impl State {
         .map_err(|e| self.err(e))
     }
 
+    /// A generated value kept under `name`: made by `make` the first time, the stored one ever
+    /// after (like [`State::secret`], for values that are not random bytes: certificates).
+    pub fn secret_with<E>(
+        &self,
+        name: &str,
+        make: impl FnOnce() -> Result<String, E>,
+    ) -> Result<Result<String, E>, StateError> {
+        let conn = self.conn();
+        let existing: Option<String> = conn
+            .query_row(
+                "SELECT value FROM secrets WHERE name = ?1",
+                params![name],
+                |row| row.get(0),
+            )
+            .optional()
+            .map_err(|e| self.err(e))?;
+        if let Some(value) = existing {
+            return Ok(Ok(value));
+        }
+        let value = match make() {
+            Ok(value) => value,
+            Err(error) => return Ok(Err(error)),
+        };
+        conn.execute(
+            "INSERT INTO secrets (name, value, created_at) VALUES (?1, ?2, ?3)",
+            params![name, value, now()],
+        )
+        .map_err(|e| self.err(e))?;
+        Ok(Ok(value))
+    }
+
+    /// A kept value, if one was made.
+    pub fn stored_secret(&self, name: &str) -> Result<Option<String>, StateError> {
+        self.conn()
+            .query_row(
+                "SELECT value FROM secrets WHERE name = ?1",
+                params![name],
+                |row| row.get(0),
+            )
+            .optional()
+            .map_err(|e| self.err(e))
+    }
+
     /// Locks keys that are not locked yet; an existing lock is never overwritten.
     pub fn lock_keys(&self, values: &[(String, String)]) -> Result<(), StateError> {
         let mut conn = self.conn();
