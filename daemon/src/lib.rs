@@ -14,4 +14,5 @@ pub mod k3s;
 pub mod k8s;
 pub mod logging;
 pub mod state;
+pub mod storage;
 pub mod systemd;

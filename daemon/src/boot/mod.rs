@@ -28,6 +28,8 @@ pub enum Step {
     Preflight,
     /// A first directory sync with FreeIPA: who may log in, and who is admin.
     DirectorySync,
+    /// The LVM volume group for the homes, on the data disk.
+    Storage,
     /// Render k3s's config, check the bundle, start or adopt k3s, wait until it is ready.
     K3s,
     /// A client for the API server: its version, the platform namespace, a watch of the node.
@@ -42,6 +44,7 @@ pub const BOOT_STEPS: &[Step] = &[
     Step::Config,
     Step::Preflight,
     Step::DirectorySync,
+    Step::Storage,
     Step::K3s,
     Step::KubernetesApi,
     Step::Components,
@@ -58,6 +61,7 @@ impl Step {
             Step::Config => "config",
             Step::Preflight => "preflight",
             Step::DirectorySync => "directory-sync",
+            Step::Storage => "storage",
             Step::K3s => "k3s",
             Step::KubernetesApi => "kubernetes-api",
             Step::Components => "components",
@@ -66,8 +70,10 @@ impl Step {
 
     /// Whether a failure stops the later steps. Who may log in does not decide whether
     /// Kubernetes comes up: a FreeIPA outage on first boot must not hold the platform back.
+    /// Nor does the homes' volume group: without it new home volumes cannot be made, but the
+    /// hub, the gateway and existing homes still run, and status says what is wrong.
     fn blocks_later_steps(self) -> bool {
-        self != Step::DirectorySync
+        !matches!(self, Step::DirectorySync | Step::Storage)
     }
 }
 

@@ -58,6 +58,7 @@ pub(super) async fn run(step: Step, ctx: &mut StepContext<'_>) -> Result<StepOut
         Step::Config => config(ctx),
         Step::Preflight => preflight::run(ctx).await.map(StepOutcome::Done),
         Step::DirectorySync => directory_sync(ctx).await.map(StepOutcome::Done),
+        Step::Storage => storage(ctx).await,
         Step::K3s => k3s(ctx).await,
         Step::KubernetesApi => kubernetes_api(ctx).await,
         Step::Components => components(ctx).await,
@@ -219,6 +220,52 @@ async fn k3s(ctx: &mut StepContext<'_>) -> Result<StepOutcome, StepError> {
         .await
         .map(StepOutcome::Done)
         .map_err(k3s_error)
+}
+
+/// The homes' volume group on the data disk, for the node's provisioner. Only where pangeod
+/// runs k3s itself: `external` Kubernetes has its own storage, `off` has none.
+async fn storage(ctx: &mut StepContext<'_>) -> Result<StepOutcome, StepError> {
+    let config = config_in_force(ctx)?;
+    if let Some(skipped) = k3s_skipped(&config) {
+        return Ok(skipped);
+    }
+    if config.k3s.mode == crate::config::K3sMode::External {
+        return Ok(StepOutcome::Skipped(
+            "k3s.mode = \"external\": the cluster's storage is managed elsewhere".into(),
+        ));
+    }
+    ctx.progress
+        .report("finding or making the homes' volume group", 0.1);
+    let group = crate::storage::ensure_volume_group(&config)
+        .await
+        .map_err(|error| StepError {
+            key: match &error {
+                crate::storage::StorageError::NotABlockDevice { .. } => {
+                    Some("storage.device".into())
+                }
+                _ => None,
+            },
+            retry_after: match &error {
+                crate::storage::StorageError::MissingTool { .. } => None,
+                _ => Some(Duration::from_secs(30)),
+            },
+            message: error.to_string(),
+        })?;
+    if group.created {
+        let _ = ctx.state.record_event(
+            ctx.actor,
+            "storage.created",
+            serde_json::json!({ "volume_group": group.name, "physical_volume": group.physical_volume, "size_bytes": group.size_bytes }),
+        );
+    }
+    Ok(StepOutcome::Done(format!(
+        "volume group {} on {}: {} GiB, {} GiB free{}",
+        group.name,
+        group.physical_volume,
+        group.size_bytes >> 30,
+        group.free_bytes >> 30,
+        if group.created { " (created)" } else { "" }
+    )))
 }
 
 /// Connects to the API server, applies the platform namespace, and watches the node.

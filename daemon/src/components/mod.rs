@@ -38,6 +38,7 @@ pub const RELEASES: [&str; 3] = [STORAGE_RELEASE, HUB_RELEASE, GATEWAY_RELEASE];
 /// The homes' StorageClass: sized, expandable volumes (OpenEBS LVM LocalPV).
 pub const STORAGE_CLASS: &str = "pangeo-homes";
 /// The LVM volume group on the data disk that the StorageClass provisions from.
+/// The default of `storage.volume_group`.
 pub const VOLUME_GROUP: &str = "pangeo";
 /// k3s serves the archives in `<data-dir>/server/static/charts/` here: no network at install.
 pub const CHARTS_URL: &str = "https://%{KUBERNETES_API}%/static/charts";
@@ -124,6 +125,8 @@ pub struct Rendered {
     pub charts: Vec<RenderedChart>,
     pub secrets: Secrets,
     pub tls_mode: ingress::TlsMode,
+    /// The LVM volume group the homes' StorageClass provisions from (`storage.volume_group`).
+    pub volume_group: String,
     /// The domain's certificate in local-CA mode, applied as the ingress's TLS Secret (set by
     /// the components step, which keeps it in the state database).
     pub local_tls: Option<ingress::LocalTls>,
@@ -164,6 +167,7 @@ pub fn render(config: &Config, secrets: &Secrets, directory: &DirectoryMaterial)
         ],
         secrets: secrets.clone(),
         tls_mode: ingress::tls_mode(config),
+        volume_group: config.storage.volume_group.clone(),
         local_tls: None,
     }
 }
@@ -245,7 +249,7 @@ impl Rendered {
             volume_binding_mode: Some("WaitForFirstConsumer".into()),
             parameters: Some(BTreeMap::from([
                 ("storage".to_string(), "lvm".to_string()),
-                ("volgroup".to_string(), VOLUME_GROUP.to_string()),
+                ("volgroup".to_string(), self.volume_group.clone()),
                 ("fsType".to_string(), "ext4".to_string()),
             ])),
             ..Default::default()

@@ -90,6 +90,14 @@ pub(crate) const KNOWN_KEYS: &[(&str, &[(&str, &str)])] = &[
             ("kubeconfig", "a string"),
         ],
     ),
+    (
+        "storage",
+        &[
+            ("volume_group", "a string"),
+            ("size_gb", "an integer"),
+            ("device", "a string"),
+        ],
+    ),
 ];
 
 /// A position in a layer: `file:line:column` for files, just the name for API overlays.

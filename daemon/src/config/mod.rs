@@ -55,6 +55,17 @@ pub struct Config {
     pub api: Api,
     pub daemon: Daemon,
     pub k3s: K3s,
+    pub storage: Storage,
+}
+
+/// The LVM volume group the homes live in (`storage.rs`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Storage {
+    pub volume_group: String,
+    /// The backing file's size; 0: 80% of the data disk's free space when it is made.
+    pub size_gb: u32,
+    /// A block device for the group instead of a file on the data disk.
+    pub device: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -9,6 +9,7 @@ use serde::Deserialize;
 use super::layers::Origins;
 use super::{
     Api, Cluster, Config, Daemon, Dask, FieldError, FreeIpa, Hub, K3s, K3sMode, LdapTls, Notebook,
+    Storage,
 };
 
 /// The configuration as written, before any rule is applied. Integers are `i64` so that a
@@ -24,6 +25,15 @@ pub(crate) struct RawConfig {
     api: RawApi,
     daemon: RawDaemon,
     k3s: RawK3s,
+    storage: RawStorage,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct RawStorage {
+    volume_group: Option<String>,
+    size_gb: Option<i64>,
+    device: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -398,6 +408,29 @@ pub(crate) fn validate(raw: RawConfig, origins: &Origins) -> Result<Config, Vec<
         ),
     };
 
+    let volume_group = raw
+        .storage
+        .volume_group
+        .unwrap_or_else(|| crate::components::VOLUME_GROUP.to_string());
+    if volume_group.is_empty()
+        || volume_group.len() > 64
+        || !volume_group
+            .chars()
+            .all(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '_' | '-' | '.' | '+'))
+        || volume_group.starts_with('-')
+    {
+        c.fail(
+            "storage.volume_group",
+            format!("\"{volume_group}\" is not a valid LVM volume group name"),
+            "use letters, digits, '_', '-', '.', '+' (not starting with '-'), for example \"pangeo\"",
+        );
+    }
+    let storage = Storage {
+        volume_group,
+        size_gb: c.range("storage.size_gb", raw.storage.size_gb, 0, 0, 1_048_576),
+        device: c.optional_path("storage.device", raw.storage.device),
+    };
+
     if !c.errors.is_empty() {
         return Err(c.errors);
     }
@@ -419,6 +452,7 @@ pub(crate) fn validate(raw: RawConfig, origins: &Origins) -> Result<Config, Vec<
         api,
         daemon,
         k3s,
+        storage,
     })
 }
 

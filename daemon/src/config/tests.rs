@@ -382,6 +382,10 @@ min_free_gb = 0
 mode = "external"
 binary = "bin/k3s"
 kubeconfig = "kube/config"
+[storage]
+volume_group = "homes"
+size_gb = 100
+device = "/dev/vdc"
 "#,
         state.display()
     ));
@@ -390,8 +394,14 @@ kubeconfig = "kube/config"
     for (_, keys) in layers::KNOWN_KEYS {
         keys_seen += keys.len();
     }
-    assert_eq!(keys_seen, 34, "update this test when adding a key");
+    assert_eq!(keys_seen, 37, "update this test when adding a key");
     assert_eq!(config.k3s.mode, crate::config::K3sMode::External);
+    assert_eq!(config.storage.volume_group, "homes");
+    assert_eq!(config.storage.size_gb, 100);
+    assert_eq!(
+        config.storage.device.as_deref(),
+        Some(std::path::Path::new("/dev/vdc"))
+    );
     assert_eq!(config.k3s.binary, f.dir.path().join("bin/k3s"));
     assert_eq!(config.k3s.kubeconfig, f.dir.path().join("kube/config"));
     assert_eq!(config.cluster.domain.as_deref(), Some("pangeo.example.org"));
