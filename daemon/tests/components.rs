@@ -42,12 +42,9 @@ fn the_platform_is_applied_then_a_cpus_patch_changes_only_the_hub_values_and_sec
     let charts: Api<HelmChart> = Api::namespaced(kube.client().clone(), components::NAMESPACE);
 
     let mut daemon = common::TestDaemon::new("");
-    daemon.write_main(&common::TestDaemon::ldap_main_text(&ldap).replace(
-        "mode = \"off\"",
-        &format!(
-            "mode = \"external\"\nkubeconfig = \"{}\"",
-            cp.kubeconfig().display()
-        ),
+    daemon.write_main(&common::TestDaemon::external_main_text(
+        &ldap,
+        &cp.kubeconfig(),
     ));
     daemon.start();
     let status =

@@ -90,31 +90,8 @@ impl Setup {
     /// The hub's API as the `pangeo-appliance` service (curl: the tests check the hub, not
     /// pangeod's client). Returns the status and the JSON body.
     fn hub_api(&self, method: &str, path: &str, token: &str, body: Option<&str>) -> (u16, Value) {
-        let mut command = Command::new("curl");
-        command
-            .args([
-                "-s",
-                "--max-time",
-                "30",
-                "-w",
-                "\n%{http_code}",
-                "-X",
-                method,
-            ])
-            .args(["-H", &format!("Authorization: token {token}")]);
-        if let Some(body) = body {
-            command.args(["-H", "Content-Type: application/json", "--data", body]);
-        }
-        let output = command
-            .arg(format!("{}{path}", self.hub.get("HUB_API_URL")))
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&output.stdout).to_string();
-        let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
-        (
-            code.trim().parse().unwrap_or(0),
-            serde_json::from_str(body).unwrap_or(Value::Null),
-        )
+        let url = format!("{}{path}", self.hub.get("HUB_API_URL"));
+        curl_json(method, &url, token, body)
     }
 
     fn admin_token(&self) -> String {
@@ -178,31 +155,8 @@ impl Setup {
         token: &str,
         body: Option<&str>,
     ) -> (u16, Value) {
-        let mut command = Command::new("curl");
-        command
-            .args([
-                "-s",
-                "--max-time",
-                "30",
-                "-w",
-                "\n%{http_code}",
-                "-X",
-                method,
-            ])
-            .args(["-H", &format!("Authorization: token {token}")]);
-        if let Some(body) = body {
-            command.args(["-H", "Content-Type: application/json", "--data", body]);
-        }
-        let output = command
-            .arg(format!("{}/user/{user}{path}", self.hub.get("HUB_URL")))
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&output.stdout).to_string();
-        let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
-        (
-            code.trim().parse().unwrap_or(0),
-            serde_json::from_str(body).unwrap_or(Value::Null),
-        )
+        let url = format!("{}/user/{user}{path}", self.hub.get("HUB_URL"));
+        curl_json(method, &url, token, body)
     }
 
     fn ctl(&self, args: &[&str]) -> (Option<i32>, String) {
@@ -229,6 +183,32 @@ impl Setup {
             || self.hub_user("alice").is_some_and(|u| u["admin"] == true),
         );
     }
+}
+
+/// One request with a token; the status and the JSON body (null when there is none).
+fn curl_json(method: &str, url: &str, token: &str, body: Option<&str>) -> (u16, Value) {
+    let mut command = Command::new("curl");
+    command
+        .args([
+            "-s",
+            "--max-time",
+            "30",
+            "-w",
+            "\n%{http_code}",
+            "-X",
+            method,
+        ])
+        .args(["-H", &format!("Authorization: token {token}")]);
+    if let Some(body) = body {
+        command.args(["-H", "Content-Type: application/json", "--data", body]);
+    }
+    let output = command.arg(url).output().unwrap();
+    let text = String::from_utf8_lossy(&output.stdout).to_string();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (
+        code.trim().parse().unwrap_or(0),
+        serde_json::from_str(body).unwrap_or(Value::Null),
+    )
 }
 
 /// Undoes directory changes even when an assertion fails.

@@ -292,13 +292,7 @@ fn the_k3s_steps_wait_for_an_apiserver_that_is_down_and_complete_once_it_is_back
     server.kill9();
 
     let mut daemon = common::TestDaemon::new("");
-    let text = common::TestDaemon::ldap_main_text(&ldap).replace(
-        "mode = \"off\"",
-        &format!(
-            "mode = \"external\"\nkubeconfig = \"{}\"",
-            server.kubeconfig.display()
-        ),
-    );
+    let text = common::TestDaemon::external_main_text(&ldap, &server.kubeconfig);
     daemon.write_main(&text);
     daemon.start();
     let status = daemon.wait_status("the k3s step waiting for /readyz", |s| {
@@ -342,7 +336,7 @@ fn the_k3s_steps_wait_for_an_apiserver_that_is_down_and_complete_once_it_is_back
         status["summary"]
             .as_str()
             .unwrap()
-            .starts_with("ready: 6/6")
+            .starts_with("ready: 7/7")
     );
 
     // The namespace is there, applied by pangeod.
@@ -417,12 +411,9 @@ fn a_users_dask_clusters_come_from_the_gateways_daskcluster_objects() {
     });
 
     let mut daemon = common::TestDaemon::new("");
-    daemon.write_main(&common::TestDaemon::ldap_main_text(&ldap).replace(
-        "mode = \"off\"",
-        &format!(
-            "mode = \"external\"\nkubeconfig = \"{}\"",
-            cp.kubeconfig().display()
-        ),
+    daemon.write_main(&common::TestDaemon::external_main_text(
+        &ldap,
+        &cp.kubeconfig(),
     ));
     daemon.start();
     daemon.wait_status_within("Kubernetes connected", Duration::from_secs(60), |s| {
@@ -500,13 +491,8 @@ fn status_shows_how_many_more_notebook_servers_fit() {
     });
 
     let mut daemon = common::TestDaemon::new("");
-    let text = common::TestDaemon::ldap_main_text(&ldap).replace(
-        "mode = \"off\"",
-        &format!(
-            "mode = \"external\"\nkubeconfig = \"{}\"",
-            cp.kubeconfig().display()
-        ),
-    ) + "[notebook]\ncpus = 1\nram_gb = 2\n";
+    let text = common::TestDaemon::external_main_text(&ldap, &cp.kubeconfig())
+        + "[notebook]\ncpus = 1\nram_gb = 2\n";
     daemon.write_main(&text);
     daemon.start();
     let status = daemon.wait_status_within("the capacity", Duration::from_secs(60), |s| {
@@ -564,12 +550,9 @@ fn status_shows_a_release_rolled_out_once_its_pods_are_ready() {
     });
 
     let mut daemon = common::TestDaemon::new("");
-    daemon.write_main(&common::TestDaemon::ldap_main_text(&ldap).replace(
-        "mode = \"off\"",
-        &format!(
-            "mode = \"external\"\nkubeconfig = \"{}\"",
-            cp.kubeconfig().display()
-        ),
+    daemon.write_main(&common::TestDaemon::external_main_text(
+        &ldap,
+        &cp.kubeconfig(),
     ));
     daemon.start();
     let rollout_of = |status: &serde_json::Value| {

@@ -76,6 +76,21 @@ mode = "off"
             )
     }
 
+    /// [`TestDaemon::ldap_main_text`] with Kubernetes run by someone else (the test control
+    /// plane), reached through `kubeconfig`.
+    pub fn external_main_text(
+        ldap: &std::collections::BTreeMap<String, String>,
+        kubeconfig: &std::path::Path,
+    ) -> String {
+        Self::ldap_main_text(ldap).replace(
+            "mode = \"off\"",
+            &format!(
+                "mode = \"external\"\nkubeconfig = \"{}\"",
+                kubeconfig.display()
+            ),
+        )
+    }
+
     pub fn config_path(&self) -> PathBuf {
         self.dir.path().join("pangeod.toml")
     }
