@@ -386,12 +386,20 @@ fn a_directory_outage_does_not_hold_back_the_kubernetes_steps() {
 fn an_image_without_k3s_fails_the_k3s_step_saying_how_to_bundle_it() {
     let mut daemon = TestDaemon::new("");
     let missing = daemon.dir.path().join("no-k3s-here");
-    daemon.write_main(&TestDaemon::main_text().replace(
-        "mode = \"off\"",
-        &format!("mode = \"child\"\nbinary = \"{}\"", missing.display()),
+    // The storage step runs in child mode too: pointed at a device that does not exist, it
+    // fails (without holding back the k3s step) instead of making a volume group on this host.
+    let no_disk = daemon.dir.path().join("no-disk");
+    daemon.write_main(&format!(
+        "{}\n[storage]\ndevice = \"{}\"\n",
+        TestDaemon::main_text().replace(
+            "mode = \"off\"",
+            &format!("mode = \"child\"\nbinary = \"{}\"", missing.display()),
+        ),
+        no_disk.display()
     ));
     daemon.start();
     let status = daemon.wait_status("a failed k3s step", |s| step(s, "k3s")["state"] == "failed");
+    assert_eq!(step(&status, "storage")["state"], "failed");
     let k3s = step(&status, "k3s");
     assert_eq!(k3s["key"], "k3s.binary");
     assert_eq!(
