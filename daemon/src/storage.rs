@@ -57,32 +57,36 @@ pub fn backing_file(config: &Config) -> PathBuf {
         .join(format!("{}.img", config.storage.volume_group))
 }
 
+/// Runs an LVM or util-linux tool; LVM complains about every inherited descriptor otherwise.
+async fn output(program: &str, args: &[&str]) -> Result<std::process::Output, std::io::Error> {
+    Command::new(program)
+        .args(args)
+        .env("LVM_SUPPRESS_FD_WARNINGS", "1")
+        .stdin(Stdio::null())
+        .output()
+        .await
+}
+
 async fn run(
     program: &'static str,
     args: &[&str],
     fix: &'static str,
 ) -> Result<String, StorageError> {
-    let output = Command::new(program)
-        .args(args)
-        // LVM complains about every inherited descriptor otherwise.
-        .env("LVM_SUPPRESS_FD_WARNINGS", "1")
-        .stdin(Stdio::null())
-        .output()
-        .await
-        .map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => StorageError::MissingTool { tool: program },
-            _ => StorageError::Command {
-                command: format!("{program} {}", args.join(" ")),
-                status: "not started".into(),
-                stderr: e.to_string(),
-                fix,
-            },
-        })?;
+    let command = || format!("{program} {}", args.join(" "));
+    let output = output(program, args).await.map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => StorageError::MissingTool { tool: program },
+        _ => StorageError::Command {
+            command: command(),
+            status: "not started".into(),
+            stderr: e.to_string(),
+            fix,
+        },
+    })?;
     if output.status.success() {
         Ok(String::from_utf8_lossy(&output.stdout).into_owned())
     } else {
         Err(StorageError::Command {
-            command: format!("{program} {}", args.join(" ")),
+            command: command(),
             status: output.status.to_string(),
             stderr: String::from_utf8_lossy(&output.stderr).trim().to_string(),
             fix,
@@ -90,33 +94,23 @@ async fn run(
     }
 }
 
-/// The group's size and free bytes, or None when LVM does not see it.
+/// The group's physical volume, size and free bytes, or None when LVM does not see it (`vgs`
+/// fails for an unknown group).
 async fn inspect(name: &str) -> Result<Option<(String, u64, u64)>, StorageError> {
-    let output = Command::new("vgs")
-        .args([
-            "--noheadings",
-            "--nosuffix",
-            "--units",
-            "b",
-            "-o",
-            "pv_name,vg_size,vg_free",
-            name,
-        ])
-        .env("LVM_SUPPRESS_FD_WARNINGS", "1")
-        .stdin(Stdio::null())
-        .output()
-        .await
-        .map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => StorageError::MissingTool { tool: "vgs" },
-            _ => StorageError::File {
-                path: PathBuf::from("vgs"),
-                message: e.to_string(),
-            },
-        })?;
-    if !output.status.success() {
-        return Ok(None);
-    }
-    let text = String::from_utf8_lossy(&output.stdout);
+    let args = [
+        "--noheadings",
+        "--nosuffix",
+        "--units",
+        "b",
+        "-o",
+        "pv_name,vg_size,vg_free",
+        name,
+    ];
+    let text = match run("vgs", &args, "").await {
+        Ok(text) => text,
+        Err(StorageError::Command { .. }) => return Ok(None),
+        Err(error) => return Err(error),
+    };
     let mut fields = text.split_whitespace();
     match (fields.next(), fields.next(), fields.next()) {
         (Some(pv), Some(size), Some(free)) => Ok(Some((

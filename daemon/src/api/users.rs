@@ -90,7 +90,10 @@ async fn hub_client(app: &AppState) -> Result<HubClient, Problem> {
 /// Hub errors as problems: a hub that is down or not installed is 503, with the reason.
 pub(super) fn hub_problem(error: HubError) -> Problem {
     let (status, code, title) = match &error {
-        HubError::Unreachable { .. } | HubError::Timeout { .. } | HubError::Config(_) => (
+        HubError::Unreachable { .. }
+        | HubError::Timeout { .. }
+        | HubError::Config(_)
+        | HubError::NotInstalled(_) => (
             StatusCode::SERVICE_UNAVAILABLE,
             "hub-unavailable",
             "The hub is unavailable",

@@ -42,6 +42,10 @@ pub enum HubError {
     Decode { what: String, reason: String },
     #[error("{0}")]
     Config(String),
+    #[error(
+        "the hub is not installed yet ({0}); pangeod reaches it once the components step has installed JupyterHub"
+    )]
+    NotInstalled(String),
 }
 
 impl HubError {
@@ -471,10 +475,19 @@ impl HubClient {
         .await
     }
 
-    /// Stops the user's default server and waits, up to `wait`, until it has stopped.
+    /// Stops the user's default server and waits, up to `wait`, until it has stopped. The hub
+    /// answers 204 also when nothing ran, so the user's state is read first: `Already` means
+    /// no server was running or changing.
     pub async fn stop_server(&self, name: &str, wait: Duration) -> Result<ServerOutcome, HubError> {
         let what = format!("stop the server of {name}");
         let started = Instant::now();
+        match self.user(name).await? {
+            None => return Err(HubError::NotFound { what }),
+            Some(user) if user.server.is_none() && user.pending.is_none() => {
+                return Ok(ServerOutcome::Already);
+            }
+            Some(_) => {}
+        }
         match self
             .call_within(
                 Method::DELETE,
@@ -488,18 +501,6 @@ impl HubClient {
             Ok((StatusCode::NO_CONTENT, _)) => return Ok(ServerOutcome::Done),
             Ok(_) => {} // 202: stopping
             Err(HubError::Timeout { .. }) => return Ok(ServerOutcome::Pending),
-            // Nothing runs (the hub says 400 for a server that is not running).
-            Err(HubError::Status { status: 400, .. }) => {
-                if self
-                    .user(name)
-                    .await?
-                    .is_some_and(|u| u.server.is_some() || u.pending.is_some())
-                {
-                    // It is between states; wait below.
-                } else {
-                    return Ok(ServerOutcome::Already);
-                }
-            }
             Err(error) => return Err(error),
         }
         self.wait_for(name, &what, started, wait, |user| {

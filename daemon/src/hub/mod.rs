@@ -51,7 +51,7 @@ pub struct HubSync {
     k3s: crate::k3s::K3sRuntime,
     kick: Arc<Notify>,
     status: watch::Sender<HubStatus>,
-    client: Arc<Mutex<Option<(String, HubClient)>>>,
+    client: Arc<Mutex<Option<(crate::config::Hub, HubClient)>>>,
     run_lock: Arc<Mutex<()>>,
 }
 
@@ -78,8 +78,29 @@ impl HubSync {
 
     /// The hub client for this config: `hub.api_url` and `hub.api_token_file` when set (a hub
     /// outside the cluster, as in the tests), else the chart's `hub` Service and the
-    /// `pangeo-appliance` token pangeod generated for the chart.
+    /// `pangeo-appliance` token pangeod generated for the chart. Resolved once per `[hub]`
+    /// settings and kept (no file, database or Service read per request); a run that cannot
+    /// reach the hub or is refused drops it, so the next call resolves afresh.
     pub async fn client(&self, config: &Config) -> Result<HubClient, HubError> {
+        let mut cached = self.client.lock().await;
+        if let Some((settings, client)) = cached.as_ref()
+            && *settings == config.hub
+        {
+            return Ok(client.clone());
+        }
+        let client = self.resolve(config).await?;
+        *cached = Some((config.hub.clone(), client.clone()));
+        self.status
+            .send_modify(|s| s.api_url = Some(client.api_url().to_string()));
+        Ok(client)
+    }
+
+    /// Drops the kept client: the Service's address or the token may have changed.
+    async fn forget_client(&self) {
+        *self.client.lock().await = None;
+    }
+
+    async fn resolve(&self, config: &Config) -> Result<HubClient, HubError> {
         let api_url = match &config.hub.api_url {
             Some(url) => url.clone(),
             None => self.service_url().await?,
@@ -105,27 +126,12 @@ impl HubSync {
             })?),
             None => None,
         };
-        let key = format!("{api_url}\n{token}\n{ca:?}");
-        let mut cached = self.client.lock().await;
-        if let Some((cached_key, client)) = cached.as_ref()
-            && *cached_key == key
-        {
-            return Ok(client.clone());
-        }
-        let client = HubClient::new(&api_url, token, ca.as_deref())?;
-        *cached = Some((key, client.clone()));
-        self.status
-            .send_modify(|s| s.api_url = Some(client.api_url().to_string()));
-        Ok(client)
+        HubClient::new(&api_url, token, ca.as_deref())
     }
 
     async fn service_url(&self) -> Result<String, HubError> {
         use k8s_openapi::api::core::v1::Service;
-        let not_yet = |why: String| {
-            HubError::Config(format!(
-                "the hub is not installed yet ({why}); it is reached once the components step has installed JupyterHub"
-            ))
-        };
+        let not_yet = |why: String| HubError::NotInstalled(why);
         let kube = self
             .k3s
             .kube()
@@ -161,6 +167,9 @@ impl HubSync {
             enforce::run(&client, &self.state).await
         }
         .await;
+        if let Err(HubError::Unreachable { .. } | HubError::Unauthorized { .. }) = &outcome {
+            self.forget_client().await;
+        }
         self.status.send_modify(|s| {
             s.last_run_at = Some(started_at.clone());
             match &outcome {
@@ -217,7 +226,7 @@ impl HubSync {
                 }
                 Err(error) => {
                     match &error {
-                        HubError::Config(_) => tracing::debug!(%error, "hub sync waits"),
+                        HubError::NotInstalled(_) => tracing::debug!(%error, "hub sync waits"),
                         _ => {
                             tracing::warn!(%error, retry_in = ?backoff, "hub sync failed; nothing is lost, it is retried")
                         }

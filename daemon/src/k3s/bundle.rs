@@ -59,82 +59,91 @@ pub struct Linked {
 /// Symlinks, so nothing is copied onto the data disk; idempotent; a link left by an older image
 /// whose file is gone is removed; a regular file someone put there is left alone.
 pub fn link_into(root: &Path, data_dir: &Path) -> Result<Linked, BundleError> {
-    let mut linked = Linked::default();
-    let pairs: [(&'static str, &str, PathBuf, &[&str]); 2] = [
-        (
-            "image tarballs",
-            IMAGES_DIR,
-            data_dir.join("agent/images"),
-            &[".tar", ".tar.zst", ".tar.gz", ".tar.lz4"],
-        ),
-        (
-            "chart archives",
-            CHARTS_DIR,
-            data_dir.join("server/static/charts"),
-            &[".tgz"],
-        ),
-    ];
-    for (what, source, dest, suffixes) in pairs {
-        let source = root.join(source.trim_start_matches('/'));
-        let fail = |path: &Path, error: std::io::Error| BundleError::Link {
-            what,
-            path: path.to_path_buf(),
-            message: error.to_string(),
-        };
-        if source == dest {
-            continue;
-        }
-        let entries = match std::fs::read_dir(&source) {
-            Ok(entries) => entries,
-            // An image without artifacts: nothing to link.
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(error) => return Err(fail(&source, error)),
-        };
-        std::fs::create_dir_all(&dest).map_err(|e| fail(&dest, e))?;
-        let mut count = 0;
-        for entry in entries {
-            let entry = entry.map_err(|e| fail(&source, e))?;
-            let name = entry.file_name();
-            let name_text = name.to_string_lossy();
-            if !suffixes.iter().any(|s| name_text.ends_with(s)) {
-                continue;
-            }
-            let target = entry.path();
-            let link = dest.join(&name);
-            match std::fs::symlink_metadata(&link) {
-                Ok(meta) if meta.file_type().is_symlink() => {
-                    if std::fs::read_link(&link).ok().as_deref() == Some(target.as_path()) {
-                        count += 1;
-                        continue;
-                    }
-                    std::fs::remove_file(&link).map_err(|e| fail(&link, e))?;
-                }
-                Ok(_) => {
-                    tracing::warn!(path = %link.display(), "a file that is not pangeod's link is in k3s's bundle dir; left as it is");
+    let (images, stale_images) = link_dir(
+        "image tarballs",
+        &root.join(IMAGES_DIR.trim_start_matches('/')),
+        &data_dir.join("agent/images"),
+        &[".tar", ".tar.zst", ".tar.gz", ".tar.lz4"],
+    )?;
+    let (charts, stale_charts) = link_dir(
+        "chart archives",
+        &root.join(CHARTS_DIR.trim_start_matches('/')),
+        &data_dir.join("server/static/charts"),
+        &[".tgz"],
+    )?;
+    Ok(Linked {
+        images,
+        charts,
+        removed: stale_images + stale_charts,
+    })
+}
+
+/// Links each file of `source` ending in one of `suffixes` into `dest`, and removes links in
+/// `dest` into `source` whose file is gone (also when `source` itself is gone: an image
+/// without artifacts). Returns (links in place, links removed).
+fn link_dir(
+    what: &'static str,
+    source: &Path,
+    dest: &Path,
+    suffixes: &[&str],
+) -> Result<(usize, usize), BundleError> {
+    let fail = |path: &Path, error: std::io::Error| BundleError::Link {
+        what,
+        path: path.to_path_buf(),
+        message: error.to_string(),
+    };
+    if source == dest {
+        return Ok((0, 0));
+    }
+    let mut linked = 0;
+    match std::fs::read_dir(source) {
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+        Err(error) => return Err(fail(source, error)),
+        Ok(entries) => {
+            std::fs::create_dir_all(dest).map_err(|e| fail(dest, e))?;
+            for entry in entries {
+                let entry = entry.map_err(|e| fail(source, e))?;
+                let name = entry.file_name();
+                if !suffixes.iter().any(|s| name.to_string_lossy().ends_with(s)) {
                     continue;
                 }
-                Err(_) => {}
+                let target = entry.path();
+                let link = dest.join(&name);
+                match std::fs::symlink_metadata(&link) {
+                    Ok(meta) if meta.file_type().is_symlink() => {
+                        if std::fs::read_link(&link).ok().as_deref() == Some(target.as_path()) {
+                            linked += 1;
+                            continue;
+                        }
+                        std::fs::remove_file(&link).map_err(|e| fail(&link, e))?;
+                    }
+                    Ok(_) => {
+                        tracing::warn!(path = %link.display(), "a file that is not pangeod's link is in k3s's bundle dir; left as it is");
+                        continue;
+                    }
+                    Err(_) => {}
+                }
+                std::os::unix::fs::symlink(&target, &link).map_err(|e| fail(&link, e))?;
+                linked += 1;
             }
-            std::os::unix::fs::symlink(&target, &link).map_err(|e| fail(&link, e))?;
-            count += 1;
-        }
-        for entry in std::fs::read_dir(&dest).map_err(|e| fail(&dest, e))? {
-            let entry = entry.map_err(|e| fail(&dest, e))?;
-            let link = entry.path();
-            let Ok(target) = std::fs::read_link(&link) else {
-                continue;
-            };
-            if target.starts_with(&source) && !target.exists() {
-                std::fs::remove_file(&link).map_err(|e| fail(&link, e))?;
-                linked.removed += 1;
-            }
-        }
-        match what {
-            "image tarballs" => linked.images = count,
-            _ => linked.charts = count,
         }
     }
-    Ok(linked)
+    let mut removed = 0;
+    let entries = match std::fs::read_dir(dest) {
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok((linked, 0)),
+        other => other.map_err(|e| fail(dest, e))?,
+    };
+    for entry in entries {
+        let link = entry.map_err(|e| fail(dest, e))?.path();
+        let Ok(target) = std::fs::read_link(&link) else {
+            continue;
+        };
+        if target.starts_with(source) && !target.exists() {
+            std::fs::remove_file(&link).map_err(|e| fail(&link, e))?;
+            removed += 1;
+        }
+    }
+    Ok((linked, removed))
 }
 
 #[derive(Debug, Deserialize)]
