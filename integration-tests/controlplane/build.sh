@@ -2,8 +2,8 @@
 # Builds the test control plane binaries (kube-apiserver, kube-controller-manager, kubectl,
 # kine, helm-controller) from Go modules and caches them outside the checkout:
 #   ${PANGEO_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/pangeo-appliance}/controlplane/<key>/bin/
-# GOMODCACHE and GOCACHE are also kept under .../controlplane/ so a fresh clone on the same
-# machine (CI) reuses downloads and compiled packages.
+# GOMODCACHE is also kept under .../controlplane/ so a fresh clone on the same machine (CI)
+# reuses the downloads; the Go build cache is dropped after a successful build (4 GiB).
 #
 # Usage: build.sh [--print-bin-dir]
 #   --print-bin-dir  print only the bin dir on stdout (building first if needed)
@@ -103,6 +103,10 @@ rm -f "$TMP"/*.log
 rm -rf "$BIN"
 mv "$TMP" "$BIN"
 trap - EXIT
+# The compiled binaries are what is cached; the Go build cache (about 4 GiB) is only a
+# speed-up for the next version bump, which is rare. Drop it so the disk stays free for
+# the Rust builds and the image.
+"$GO" clean -cache >/dev/null 2>&1 || true
 cp_log "done: $BIN"
 [ "$PRINT_ONLY" = 1 ] && echo "$BIN"
 exit 0
