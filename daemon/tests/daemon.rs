@@ -150,6 +150,41 @@ fn immutable_keys_are_locked_after_the_first_successful_boot() {
 }
 
 #[test]
+fn a_key_made_immutable_by_a_newer_version_is_locked_at_the_next_boot() {
+    // State from an older pangeod, which locked only some keys at its first boot.
+    let mut daemon = TestDaemon::new("");
+    {
+        let state = State::open(&daemon.state_dir()).unwrap();
+        state
+            .lock_keys(&[("cluster.external_ip".into(), "192.0.2.10".into())])
+            .unwrap();
+    }
+    let before = State::open(&daemon.state_dir())
+        .unwrap()
+        .locked_keys()
+        .unwrap();
+    daemon.start();
+    daemon.wait_status("booted", common::booted);
+    daemon.stop();
+
+    let locked = State::open(&daemon.state_dir())
+        .unwrap()
+        .locked_keys()
+        .unwrap();
+    assert_eq!(locked["storage.volume_group"].value, "pangeo");
+    assert_eq!(
+        locked["cluster.external_ip"], before["cluster.external_ip"],
+        "an existing lock is kept as it was"
+    );
+    let mut every_key = pangeod::config::IMMUTABLE_KEYS.to_vec();
+    every_key.sort_unstable();
+    assert_eq!(
+        locked.keys().map(String::as_str).collect::<Vec<_>>(),
+        every_key
+    );
+}
+
+#[test]
 fn a_second_daemon_on_the_same_state_is_refused() {
     let mut first = TestDaemon::new("");
     first.start();
@@ -279,6 +314,14 @@ fn the_unit_file_matches_the_daemon() {
     assert_eq!(value("ProtectSystem"), ["strict"]);
     assert_eq!(value("PrivateTmp"), ["yes"]);
     assert!(!value("WatchdogSec").is_empty());
+    // The portal's drop-ins arrive through cloud-init's write_files, in its network stage; the
+    // later stages (cloud-config, cloud-final) are not waited for.
+    let after = value("After").join(" ");
+    assert!(
+        after.split(' ').any(|u| u == "cloud-init-network.service")
+            && !after.contains("cloud-config.service"),
+        "{after}"
+    );
     // The state lives on the data disk, which must stay writable under ProtectSystem=strict.
     assert!(
         value("ReadWritePaths")[0]

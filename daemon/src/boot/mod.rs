@@ -465,14 +465,22 @@ impl BootRunner {
         None
     }
 
-    /// Once the platform is built on them, the immutable keys are locked for good.
+    /// Once the platform is built on them, the immutable keys are locked for good. A key not
+    /// locked yet (one that a newer image made immutable) is locked at its current value.
     fn lock_keys_once(&self, actor: &str) {
         let Some(config) = self.config.borrow().clone() else {
             return;
         };
         match self.state.locked_keys() {
-            Ok(locked) if locked.is_empty() => {
-                let values = config.immutable_values();
+            Ok(locked) => {
+                let values: Vec<(String, String)> = config
+                    .immutable_values()
+                    .into_iter()
+                    .filter(|(key, _)| !locked.contains_key(key))
+                    .collect();
+                if values.is_empty() {
+                    return;
+                }
                 match self.state.lock_keys(&values) {
                     Ok(()) => {
                         let keys: serde_json::Map<_, _> = values
@@ -488,7 +496,6 @@ impl BootRunner {
                     Err(error) => tracing::error!(%error, "cannot lock the immutable keys"),
                 }
             }
-            Ok(_) => {}
             Err(error) => tracing::error!(%error, "cannot read the locked keys"),
         }
     }

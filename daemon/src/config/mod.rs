@@ -22,8 +22,15 @@ pub use layers::{Bootstrap, Layer, Location, Origins, bootstrap, dropin_dir, loa
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/pangeod/pangeod.toml";
 
 /// Keys that are fixed once the platform has booted successfully: they are baked into
-/// certificates, group names and URLs.
-pub const IMMUTABLE_KEYS: &[&str] = &["cluster.name", "cluster.external_ip", "cluster.domain"];
+/// certificates, group names and URLs. The volume group too: the homes' StorageClass names it,
+/// Kubernetes never lets a StorageClass's parameters change, and a new name would strand every
+/// existing volume.
+pub const IMMUTABLE_KEYS: &[&str] = &[
+    "cluster.name",
+    "cluster.external_ip",
+    "cluster.domain",
+    "storage.volume_group",
+];
 
 /// Keys the admin API may change at run time. Everything else is set in the files only.
 pub const UPDATABLE_KEYS: &[&str] = &[
@@ -273,6 +280,7 @@ impl Config {
             "cluster.name" => Some(self.cluster.name.clone()),
             "cluster.external_ip" => Some(self.cluster.external_ip.to_string()),
             "cluster.domain" => Some(self.domain()),
+            "storage.volume_group" => Some(self.storage.volume_group.clone()),
             _ => None,
         }
     }

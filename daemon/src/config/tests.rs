@@ -503,6 +503,7 @@ fn a_locked_key_cannot_change_in_the_main_file() {
                 "cluster.domain".to_string(),
                 "pangeo.192-0-2-10.sslip.io".to_string()
             ),
+            ("storage.volume_group".to_string(), "pangeo".to_string()),
         ]
     );
     let lock = locked(&[
@@ -545,6 +546,24 @@ fn a_dropin_cannot_override_a_locked_key() {
     assert!(
         error.to_string().starts_with(&format!(
             "{}:2:1: cluster.domain: cannot change from \"pangeo.192-0-2-10.sslip.io\" to \"pangeo.example.org\"",
+            dropin.display()
+        )),
+        "{error}"
+    );
+}
+
+#[test]
+fn the_volume_group_is_locked_like_the_cluster_keys() {
+    // The homes' StorageClass names the group, and its parameters can never change.
+    let f = Fixture::new();
+    let lock = locked(&[("storage.volume_group", "pangeo")]);
+    let dropin = f.write_dropin("50-portal.toml", "[storage]\nvolume_group = \"homes\"\n");
+    let layers = load_layers(&f.main_path()).unwrap();
+    let error = Config::from_layers(&layers, &lock).unwrap_err();
+    assert_eq!(error.key(), Some("storage.volume_group"));
+    assert!(
+        error.to_string().starts_with(&format!(
+            "{}:2:1: storage.volume_group: cannot change from \"pangeo\" to \"homes\"",
             dropin.display()
         )),
         "{error}"
