@@ -381,9 +381,11 @@ fn a_users_dask_clusters_come_from_the_gateways_daskcluster_objects() {
         }
         // As the gateway's Kubernetes backend makes them: the owner in spec.username, the
         // phase in the status subresource.
+        // dave is a member whose account is locked in FreeIPA: his cluster must be stopped.
         for (name, user, phase, cores) in [
             ("c-alice-1", "alice", "Running", 2),
             ("c-bob-1", "bob", "Pending", 1),
+            ("c-dave-1", "Dave", "Running", 1),
         ] {
             let mut object = DynamicObject::new(name, &resource);
             object.data = serde_json::json!({
@@ -436,8 +438,36 @@ fn a_users_dask_clusters_come_from_the_gateways_daskcluster_objects() {
         None,
     );
     assert_eq!(unknown.status, 404);
+
+    // A disabled user's cluster is deleted (the gateway's controller then stops its pods),
+    // with no hub installed at all; the active users' clusters stay.
     rt.block_on(async {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while clusters.get_opt("c-dave-1").await.unwrap().is_some() {
+            assert!(
+                Instant::now() < deadline,
+                "the disabled user's DaskCluster is still there"
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
         for name in ["c-alice-1", "c-bob-1"] {
+            assert!(clusters.get_opt(name).await.unwrap().is_some(), "{name}");
+        }
+    });
+    let events = daemon.get_json("/v1/events?limit=500");
+    let stopped: Vec<&serde_json::Value> = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "dask.cluster-stopped")
+        .collect();
+    assert_eq!(stopped.len(), 1, "{stopped:?}");
+    assert_eq!(
+        stopped[0]["details"],
+        serde_json::json!({ "user": "dave", "cluster": "pangeo.c-dave-1", "because": "disabled" })
+    );
+    rt.block_on(async {
+        for name in ["c-alice-1", "c-bob-1", "c-dave-1"] {
             let _ = clusters.delete(name, &Default::default()).await;
         }
     });

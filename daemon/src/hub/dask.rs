@@ -1,8 +1,11 @@
 //! A user's Dask clusters, as the gateway's Kubernetes backend records them: one `DaskCluster`
 //! (`gateway.dask.org/v1alpha1`) per cluster, with the owner in `spec.username` and the phase
-//! in `status.phase`.
+//! in `status.phase`. Deleting the object is how the gateway itself stops a cluster: its
+//! controller then removes the scheduler and the workers.
 
-use kube::api::{ApiResource, DynamicObject, ListParams};
+use std::collections::HashMap;
+
+use kube::api::{ApiResource, DeleteParams, DynamicObject, ListParams};
 use kube::core::GroupVersionKind;
 use serde::Serialize;
 use serde_json::Value;
@@ -69,4 +72,65 @@ pub async fn clusters_of(
         .collect();
     clusters.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.name.cmp(&b.name)));
     Ok(clusters)
+}
+
+/// A cluster deleted because its owner may no longer use the appliance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoppedCluster {
+    pub user: String,
+    /// `<namespace>.<object name>`, as the gateway names it.
+    pub cluster: String,
+    /// Why the owner may not: their state in the user table (`removed` or `disabled`).
+    pub because: String,
+}
+
+/// Deletes every cluster whose owner (compared in lower case) is in `revoked`, which maps the
+/// hub user name to the reason. Revoking a user's hub tokens only stops them making new
+/// clusters; this stops the ones that run. A cluster already being deleted is left to finish.
+pub async fn stop_clusters_of(
+    kube: &Kube,
+    namespace: &str,
+    revoked: &HashMap<String, String>,
+) -> Result<Vec<StoppedCluster>, KubeError> {
+    if revoked.is_empty() {
+        return Ok(Vec::new());
+    }
+    let resource = resource();
+    let api: kube::Api<DynamicObject> =
+        kube::Api::namespaced_with(kube.client().clone(), namespace, &resource);
+    let list = api.list(&ListParams::default()).await.map_err(|error| {
+        KubeError::from_kube(error, "list", &format!("DaskCluster {namespace}/*"))
+    })?;
+    let mut stopped = Vec::new();
+    for object in list.items {
+        let Some(owner) = object.data["spec"]["username"].as_str() else {
+            continue;
+        };
+        let Some(because) = revoked.get(&owner.to_lowercase()) else {
+            continue;
+        };
+        let Some(name) = object.metadata.name.as_deref() else {
+            continue;
+        };
+        if object.metadata.deletion_timestamp.is_some() {
+            continue;
+        }
+        match api.delete(name, &DeleteParams::background()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(status)) if status.code == 404 => continue,
+            Err(error) => {
+                return Err(KubeError::from_kube(
+                    error,
+                    "delete",
+                    &format!("DaskCluster {namespace}/{name}"),
+                ));
+            }
+        }
+        stopped.push(StoppedCluster {
+            user: owner.to_lowercase(),
+            cluster: format!("{namespace}.{name}"),
+            because: because.clone(),
+        });
+    }
+    Ok(stopped)
 }

@@ -1,7 +1,8 @@
 //! The hub follows the directory: after every sync, every active member is a hub user with the
 //! computed admin flag, and a removed or disabled user has their server stopped, their tokens
 //! revoked and their hub user deleted (which ends their login cookie; the home volume stays,
-//! because KubeSpawner's `delete_pvc` is off and its name comes from the user name).
+//! because KubeSpawner's `delete_pvc` is off and its name comes from the user name). Their Dask
+//! clusters are deleted too, through Kubernetes, whether or not the hub answers.
 //!
 //! Level-triggered: each run compares the user table (SQLite, written only by complete syncs)
 //! with the hub's users and makes the difference. A hub that is down delays a run; the next
@@ -156,9 +157,56 @@ impl HubSync {
         Ok(format!("http://{host}:{HUB_SERVICE_PORT}/hub/api"))
     }
 
-    /// One run: makes the hub equal to the user table.
+    /// Deletes the Dask clusters of users who are removed or disabled. Needs only Kubernetes:
+    /// a hub that is down does not keep a removed user's workers running. Users the directory
+    /// never knew are left alone, as in the hub.
+    async fn stop_revoked_dask_clusters(&self) {
+        let Some(kube) = self.k3s.kube() else {
+            return;
+        };
+        let state = self.state.clone();
+        let revoked = match tokio::task::spawn_blocking(move || revoked_users(&state)).await {
+            Ok(Ok(revoked)) => revoked,
+            Ok(Err(error)) => {
+                tracing::error!(%error, "cannot read the user table for the Dask clusters");
+                return;
+            }
+            Err(error) => {
+                tracing::error!(%error, "reading the user table failed");
+                return;
+            }
+        };
+        match dask::stop_clusters_of(&kube, crate::components::NAMESPACE, &revoked).await {
+            Ok(stopped) if stopped.is_empty() => {}
+            Ok(stopped) => {
+                for cluster in &stopped {
+                    tracing::info!(user = %cluster.user, cluster = %cluster.cluster, because = %cluster.because, "stopped a Dask cluster of a user who may no longer log in");
+                }
+                let events: Vec<_> = stopped
+                    .iter()
+                    .map(|c| {
+                        (
+                            "dask.cluster-stopped",
+                            serde_json::json!({ "user": c.user, "cluster": c.cluster, "because": c.because }),
+                        )
+                    })
+                    .collect();
+                if let Err(error) = self.state.record_events("hub-sync", &events) {
+                    tracing::error!(%error, "cannot record the stopped Dask clusters");
+                }
+            }
+            // Not installed yet (no CRD), or Kubernetes is down: the next run tries again.
+            Err(error) => {
+                tracing::debug!(%error, "the Dask clusters of revoked users were not checked")
+            }
+        }
+    }
+
+    /// One run: makes the hub equal to the user table, and stops the Dask clusters of users
+    /// who may no longer log in.
     pub async fn enforce(&self, config: &Config) -> Result<EnforceReport, HubError> {
         let _one_at_a_time = self.run_lock.lock().await;
+        self.stop_revoked_dask_clusters().await;
         let started_at = crate::state::now();
         let outcome = async {
             let client = self.client(config).await?;
@@ -237,4 +285,28 @@ impl HubSync {
             }
         }
     }
+}
+
+/// The hub user names that may no longer log in, with their state (`removed` or `disabled`).
+fn revoked_users(
+    state: &State,
+) -> Result<std::collections::HashMap<String, String>, crate::state::StateError> {
+    use crate::state::UserState;
+    let mut revoked = std::collections::HashMap::new();
+    for which in [UserState::Removed, UserState::Disabled] {
+        let mut after: Option<String> = None;
+        loop {
+            let page = state.users(Some(which), after.as_deref(), 5000)?;
+            let done = page.len() < 5000;
+            after = page.last().map(|u| u.name.clone());
+            revoked.extend(
+                page.into_iter()
+                    .map(|u| (u.name, which.as_str().to_string())),
+            );
+            if done {
+                break;
+            }
+        }
+    }
+    Ok(revoked)
 }
