@@ -32,20 +32,27 @@ pub fn resource() -> ApiResource {
     )
 }
 
+/// Every `DaskCluster` in `namespace`, with the API handle to act on them.
+async fn list(
+    kube: &Kube,
+    namespace: &str,
+) -> Result<(kube::Api<DynamicObject>, Vec<DynamicObject>), KubeError> {
+    let api: kube::Api<DynamicObject> =
+        kube::Api::namespaced_with(kube.client().clone(), namespace, &resource());
+    let list = api.list(&ListParams::default()).await.map_err(|error| {
+        KubeError::from_kube(error, "list", &format!("DaskCluster {namespace}/*"))
+    })?;
+    Ok((api, list.items))
+}
+
 /// The clusters owned by `user` (the hub user name), oldest first.
 pub async fn clusters_of(
     kube: &Kube,
     namespace: &str,
     user: &str,
 ) -> Result<Vec<DaskClusterView>, KubeError> {
-    let resource = resource();
-    let api: kube::Api<DynamicObject> =
-        kube::Api::namespaced_with(kube.client().clone(), namespace, &resource);
-    let list = api.list(&ListParams::default()).await.map_err(|error| {
-        KubeError::from_kube(error, "list", &format!("DaskCluster {namespace}/*"))
-    })?;
-    let mut clusters: Vec<DaskClusterView> = list
-        .items
+    let (_, items) = list(kube, namespace).await?;
+    let mut clusters: Vec<DaskClusterView> = items
         .into_iter()
         .filter(|object| {
             object.data["spec"]["username"]
@@ -95,14 +102,9 @@ pub async fn stop_clusters_of(
     if revoked.is_empty() {
         return Ok(Vec::new());
     }
-    let resource = resource();
-    let api: kube::Api<DynamicObject> =
-        kube::Api::namespaced_with(kube.client().clone(), namespace, &resource);
-    let list = api.list(&ListParams::default()).await.map_err(|error| {
-        KubeError::from_kube(error, "list", &format!("DaskCluster {namespace}/*"))
-    })?;
+    let (api, items) = list(kube, namespace).await?;
     let mut stopped = Vec::new();
-    for object in list.items {
+    for object in items {
         let Some(owner) = object.data["spec"]["username"].as_str() else {
             continue;
         };
