@@ -51,3 +51,45 @@ vm_show_serial() {
     tail -n "$n" "$dir/serial.log" | tr -d '\r' | sed 's/\x1b\[[0-9;]*[A-Za-z]//g' >&2
     echo "----- end of serial console -----" >&2
 }
+
+# vm_json EXPR: evaluate a Python expression over the JSON on stdin (as d) and print it;
+# prints nothing and fails on input that is not JSON (or an expression that raises).
+vm_json() {
+    python3 -c "import json,sys
+try: d=json.load(sys.stdin)
+except Exception: sys.exit(1)
+print($1)" 2>/dev/null
+}
+
+# vm_median N...: the median of the numbers given ("-" entries skipped); "n/a" for none.
+vm_median() {
+    printf '%s\n' "$@" | grep -v '^-$' | sort -n |
+        awk '{a[NR]=$1} END{if(NR==0){print "n/a"} else if(NR%2){print a[(NR+1)/2]} else {printf "%.2f\n",(a[NR/2]+a[NR/2+1])/2}}'
+}
+
+# vm_ldap_fixture WD USERS LOG DROPIN: the host's FreeIPA-shaped 389-ds fixture for a guest.
+# Sets it up in WD (a dir dirsrv can traverse: not under /root), starts it, loads USERS users
+# of cluster demo-cluster (config/portal-example.toml's), sources WD/env, and writes DROPIN,
+# the pangeod drop-in that reaches it from the guest at 10.0.2.100 (vm/boot --guest-port
+# $LDAPS_PORT; the fixture's certificate names that IP). The generator's account of the data
+# is WD/data/vm.json. Output goes to LOG. Exit 0 ready, 1 failed (LOG says why).
+vm_ldap_fixture() {
+    local wd=$1 users=$2 log=$3 dropin=$4
+    local fixture=$VM_REPO/integration-tests/fixtures/389ds
+    "$fixture/setup.sh" "$wd" > "$log" 2>&1 &&
+        "$fixture/start.sh" "$wd" >> "$log" 2>&1 &&
+        mkdir -p "$wd/data" &&
+        python3 "$fixture/gen-ldif.py" --cluster demo-cluster --users "$users" \
+            -o "$wd/data/vm.ldif" --expect "$wd/data/vm.json" >> "$log" 2>&1 &&
+        "$fixture/load.sh" "$wd" "$wd/data/vm.ldif" >> "$log" 2>&1 || return 1
+    # shellcheck disable=SC1091
+    . "$wd/env"
+    cat > "$dropin" <<TOML
+# The host's 389-ds fixture, reached through guestfwd (its certificate names IP 10.0.2.100).
+[freeipa]
+server = "10.0.2.100:$LDAPS_PORT"
+tls = "ldaps"
+base_dn = "$LDAP_BASE_DN"
+bind_dn = "$LDAP_BIND_DN"
+TOML
+}

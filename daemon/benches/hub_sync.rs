@@ -141,7 +141,11 @@ fn bulk(rt: &tokio::runtime::Runtime, work: &Path) -> Vec<String> {
 
     let started = Instant::now();
     let report = rt
-        .block_on(pangeod::hub::enforce::run(&client, &state))
+        .block_on(pangeod::hub::enforce::run(
+            &client,
+            &state,
+            &pangeod::hub::enforce::all_users(&state).unwrap(),
+        ))
         .unwrap();
     let bulk_time = started.elapsed();
     let in_hub = rt.block_on(client.users()).unwrap();
@@ -159,7 +163,11 @@ fn bulk(rt: &tokio::runtime::Runtime, work: &Path) -> Vec<String> {
 
     let started = Instant::now();
     let again = rt
-        .block_on(pangeod::hub::enforce::run(&client, &state))
+        .block_on(pangeod::hub::enforce::run(
+            &client,
+            &state,
+            &pangeod::hub::enforce::all_users(&state).unwrap(),
+        ))
         .unwrap();
     let noop_time = started.elapsed();
 

@@ -389,7 +389,7 @@ impl BootRunner {
                     }
                     self.set_step(index, StepState::Done, message, 1.0, None, false);
                     if *step == LOCK_KEYS_AFTER {
-                        self.lock_keys_once(actor);
+                        self.lock_unlocked_keys(actor);
                     }
                 }
                 Ok(steps::StepOutcome::Skipped(message)) => {
@@ -467,7 +467,7 @@ impl BootRunner {
 
     /// Once the platform is built on them, the immutable keys are locked for good. A key not
     /// locked yet (one that a newer image made immutable) is locked at its current value.
-    fn lock_keys_once(&self, actor: &str) {
+    fn lock_unlocked_keys(&self, actor: &str) {
         let Some(config) = self.config.borrow().clone() else {
             return;
         };

@@ -77,7 +77,7 @@ pub struct EnforceReport {
 }
 
 /// Every user in the table, page by page.
-fn all_users(state: &State) -> Result<Vec<UserRecord>, HubError> {
+pub fn all_users(state: &State) -> Result<Vec<UserRecord>, HubError> {
     let mut users = Vec::new();
     let mut after: Option<String> = None;
     loop {
@@ -113,14 +113,18 @@ where
     }
 }
 
-/// Makes the hub equal to the user table. A hub that cannot even be listed fails the run (the
-/// caller retries); a single change that fails is counted and retried by the next run.
-pub async fn run(client: &HubClient, state: &State) -> Result<EnforceReport, HubError> {
+/// Makes the hub equal to `users`, the user table as [`all_users`] read it. A hub that cannot
+/// even be listed fails the run (the caller retries); a single change that fails is counted and
+/// retried by the next run. `state` records the events.
+pub async fn run(
+    client: &HubClient,
+    state: &State,
+    users: &[UserRecord],
+) -> Result<EnforceReport, HubError> {
     let started = Instant::now();
     let requests_before = client.requests();
-    let users = all_users(state)?;
     let hub = retried(|| client.users()).await?;
-    let plan = plan(&users, &hub);
+    let plan = plan(users, &hub);
     let mut report = EnforceReport {
         hub_users: hub.len(),
         ..Default::default()

@@ -160,22 +160,15 @@ impl HubSync {
     /// Deletes the Dask clusters of users who are removed or disabled. Needs only Kubernetes:
     /// a hub that is down does not keep a removed user's workers running. Users the directory
     /// never knew are left alone, as in the hub.
-    async fn stop_revoked_dask_clusters(&self) {
+    async fn stop_revoked_dask_clusters(&self, users: &[crate::state::UserRecord]) {
         let Some(kube) = self.k3s.kube() else {
             return;
         };
-        let state = self.state.clone();
-        let revoked = match tokio::task::spawn_blocking(move || revoked_users(&state)).await {
-            Ok(Ok(revoked)) => revoked,
-            Ok(Err(error)) => {
-                tracing::error!(%error, "cannot read the user table for the Dask clusters");
-                return;
-            }
-            Err(error) => {
-                tracing::error!(%error, "reading the user table failed");
-                return;
-            }
-        };
+        let revoked: std::collections::HashMap<String, String> = users
+            .iter()
+            .filter(|u| u.state != crate::state::UserState::Active)
+            .map(|u| (u.name.clone(), u.state.as_str().to_string()))
+            .collect();
         match dask::stop_clusters_of(&kube, crate::components::NAMESPACE, &revoked).await {
             Ok(stopped) if stopped.is_empty() => {}
             Ok(stopped) => {
@@ -195,9 +188,12 @@ impl HubSync {
                     tracing::error!(%error, "cannot record the stopped Dask clusters");
                 }
             }
-            // Not installed yet (no CRD), or Kubernetes is down: the next run tries again.
+            // Not installed yet (no CRD): nothing can run.
+            Err(error @ crate::k8s::KubeError::NotFound { .. }) => {
+                tracing::debug!(%error, "no Dask clusters to check yet")
+            }
             Err(error) => {
-                tracing::debug!(%error, "the Dask clusters of revoked users were not checked")
+                tracing::warn!(%error, "the Dask clusters of removed users were not checked; the next run tries again")
             }
         }
     }
@@ -206,13 +202,21 @@ impl HubSync {
     /// who may no longer log in.
     pub async fn enforce(&self, config: &Config) -> Result<EnforceReport, HubError> {
         let _one_at_a_time = self.run_lock.lock().await;
-        self.stop_revoked_dask_clusters().await;
         let started_at = crate::state::now();
+        // The user table, read once for both (off the async threads: it is SQLite).
+        let state = self.state.clone();
+        let users = tokio::task::spawn_blocking(move || enforce::all_users(&state))
+            .await
+            .unwrap_or_else(|e| Err(HubError::Config(format!("reading the user table: {e}"))));
+        if let Ok(users) = &users {
+            self.stop_revoked_dask_clusters(users).await;
+        }
         let outcome = async {
+            let users = users?;
             let client = self.client(config).await?;
             let version = client.version().await?;
             self.status.send_modify(|s| s.version = Some(version));
-            enforce::run(&client, &self.state).await
+            enforce::run(&client, &self.state, &users).await
         }
         .await;
         if let Err(HubError::Unreachable { .. } | HubError::Unauthorized { .. }) = &outcome {
@@ -285,28 +289,4 @@ impl HubSync {
             }
         }
     }
-}
-
-/// The hub user names that may no longer log in, with their state (`removed` or `disabled`).
-fn revoked_users(
-    state: &State,
-) -> Result<std::collections::HashMap<String, String>, crate::state::StateError> {
-    use crate::state::UserState;
-    let mut revoked = std::collections::HashMap::new();
-    for which in [UserState::Removed, UserState::Disabled] {
-        let mut after: Option<String> = None;
-        loop {
-            let page = state.users(Some(which), after.as_deref(), 5000)?;
-            let done = page.len() < 5000;
-            after = page.last().map(|u| u.name.clone());
-            revoked.extend(
-                page.into_iter()
-                    .map(|u| (u.name, which.as_str().to_string())),
-            );
-            if done {
-                break;
-            }
-        }
-    }
-    Ok(revoked)
 }
