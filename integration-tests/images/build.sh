@@ -115,7 +115,7 @@ make_rootfs() { # $IMG_DEBS -> $ROOTFS
     fi
     return 0
   fi
-  mmdebstrap --variant=minbase --format=directory --quiet \
+  mmdebstrap --variant="${IMG_VARIANT:-minbase}" --format=directory --quiet \
     --include="$IMG_DEBS" \
     --aptopt='APT::Install-Recommends "false"' \
     --dpkgopt='path-exclude=/usr/share/man/*' \
@@ -155,9 +155,16 @@ finalize_rootfs() {
   [ -f "$r/etc/hosts" ] || printf '127.0.0.1\tlocalhost\n' > "$r/etc/hosts"
 }
 
-build_one() { # name -> sets BUILT_TAR
-  local name="$1" key dir t0
+NOT_BUILT=()
+build_one() { # name -> sets BUILT_TAR (empty: a prerequisite is missing, see NOT_BUILT)
+  local name="$1" key dir t0 why
   img_load_recipe "$name"
+  if declare -F available >/dev/null && ! why="$(available)"; then
+    img_log "$name: NOT BUILT: $why"
+    NOT_BUILT+=("$name: $why")
+    BUILT_TAR=""
+    return 0
+  fi
   key="$(img_key "$name")" || img_die "$name: cannot compute the cache key (a binary it needs is missing?)"
   dir="$CACHE/test-$name-$key"
   BUILT_TAR="$dir/$name.tar"
@@ -221,9 +228,15 @@ LIST=("${IMAGES[@]}")
 TARS=()
 for name in "${LIST[@]}"; do
   build_one "$name"
+  [ -n "$BUILT_TAR" ] || continue
   TARS+=("$name=$BUILT_TAR")
   img_standin_lines "$name"
 done
+if [ ${#NOT_BUILT[@]} -gt 0 ]; then
+  printf '[images] not built: %s\n' "${NOT_BUILT[@]}" >&2
+  echo "SKIPPED: ${#NOT_BUILT[@]} image(s) not built, a prerequisite is missing: ${NOT_BUILT[*]}"
+  exit 3
+fi
 
 if [ ${#ONLY[@]} -eq 0 ]; then
   SETKEY="$(printf '%s\n' "${TARS[@]}" | sha256sum | cut -c1-16)"

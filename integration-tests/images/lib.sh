@@ -34,9 +34,9 @@ img_node_bin_dir() {
 img_load_recipe() {
   local name="$1"
   [ -f "$IMG_DIR/$name/recipe.sh" ] || img_die "no recipe $IMG_DIR/$name/recipe.sh"
-  unset -f customize extra_key 2>/dev/null || true
+  unset -f customize extra_key available 2>/dev/null || true
   IMG_REFS=(); IMG_UPSTREAM=""; IMG_FROM=""; IMG_DEBS=""; IMG_ENTRYPOINT=""; IMG_CMD=""
-  IMG_USER=""; IMG_WORKDIR=""; IMG_ENV=()
+  IMG_USER=""; IMG_WORKDIR=""; IMG_ENV=(); IMG_VARIANT=minbase
   # shellcheck disable=SC1090
   . "$IMG_DIR/$name/recipe.sh"
   [ ${#IMG_REFS[@]} -gt 0 ] || img_die "$name/recipe.sh sets no IMG_REFS"
