@@ -91,9 +91,23 @@ build_one() { # name module-dir package [extra go build args...]
   cp_log "built $name in $((t1 - t0))s"
 }
 
-build_one kube-apiserver kubernetes k8s.io/kubernetes/cmd/kube-apiserver -ldflags "$K8S_LDFLAGS"
-build_one kube-controller-manager kubernetes k8s.io/kubernetes/cmd/kube-controller-manager -ldflags "$K8S_LDFLAGS"
-build_one kubectl kubernetes k8s.io/kubernetes/cmd/kubectl -ldflags "$K8S_LDFLAGS"
+# Every binary of one module in one `go build` (-o DIR/), so shared packages compile once:
+# the control plane's and the test node's (kubelet, kube-proxy, kube-scheduler).
+build_module() { # label module-dir [go build args...] -- packages...
+  local label="$1" dir="$2"; shift 2
+  local args=() t0 t1
+  while [ "$1" != "--" ]; do args+=("$1"); shift; done; shift
+  t0=$(date +%s)
+  cp_log "building $label ($*) ..."
+  if ! (cd "$CP_DIR/go/$dir" && "$GO" build -trimpath "${args[@]}" -o "$TMP/" "$@") >"$TMP/$label.log" 2>&1; then
+    tail -n 40 "$TMP/$label.log" >&2
+    cp_die "building $label failed (see output above; go downloads missing modules from \$GOPROXY=$("$GO" env GOPROXY))" 1
+  fi
+  t1=$(date +%s)
+  cp_log "built $label in $((t1 - t0))s"
+}
+build_module kubernetes kubernetes -ldflags "$K8S_LDFLAGS" -- \
+  $(for b in "${CP_K8S_BINARIES[@]}"; do printf 'k8s.io/kubernetes/cmd/%s ' "$b"; done)
 CGO_ENABLED=1 CGO_CFLAGS="$KINE_CFLAGS" build_one kine kine github.com/k3s-io/kine -tags "$KINE_TAGS" \
   -ldflags "-s -w -X github.com/k3s-io/kine/pkg/version.Version=$KINE_VERSION"
 build_one helm-controller helm-controller github.com/k3s-io/helm-controller \
@@ -103,10 +117,9 @@ rm -f "$TMP"/*.log
 rm -rf "$BIN"
 mv "$TMP" "$BIN"
 trap - EXIT
-# The compiled binaries are what is cached; the Go build cache (about 4 GiB) is only a
-# speed-up for the next version bump, which is rare. Drop it so the disk stays free for
-# the Rust builds and the image.
-"$GO" clean -cache >/dev/null 2>&1 || true
+# The Go build cache (about 4 GiB) is shared with the node's build (integration-tests/node/build.sh),
+# which drops it once every Go binary is cached; see cp_drop_gocache in lib.sh.
+[ "${CP_KEEP_GOCACHE:-0}" = 1 ] || cp_drop_gocache "$GO"
 cp_log "done: $BIN"
 [ "$PRINT_ONLY" = 1 ] && echo "$BIN"
 exit 0

@@ -9,9 +9,11 @@ KUBERNETES_VERSION=v1.36.5
 KINE_VERSION=v0.17.5
 HELM_CONTROLLER_VERSION=v0.17.9
 # Bump when the build flags below change, so the cache key changes.
-CP_BUILD_REV=1
+CP_BUILD_REV=2
 
-CP_BINARIES=(kube-apiserver kube-controller-manager kubectl kine helm-controller)
+# Built from the k8s.io/kubernetes module in one `go build`: the control plane's and the node's.
+CP_K8S_BINARIES=(kube-apiserver kube-controller-manager kubectl kubelet kube-proxy kube-scheduler)
+CP_BINARIES=("${CP_K8S_BINARIES[@]}" kine helm-controller)
 
 cp_log() { printf '[controlplane] %s\n' "$*" >&2; }
 cp_die() { printf '[controlplane] ERROR: %s\n' "$1" >&2; exit "${2:-1}"; }
@@ -21,6 +23,12 @@ cp_find_go() {
   if command -v go >/dev/null 2>&1; then command -v go; return 0; fi
   if [ -x /usr/local/go/bin/go ]; then echo /usr/local/go/bin/go; return 0; fi
   return 1
+}
+
+# The Go build cache is only a speed-up for the next version bump, which is rare; once every Go
+# binary is cached, drop it so the disk stays free for the Rust builds and the image.
+cp_drop_gocache() {
+  GOCACHE="$(cp_cache_root)/gocache" "$1" clean -cache >/dev/null 2>&1 || true
 }
 
 cp_cache_root() {
