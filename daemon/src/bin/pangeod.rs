@@ -23,6 +23,10 @@ struct Args {
     /// hub.config, for a hub outside Kubernetes such as the test fixture) and exit.
     #[arg(long)]
     print_hub_config: bool,
+    /// Print the chart HelmCharts (JSON, with each chart's valuesContent) pangeod renders for
+    /// this config, with placeholder secrets, and exit.
+    #[arg(long)]
+    print_helmcharts: bool,
 }
 
 fn main() -> ExitCode {
@@ -45,6 +49,24 @@ fn main() -> ExitCode {
                 print!("{}", pangeod::components::values::hub_config_py(&config));
                 ExitCode::SUCCESS
             }
+            Err(error) => {
+                eprintln!("{error}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    if args.print_helmcharts {
+        return match Config::load(&args.config, None) {
+            Ok(config) => match pangeod::components::print_helm_charts(&config) {
+                Ok(json) => {
+                    println!("{json}");
+                    ExitCode::SUCCESS
+                }
+                Err(error) => {
+                    eprintln!("pangeod: {error}");
+                    ExitCode::FAILURE
+                }
+            },
             Err(error) => {
                 eprintln!("{error}");
                 ExitCode::FAILURE

@@ -289,6 +289,31 @@ impl Rendered {
     }
 }
 
+/// The chart HelmCharts pangeod would apply for `config`, as a pretty JSON array (`pangeod
+/// --print-helmcharts`, for rendering the real charts with `helm template` in the tests).
+/// The generated secrets are not read: each is a fixed placeholder of the real length. The
+/// values are validated against the charts' schemas first, as [`reconcile`] does.
+pub fn print_helm_charts(config: &Config) -> Result<String, ComponentsError> {
+    let placeholder = |c: char| c.to_string().repeat(64);
+    let secrets = Secrets {
+        proxy_token: placeholder('1'),
+        cookie_secret: placeholder('2'),
+        appliance_token: placeholder('3'),
+        gateway_token: placeholder('4'),
+    };
+    let rendered = render(config, &secrets, &directory_material(config)?);
+    rendered.validate()?;
+    let charts = rendered
+        .charts
+        .iter()
+        .map(|chart| rendered.helm_chart(chart))
+        .collect::<Result<Vec<_>, _>>()?;
+    serde_json::to_string_pretty(&charts).map_err(|e| ComponentsError::Encode {
+        chart: "HelmCharts",
+        message: e.to_string(),
+    })
+}
+
 /// The generated secrets, made once (SQLite) and never regenerated.
 pub fn secrets(state: &State) -> Result<Secrets, StateError> {
     Secrets::load(|name| state.secret(name))

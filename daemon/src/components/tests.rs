@@ -257,3 +257,73 @@ fn quantities_parse_to_bytes() {
     assert_eq!(quantity_bytes("1.5Gi"), None);
     assert_eq!(quantity_bytes("lots"), None);
 }
+
+/// The notebook image pangeod renders is the one `images/manifest.toml` pins and the image
+/// build bakes in (`chart = "pangeod-values"`): one entry, the same reference.
+#[test]
+fn the_notebook_image_is_the_manifests_pangeod_values_entry() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../images/manifest.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let manifest: toml::Table = toml::from_str(&text).unwrap();
+    let refs: Vec<&str> = manifest["image"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i.get("chart").and_then(|c| c.as_str()) == Some("pangeod-values"))
+        .map(|i| i["ref"].as_str().unwrap())
+        .collect();
+    let ours = format!(
+        "{}:{}",
+        values::NOTEBOOK_IMAGE_NAME,
+        values::NOTEBOOK_IMAGE_TAG
+    );
+    assert_eq!(refs, [ours.as_str()], "{}", path.display());
+    assert!(!ours.contains("TODO"), "a concrete tag: {ours}");
+}
+
+#[test]
+fn notebooks_and_dask_workers_run_the_pangeo_notebook_image() {
+    let rendered = render(&config(""), &secrets(), &directory());
+    let expected = json!({
+        "name": values::NOTEBOOK_IMAGE_NAME,
+        "tag": values::NOTEBOOK_IMAGE_TAG,
+    });
+    let hub = &chart(&rendered, HUB_RELEASE).values;
+    assert_eq!(
+        hub["singleuser"]["image"], expected,
+        "not the chart's sample image"
+    );
+    let gateway = &chart(&rendered, GATEWAY_RELEASE).values;
+    assert_eq!(
+        gateway["gateway"]["backend"]["image"], expected,
+        "schedulers and workers match the notebook's client"
+    );
+    rendered.validate().unwrap();
+}
+
+/// daskhub's contract: `dask_gateway.Gateway()` with no arguments finds the gateway's API and
+/// its scheduler proxy (the chart's `traefik-<fullname>` Service in the components'
+/// namespace), links dashboards under the hub service's path, and authenticates as the hub user.
+#[test]
+fn notebooks_find_the_gateway_through_daskhubs_environment() {
+    let rendered = render(&config(""), &secrets(), &directory());
+    let hub = &chart(&rendered, HUB_RELEASE).values;
+    assert_eq!(
+        hub["singleuser"]["extraEnv"],
+        json!({
+            "DASK_GATEWAY__ADDRESS": "http://traefik-dask-gateway.pangeo:80/services/dask-gateway",
+            "DASK_GATEWAY__PROXY_ADDRESS": "gateway://traefik-dask-gateway.pangeo:80",
+            "DASK_GATEWAY__PUBLIC_ADDRESS": "/services/dask-gateway/",
+            "DASK_GATEWAY__AUTH__TYPE": "jupyterhub",
+        })
+    );
+    // The gateway serves under the hub service's path, which the hub's proxy forwards whole
+    // to the same Traefik Service.
+    let gateway = &chart(&rendered, GATEWAY_RELEASE).values;
+    assert_eq!(gateway["gateway"]["prefix"], "/services/dask-gateway");
+    assert_eq!(
+        hub["hub"]["services"]["dask-gateway"]["url"],
+        "http://traefik-dask-gateway.pangeo"
+    );
+    assert_eq!(gateway["gateway"]["auth"]["type"], "jupyterhub");
+}

@@ -5,7 +5,43 @@ use serde_json::{Value, json};
 use crate::config::Config;
 use crate::directory::{Tree, host_port};
 
-use super::{GATEWAY_RELEASE, STORAGE_CLASS};
+use super::{GATEWAY_RELEASE, NAMESPACE, STORAGE_CLASS};
+
+/// The Pangeo notebook image users run (`singleuser.image`), and the image of their Dask
+/// schedulers and workers (`gateway.backend.image`), so that client and workers match. It is
+/// the `chart = "pangeod-values"` entry of `images/manifest.toml` (a unit test keeps the two
+/// equal), which the image build bakes into the air-gap bundle.
+pub const NOTEBOOK_IMAGE_NAME: &str = "pangeo/pangeo-notebook";
+pub const NOTEBOOK_IMAGE_TAG: &str = "2026.06.04";
+
+/// The path under which the gateway serves its API and the clusters' dashboards
+/// (`gateway.prefix`): the hub service's path, so `https://<domain>/services/dask-gateway/`
+/// reaches it through the hub's proxy (dashboard links) as well as inside the cluster.
+pub const GATEWAY_PREFIX: &str = "/services/dask-gateway";
+
+/// The dask-gateway chart's Traefik Service, `traefik-<fullname>` (the chart's
+/// `dask-gateway.traefikName`; the fullname is the release name, which contains the chart's
+/// name), fully qualified: the gateway's API under [`GATEWAY_PREFIX`] and the schedulers' TCP
+/// routes (on the same port, the chart's default `traefik.service.ports.tcp.port: web`).
+pub fn gateway_proxy_host() -> String {
+    format!("traefik-{GATEWAY_RELEASE}.{NAMESPACE}")
+}
+
+/// The dask-gateway client's settings in every notebook (`singleuser.extraEnv`), as daskhub
+/// sets them, so `dask_gateway.Gateway()` with no arguments reaches this platform's gateway
+/// and authenticates with the user's JupyterHub token.
+pub fn gateway_client_env() -> Value {
+    let host = gateway_proxy_host();
+    json!({
+        // The API, straight to the gateway's Traefik (no detour through the hub's proxy).
+        "DASK_GATEWAY__ADDRESS": format!("http://{host}:80{GATEWAY_PREFIX}"),
+        // The schedulers' TLS connections, routed by SNI on the same port.
+        "DASK_GATEWAY__PROXY_ADDRESS": format!("gateway://{host}:80"),
+        // Dashboard links, relative to the hub's public address (the hub service's path).
+        "DASK_GATEWAY__PUBLIC_ADDRESS": format!("{GATEWAY_PREFIX}/"),
+        "DASK_GATEWAY__AUTH__TYPE": "jupyterhub",
+    })
+}
 
 /// The platform's generated secrets, made once and kept (`State::secret`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -140,7 +176,8 @@ pub fn jupyterhub(config: &Config, secrets: &Secrets, directory: &DirectoryMater
                 "dask-gateway": {
                     "apiToken": secrets.gateway_token,
                     "display": false,
-                    "url": format!("http://traefik-{GATEWAY_RELEASE}"),
+                    // The hub's proxy routes /services/dask-gateway/ here (dashboard links).
+                    "url": format!("http://{}", gateway_proxy_host()),
                 },
             },
             // Only the admin role may set users' admin flags. The role lists services only, so
@@ -156,6 +193,8 @@ pub fn jupyterhub(config: &Config, secrets: &Secrets, directory: &DirectoryMater
             "service": { "type": "ClusterIP" },
         },
         "singleuser": {
+            "image": { "name": NOTEBOOK_IMAGE_NAME, "tag": NOTEBOOK_IMAGE_TAG },
+            "extraEnv": gateway_client_env(),
             "cpu": { "limit": config.notebook.cpus, "guarantee": config.notebook.cpus },
             "memory": { "limit": gb(config.notebook.ram_gb), "guarantee": gb(config.notebook.ram_gb) },
             "storage": {
@@ -217,6 +256,12 @@ c.ClusterConfig.idle_timeout = 3600
     );
     json!({
         "gateway": {
+            // Under the hub service's path: the hub's proxy forwards the full path.
+            "prefix": GATEWAY_PREFIX,
+            // Schedulers and workers run the notebook's image: client and workers match.
+            "backend": {
+                "image": { "name": NOTEBOOK_IMAGE_NAME, "tag": NOTEBOOK_IMAGE_TAG },
+            },
             "auth": {
                 "type": "jupyterhub",
                 "jupyterhub": {
