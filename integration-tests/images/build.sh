@@ -12,7 +12,7 @@
 # Usage: build.sh [--print-dir] [--only IMAGE]... [--relock IMAGE]
 #   --print-dir    print only the set dir (holding *.tar) on stdout, last line
 #   --only IMAGE   build only these images (no set dir)
-#   --relock IMAGE resolve IMAGE/requirements.in inside the image's Debian rootfs (wheels only)
+#   --relock IMAGE resolve IMAGE/requirements.in inside the image's Debian rootfs (wheels preferred; sdists of pure-Python packages build without a compiler)
 #                  and rewrite IMAGE/requirements.txt, then exit
 # Prints `STAND-IN <ref> (built from <what>) for the upstream image <upstream>` per ref.
 # Env: PANGEO_CACHE_DIR, PANGEO_MIRROR (Debian mirror), PANGEO_NODE_BIN_DIR (traefik, helm;
@@ -69,15 +69,25 @@ trap cleanup EXIT
 # with /proc, /dev, the host's pip cache at /var/cache/pip-host and the host's resolv.conf.
 in_root() {
   cp -L /etc/resolv.conf "$ROOTFS/etc/resolv.conf"
+  # The host's CA bundle (it may hold a TLS-intercepting proxy's CA that the image's does not):
+  # bind-mounted for pip only, never left in the image.
+  local ca="${PIP_CERT:-${SSL_CERT_FILE:-/etc/ssl/certs/ca-certificates.crt}}"
+  : > "$ROOTFS/tmp/.host-ca.crt"
+  local passenv=() v
+  for v in PIP_INDEX_URL PIP_EXTRA_INDEX_URL PIP_TRUSTED_HOST http_proxy https_proxy no_proxy HTTP_PROXY HTTPS_PROXY NO_PROXY; do
+    [ -n "${!v:-}" ] && passenv+=("$v=${!v}")
+  done
   unshare --mount --propagation private -- /bin/sh -ec '
-    r=$1; pc=$2; ep=$3; shift 3
+    r=$1; pc=$2; ep=$3; ca=$4; shift 4
     mount -t proc proc "$r/proc"
     mkdir -p "$r/dev" && mount --rbind /dev "$r/dev"
     mkdir -p "$r/var/cache/pip-host" && mount --bind "$pc" "$r/var/cache/pip-host"
+    [ -f "$ca" ] && mount --bind "$ca" "$r/tmp/.host-ca.crt"
     exec chroot "$r" /usr/bin/env -i PATH=/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
       HOME=/root LANG=C.UTF-8 PIP_CACHE_DIR=/var/cache/pip-host PIP_DISABLE_PIP_VERSION_CHECK=1 \
+      PIP_CERT=/tmp/.host-ca.crt PIP_DEFAULT_TIMEOUT=180 \
       PIP_ROOT_USER_ACTION=ignore SOURCE_DATE_EPOCH="$ep" DEBIAN_FRONTEND=noninteractive "$@"
-  ' sh "$ROOTFS" "$PIP_CACHE" "$IMG_EPOCH" "$@"
+  ' sh "$ROOTFS" "$PIP_CACHE" "$IMG_EPOCH" "$ca" ${passenv[@]+"${passenv[@]}"} "$@"
 }
 
 # add_user NAME UID GID HOME [SHELL]: passwd/group/shadow entries and the home directory.
@@ -96,7 +106,7 @@ venv_install() {
   local req="$1"
   [ -x "$ROOTFS/opt/venv/bin/python" ] || in_root python3 -m venv /opt/venv
   cp "$req" "$ROOTFS/tmp/requirements.txt"
-  in_root /opt/venv/bin/pip install -q --no-compile --only-binary :all: --no-deps -r /tmp/requirements.txt
+  in_root /opt/venv/bin/pip install -q --no-compile --prefer-binary --no-deps -r /tmp/requirements.txt
   in_root /opt/venv/bin/pip check
   in_root /opt/venv/bin/pip uninstall -q -y pip
 }
@@ -210,11 +220,11 @@ relock() { # name
   make_rootfs
   in_root python3 -m venv /opt/venv
   cp "$IMG_DIR/$name/requirements.in" "$ROOTFS/tmp/requirements.in"
-  in_root /opt/venv/bin/pip install -q --no-compile --only-binary :all: -r /tmp/requirements.in >&2
+  in_root /opt/venv/bin/pip install -q --no-compile --prefer-binary -r /tmp/requirements.in >&2
   in_root /opt/venv/bin/pip check >&2
   {
     echo "# Every package of the $name image's venv, pinned: \`build.sh --relock $name\` resolved"
-    echo "# requirements.in with $(in_root /opt/venv/bin/python -c 'import sys; print("Python %d.%d" % sys.version_info[:2])') of Debian $IMG_SUITE, wheels only, on $(date -u +%Y-%m-%d)."
+    echo "# requirements.in with $(in_root /opt/venv/bin/python -c 'import sys; print("Python %d.%d" % sys.version_info[:2])') of Debian $IMG_SUITE, wheels preferred, on $(date -u +%Y-%m-%d)."
     in_root /opt/venv/bin/pip freeze --all --exclude pip --exclude setuptools --exclude wheel
   } > "$IMG_DIR/$name/requirements.txt"
   img_log "wrote $IMG_DIR/$name/requirements.txt ($(grep -vc '^#' "$IMG_DIR/$name/requirements.txt") packages)"

@@ -11,8 +11,9 @@ IMG_SUITE=${PANGEO_IMAGES_SUITE:-trixie}
 IMG_MIRROR=${PANGEO_MIRROR:-http://deb.debian.org/debian}
 # Every file's mtime in the layers (2026-01-01T00:00:00Z); also makes pip write hash-based .pyc.
 IMG_EPOCH=1767225600
-# Build order: the images that need the node's binaries (traefik, helm) last.
-IMAGES=(network-tools chp hub gateway-server notebook busybox helm-job traefik)
+# Build order: the images that need the node's binaries (traefik, helm) last. busybox and pause
+# (local-path helper, sandbox) are the node's: integration-tests/node/images.sh.
+IMAGES=(network-tools chp hub gateway-server notebook helm-job traefik)
 
 img_log() { printf '[images] %s\n' "$*" >&2; }
 img_die() { printf '[images] ERROR: %s\n' "$1" >&2; exit "${2:-1}"; }
