@@ -9,7 +9,9 @@
 #   - the hub's singleuser image and the gateway's backend image are the manifest's notebook
 #     image (chart = "pangeod-values");
 #   - the notebooks' DASK_GATEWAY__* variables point at the gateway Service and prefix the
-#     rendered dask-gateway chart actually has, and the hub service for the gateway too.
+#     rendered dask-gateway chart actually has, and the hub service for the gateway too;
+#   - the token the gateway presents to the hub is the hub's dask-gateway service token;
+#   - each config's domain and notebook limits reach the rendered hub.
 # Usage: integration-tests/chart-render.sh
 #   HELM=/path/to/helm          (default: the test node's bin dir; skips without one)
 #   PANGEO_CHARTS_DIR=DIR       (default: ${K3S_ARTIFACTS:-$PANGEO_CACHE_DIR/artifacts}/charts)
@@ -268,6 +270,24 @@ if check(len(traefik_svcs) == 1 and len(routes) == 1,
           "the gateway serves under the hub service's path /services/dask-gateway", f"route {match}")
     check(gw.get("auth", {}).get("type") == "jupyterhub", "the gateway authenticates with JupyterHub",
           f"{gw.get('auth', {}).get('type')!r}")
+
+# The token the gateway presents to the hub is the one the hub knows the dask-gateway service by.
+def secret_key(docs, name, key):
+    for d in docs:
+        if d["kind"] == "Secret" and d["metadata"]["name"] == name and key in (d.get("data") or {}):
+            return base64.b64decode(d["data"][key]).decode()
+    return None
+ref = None
+for d in gw_docs:
+    if d["kind"] == "Deployment" and d["spec"]["template"]["metadata"]["labels"].get("app.kubernetes.io/component") == "gateway":
+        for e in d["spec"]["template"]["spec"]["containers"][0].get("env", []):
+            if e["name"] == "JUPYTERHUB_API_TOKEN":
+                ref = e.get("valueFrom", {}).get("secretKeyRef")
+presented = secret_key(gw_docs, ref["name"], ref["key"]) if ref else None
+known = secret_key(hub_docs, "hub", "hub.services.dask-gateway.apiToken")
+check(presented is not None and presented == known,
+      "the gateway's JUPYTERHUB_API_TOKEN is the hub's dask-gateway service token",
+      f"gateway {ref}, hub service token {'set' if known else 'missing'}")
 
 print(f"config {name}: {passed} passed, {failed} failed")
 with open(f"{work}/counts", "a") as f:
