@@ -212,6 +212,7 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.cri.v1.images", 
         check("ctr images check: complete", r.returncode == 0 and "complete" in r.stdout
               and "incomplete" not in r.stdout, r.stdout + r.stderr)
         # unpack into the default snapshotter (what the kubelet's pull does) and read a file back
+        os.makedirs(f"{root}/mnt", exist_ok=True)
         r = subprocess.run([ctr, "-a", sock, "-n", "k8s.io", "images", "mount", "quay.io/jupyterhub/k8s-hub:4.4.0",
                             f"{root}/mnt"], capture_output=True, text=True)
         ok = r.returncode == 0 and os.path.isfile(f"{root}/mnt/bin/hello")
@@ -231,7 +232,11 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.cri.v1.images", 
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
-        subprocess.run(["umount", "-R", f"{root}/mnt"], capture_output=True)
+        # whatever the throwaway containerd left mounted under its dirs (deepest first)
+        with open("/proc/self/mounts") as f:
+            leftovers = [line.split()[1] for line in f if line.split()[1].startswith(root + "/")]
+        for m in sorted(leftovers, key=len, reverse=True):
+            subprocess.run(["umount", "-l", m], capture_output=True)
 
 
 def main():
