@@ -12,6 +12,11 @@
 # Env:   CONTROLPLANE_START_TIMEOUT (seconds to wait for /readyz, default 90)
 #        CONTROLPLANE_BIN_DIR (use these binaries instead of building), PANGEO_CACHE_DIR
 #        PANGEO_REFERENCE_DIR (default: <repo>/../shared/reference)
+#        CONTROLPLANE_FAKE_NODE (default 1: register the Ready node pangeo-test-node, no kubelet behind it).
+#          0: a real kubelet joins (integration-tests/node/start.sh): no fake node; the apiserver binds
+#          and advertises CONTROLPLANE_NODE_IP (default 10.201.255.254, added to `lo` as a /32 if absent
+#          and removed again by stop.sh), an address pods reach for the `kubernetes` Service;
+#          authorization Node,RBAC with NodeRestriction; the node-lifecycle controller runs.
 # Exit codes: 0 ready, 1 failure (processes started so far are stopped), 2 usage, 3 go not found (SKIPPED).
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -21,6 +26,13 @@ mkdir -p "$1"
 WD="$(cd "$1" && pwd)"
 case "$WD" in *[[:space:]]*) cp_die "workdir must not contain whitespace: $WD" 2 ;; esac
 TIMEOUT="${CONTROLPLANE_START_TIMEOUT:-90}"
+FAKE_NODE="${CONTROLPLANE_FAKE_NODE:-1}"
+case "$FAKE_NODE" in 0|1) ;; *) cp_die "CONTROLPLANE_FAKE_NODE must be 0 or 1, not $FAKE_NODE" 2 ;; esac
+NODE_IP=127.0.0.1
+if [ "$FAKE_NODE" = 0 ]; then
+  NODE_IP="${CONTROLPLANE_NODE_IP:-10.201.255.254}"
+  [[ "$NODE_IP" =~ ^[0-9]+\.[0-9]+\.[0-9]+\.[0-9]+$ ]] || cp_die "CONTROLPLANE_NODE_IP must be an IPv4 address, not $NODE_IP" 2
+fi
 T_START=$(date +%s.%N)
 
 for tool in openssl curl; do
@@ -55,7 +67,7 @@ CRD_FILES=(
 for f in "${CRD_FILES[@]}"; do [ -f "$f" ] || cp_die "CRD file not found: $f (set PANGEO_REFERENCE_DIR?)" 1; done
 
 rm -rf "$WD/logs" "$WD/pki" "$WD/data" "$WD/kcm-certs" "$WD/pids" "$WD/env" "$WD/kubeconfig" "$WD"/*.kubeconfig \
-  "$WD/apiserver.args"
+  "$WD/apiserver.args" "$WD/node-ip.added"
 mkdir -p "$WD/logs" "$WD/pki" "$WD/data" "$WD/kcm-certs"
 : >"$WD/pids"
 PKI="$WD/pki"
@@ -68,6 +80,16 @@ on_exit() {
   fi
 }
 trap on_exit EXIT
+
+# A real node: the apiserver must be reachable from pods (through the `kubernetes` Service, which
+# kube-proxy maps to the advertised address), so not on 127.0.0.1. A /32 on `lo` is reachable from
+# this machine's pods and processes only. stop.sh removes it if this start added it.
+if [ "$FAKE_NODE" = 0 ] && ! ip -4 -o addr show | awk '{print $4}' | grep -qx "$NODE_IP/[0-9]*"; then
+  command -v ip >/dev/null 2>&1 || cp_die "ip (iproute2) not found: needed for CONTROLPLANE_FAKE_NODE=0" 1
+  cp_log "adding $NODE_IP/32 to lo (the apiserver's address for a real node)"
+  ip addr add "$NODE_IP/32" dev lo || cp_die "ip addr add $NODE_IP/32 dev lo failed (needs root)" 1
+  echo "$NODE_IP" >"$WD/node-ip.added"
+fi
 
 # ---------------------------------------------------------------- certificates
 cp_log "generating certificates in $PKI"
@@ -95,9 +117,13 @@ cert() {
     -days 3650 -sha256 -extfile "$ext" -out "$PKI/$name.crt"
   rm -f "$PKI/$name.csr" "$ext"
 }
+APISERVER_EXTRA_SAN=""
+[ "$FAKE_NODE" = 0 ] && APISERVER_EXTRA_SAN="IP:$NODE_IP,"
 cert apiserver "/CN=kube-apiserver" serverAuth \
-  "IP:127.0.0.1,IP:10.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
+  "IP:127.0.0.1,${APISERVER_EXTRA_SAN}IP:10.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
 cert admin "/O=system:masters/CN=pangeo-test-admin" clientAuth
+# The apiserver's client identity towards kubelets (logs, exec, port-forward), as kubeadm's.
+cert apiserver-kubelet-client "/O=system:masters/CN=kube-apiserver-kubelet-client" clientAuth
 cert kube-controller-manager "/CN=system:kube-controller-manager" clientAuth
 cert helm-controller "/O=system:masters/CN=helm-controller" clientAuth
 # Restricted identity for tests of "authenticated but not authorised": no O= (group), so the only
@@ -118,7 +144,7 @@ chmod 600 "$PKI"/*.key
 
 # ---------------------------------------------------------------- ports
 for v in KINE_PORT API_PORT KCM_PORT; do cp_free_port "$v" || cp_die "could not find a free port" 1; done
-APISERVER_URL="https://127.0.0.1:$API_PORT"
+APISERVER_URL="https://$NODE_IP:$API_PORT"
 KINE_ENDPOINT="http://127.0.0.1:$KINE_PORT"
 
 # kubeconfig <file> <cert-name>: self-contained (certificates embedded as base64 data).
@@ -200,11 +226,21 @@ done
 #   {port} there): the issuer is only an identifier here (nothing fetches OIDC discovery from it),
 #   and with one issuer, audience and signing key a ServiceAccount token minted through either
 #   apiserver is accepted by both. Only --secure-port differs.
+if [ "$FAKE_NODE" = 1 ]; then
+  NODE_MODE_ARGS=(--authorization-mode=RBAC --endpoint-reconciler-type=none)
+else
+  # A kubelet (CN=system:node:<name>, O=system:nodes) is authorised by the Node authorizer and
+  # NodeRestriction, as in kubeadm and k3s; the lease reconciler publishes the `kubernetes` Service's
+  # endpoint (NODE_IP:port) so pods reach the apiserver through 10.0.0.1:443. (Extra apiservers on the
+  # same kine would rewrite that endpoint with their own port: not meant for this mode.)
+  NODE_MODE_ARGS=(--authorization-mode=Node,RBAC --enable-admission-plugins=NodeRestriction
+    --endpoint-reconciler-type=lease)
+fi
 API_ARGS=(
   --etcd-servers="$KINE_ENDPOINT"
   --storage-backend=etcd3
-  --bind-address=127.0.0.1
-  --advertise-address=127.0.0.1
+  --bind-address="$NODE_IP"
+  --advertise-address="$NODE_IP"
   --secure-port='{port}'
   --cert-dir="$WD/pki"
   --tls-cert-file="$PKI/apiserver.crt"
@@ -217,7 +253,10 @@ API_ARGS=(
   --requestheader-extra-headers-prefix=X-Remote-Extra-
   --proxy-client-cert-file="$PKI/front-proxy-client.crt"
   --proxy-client-key-file="$PKI/front-proxy-client.key"
-  --authorization-mode=RBAC
+  "${NODE_MODE_ARGS[@]}"
+  --kubelet-client-certificate="$PKI/apiserver-kubelet-client.crt"
+  --kubelet-client-key="$PKI/apiserver-kubelet-client.key"
+  --kubelet-preferred-address-types=InternalIP
   --anonymous-auth=false
   --allow-privileged=true
   --service-cluster-ip-range=10.0.0.0/24
@@ -225,7 +264,6 @@ API_ARGS=(
   --service-account-key-file="$PKI/sa.pub"
   --service-account-signing-key-file="$PKI/sa.key"
   --api-audiences="$APISERVER_URL"
-  --endpoint-reconciler-type=none
   --profiling=false
   --v=1
 )
@@ -252,7 +290,10 @@ while :; do
 done
 cp_log "kube-apiserver ready after $(elapsed "$T_START")s"
 
-# All default controllers except node-lifecycle-controller (see "node" below: no kubelet heartbeats).
+# All default controllers except node-lifecycle-controller (see "node" below: no kubelet heartbeats);
+# with a real kubelet, all of them (node-lifecycle lifts the not-ready taint once the node is Ready).
+KCM_CONTROLLERS='*,-node-lifecycle-controller'
+[ "$FAKE_NODE" = 0 ] && KCM_CONTROLLERS='*'
 launch kube-controller-manager kube-controller-manager \
   --kubeconfig="$WD/kube-controller-manager.kubeconfig" \
   --authentication-kubeconfig="$WD/kube-controller-manager.kubeconfig" \
@@ -261,7 +302,7 @@ launch kube-controller-manager kube-controller-manager \
   --secure-port="$KCM_PORT" \
   --cert-dir="$WD/kcm-certs" \
   --leader-elect=false \
-  --controllers='*,-node-lifecycle-controller' \
+  --controllers="$KCM_CONTROLLERS" \
   --use-service-account-credentials=true \
   --service-account-private-key-file="$PKI/sa.key" \
   --root-ca-file="$PKI/ca.crt" \
@@ -282,6 +323,7 @@ KUBECTL=("$BIN/kubectl" --kubeconfig "$WD/kubeconfig")
 # cares about heartbeats; the ttl controller only annotates the node.
 NODE_NAME=pangeo-test-node
 case "$(uname -m)" in x86_64) NODE_ARCH=amd64 ;; aarch64|arm64) NODE_ARCH=arm64 ;; *) NODE_ARCH="$(uname -m)" ;; esac
+if [ "$FAKE_NODE" = 1 ]; then
 cp_log "registering node $NODE_NAME"
 "${KUBECTL[@]}" apply --server-side --field-manager=pangeo-controlplane-fixture -f - >>"$WD/logs/node.log" 2>&1 <<EOF \
   || fail_with_logs "registering node $NODE_NAME failed" node kube-apiserver
@@ -307,6 +349,9 @@ EOF
   || fail_with_logs "removing the not-ready taint from node $NODE_NAME failed" node kube-apiserver
 "${KUBECTL[@]}" wait --for=condition=Ready --timeout=10s "node/$NODE_NAME" >>"$WD/logs/node.log" 2>&1 \
   || fail_with_logs "node $NODE_NAME not Ready after the status patch" node kube-apiserver
+else
+  cp_log "no fake node: a kubelet registers $NODE_NAME (integration-tests/node/start.sh)"
+fi
 
 # ---------------------------------------------------------------- CRDs
 cp_log "installing CRDs from $REF"
@@ -347,6 +392,8 @@ KINE_ENDPOINT=$KINE_ENDPOINT
 KUBE_APISERVER_BIN=$BIN/kube-apiserver
 APISERVER_ARGS=$WD/apiserver.args
 NODE_NAME=$NODE_NAME
+CONTROLPLANE_FAKE_NODE=$FAKE_NODE
+NODE_IP=$NODE_IP
 KINE_PID=$PID_KINE
 KUBE_APISERVER_PID=$PID_KUBE_APISERVER
 KUBE_CONTROLLER_MANAGER_PID=$PID_KUBE_CONTROLLER_MANAGER

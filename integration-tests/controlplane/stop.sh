@@ -10,7 +10,16 @@ set -uo pipefail
 [ -d "$1" ] || { cp_log "no workdir $1: nothing to stop"; exit 0; }
 WD="$(cd "$1" && pwd)"
 TIMEOUT="${CONTROLPLANE_STOP_TIMEOUT:-15}"
-[ -s "$WD/pids" ] || { cp_log "no pids in $WD: nothing to stop"; exit 0; }
+# The address start.sh added to `lo` for a real node (CONTROLPLANE_FAKE_NODE=0), removed once the
+# processes are gone (also when there is nothing else to stop).
+remove_node_ip() {
+  local ip
+  [ -s "$WD/node-ip.added" ] || return 0
+  ip="$(cat "$WD/node-ip.added")"
+  if ip addr del "$ip/32" dev lo 2>/dev/null; then cp_log "removed $ip/32 from lo"; fi
+  rm -f "$WD/node-ip.added"
+}
+[ -s "$WD/pids" ] || { remove_node_ip; cp_log "no pids in $WD: nothing to stop"; exit 0; }
 
 ours() { # pid -> alive and started for this workdir
   local pid="$1"
@@ -40,5 +49,6 @@ for l in "${lines[@]}"; do
   fi
 done
 mv -f "$WD/pids" "$WD/pids.stopped" 2>/dev/null || true
+remove_node_ip
 cp_log "stopped ($n processes)"
 exit 0

@@ -1,0 +1,53 @@
+# shellcheck shell=bash
+# Shared helpers for the test node's build.sh / start.sh / stop.sh / smoke.sh. Source, don't execute.
+# Builds on the control plane's lib.sh (Go lookup, cache root, shared GOMODCACHE/GOCACHE, ports).
+
+NODE_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# shellcheck source=../controlplane/lib.sh
+. "$NODE_DIR/../controlplane/lib.sh"
+
+# Pinned versions. Each one is also the `tool` module version in go/<name>/go.mod; change both.
+CONTAINERD_VERSION=v2.4.2
+RUNC_VERSION=v1.5.3
+CNI_PLUGINS_VERSION=v1.10.0
+CRI_TOOLS_VERSION=v1.37.0
+COREDNS_VERSION=v1.15.0
+LOCAL_PATH_PROVISIONER_VERSION=v0.0.30
+HELM_VERSION=v3.21.4
+TRAEFIK_VERSION=v3.6.12
+# pause.c comes from the k8s.io/kubernetes module (the control plane's KUBERNETES_VERSION); this is
+# the image tag its Makefile gives it, and containerd 2.4.2's default sandbox image.
+PAUSE_VERSION=3.10.2
+# Bump when the build flags below change, so the cache key changes.
+NODE_BUILD_REV=1
+
+# Go modules under go/, in build order (cheap ones first, so a failure shows early).
+NODE_MODULES=(runc cni-plugins cri-tools helm local-path-provisioner coredns containerd traefik)
+NODE_BINARIES=(containerd containerd-shim-runc-v2 ctr runc bridge host-local loopback portmap crictl
+  coredns local-path-provisioner helm traefik pause)
+
+node_log() { printf '[node] %s\n' "$*" >&2; }
+node_die() { printf '[node] ERROR: %s\n' "$1" >&2; exit "${2:-1}"; }
+
+node_cache_root() { echo "$(dirname "$(cp_cache_root)")/node"; }
+
+# Cache key: the versions, go version, build revision and a hash of every go.mod/go.sum.
+node_cache_key() {
+  local gobin="$1" gover hash m
+  gover="$("$gobin" env GOVERSION)"
+  hash="$(cd "$NODE_DIR/go" && for m in "${NODE_MODULES[@]}"; do cat "$m/go.mod" "$m/go.sum"; done | sha256sum | cut -c1-12)"
+  echo "containerd-${CONTAINERD_VERSION}_runc-${RUNC_VERSION}_k8s-${KUBERNETES_VERSION}_${gover}_r${NODE_BUILD_REV}_${hash}"
+}
+
+node_bin_dir() {
+  if [ -n "${NODE_BIN_DIR:-}" ]; then echo "$NODE_BIN_DIR"; return 0; fi
+  local gobin
+  gobin="$(cp_find_go)" || return 3
+  echo "$(node_cache_root)/$(node_cache_key "$gobin")/bin"
+}
+
+node_bin_complete() {
+  local d="$1" b
+  for b in "${NODE_BINARIES[@]}"; do [ -x "$d/$b" ] || return 1; done
+  return 0
+}
