@@ -14,7 +14,7 @@
 #   --only IMAGE   build only these images (no set dir)
 #   --relock IMAGE resolve IMAGE/requirements.in inside the image's Debian rootfs (wheels preferred; sdists of pure-Python packages build without a compiler)
 #                  and rewrite IMAGE/requirements.txt, then exit
-# Prints `STAND-IN <ref> (built from <what>) for the upstream image <upstream>` per ref.
+# Prints `STAND-IN <ref> (built from <what>) for the upstream image` per ref.
 # Env: PANGEO_CACHE_DIR, PANGEO_MIRROR (Debian mirror), PANGEO_NODE_BIN_DIR (traefik, helm;
 #      default: integration-tests/node/build.sh --print-bin-dir), PANGEO_TEST_CHARTS_DIR (chart
 #      archives baked into the helm job image, see helm-job/recipe.sh).
@@ -255,7 +255,8 @@ if [ ${#ONLY[@]} -eq 0 ]; then
     rm -rf "$SET.tmp"; mkdir -p "$SET.tmp"
     for t in "${TARS[@]}"; do
       ln -s "${t#*=}" "$SET.tmp/${t%%=*}.tar"
-      cat "$(dirname "${t#*=}")/STAND-IN.txt" >> "$SET.tmp/STAND-IN.txt"
+      img_load_recipe "${t%%=*}"
+      img_standin_lines "${t%%=*}" >> "$SET.tmp/STAND-IN.txt"
     done
     mv "$SET.tmp" "$SET"
   fi

@@ -61,7 +61,7 @@ img_key() {
 img_standin_lines() { # name
   local r
   for r in "${IMG_REFS[@]}"; do
-    echo "STAND-IN $r (built from $IMG_FROM) for the upstream image $IMG_UPSTREAM"
+    echo "STAND-IN $r (built from $IMG_FROM) for the upstream image"
   done
 }
 

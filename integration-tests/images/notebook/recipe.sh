@@ -31,8 +31,20 @@ IMG_ENV=("PATH=/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/
 customize() {
   venv_install "$IMG_DIR/notebook/requirements.txt"
   add_user jovyan 1000 100 /home/jovyan
+  # dask-gateway-server 2026.3.0's default scheduler_cmd/worker_cmd are `dask-scheduler` and
+  # `dask-worker`; distributed 2026.8 ships only `dask scheduler` / `dask worker`.
+  local c
+  for c in scheduler worker; do
+    if [ ! -e "$ROOTFS/opt/venv/bin/dask-$c" ]; then
+      printf '#!/bin/sh\n# dask-gateway runs dask-%s; distributed now has `dask %s`.\nexec /opt/venv/bin/dask %s "$@"\n' \
+        "$c" "$c" "$c" > "$ROOTFS/opt/venv/bin/dask-$c"
+      chmod 0755 "$ROOTFS/opt/venv/bin/dask-$c"
+    fi
+  done
   in_root jupyterhub-singleuser --version >&2
   in_root dask-scheduler --version >&2
   in_root dask-worker --version >&2
+  # the gateway's scheduler options (KubeBackend) reach the preload, not click's parser
+  in_root dask-scheduler --help >/dev/null
   in_root python -c 'import dask_gateway, dask_gateway.scheduler_preload, distributed, jupyterlab, xarray, zarr, h5netcdf, netCDF4, numpy, iris; print("imports ok")' >&2
 }
