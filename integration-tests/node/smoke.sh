@@ -151,7 +151,7 @@ check_dns() {
   local out
   out="$(k -n "$NS" exec client -- nslookup web.$NS.svc.cluster.local 2>&1)" || { echo "$out" | sed 's/^/  /'; return 1; }
   echo "$out" | sed 's/^/  /' | head -n 8
-  echo "$out" | grep -q "Address:.*$SVC_IP" || { echo "  expected $SVC_IP"; return 1; }
+  grep -q "Address:.*$SVC_IP" <<<"$out" || { echo "  expected $SVC_IP"; return 1; }
 }
 if wait_for 30 check_dns && check_dns; then pass "web.$NS.svc.cluster.local resolves to the ClusterIP $SVC_IP through CoreDNS ($CLUSTER_DNS)"
 else fail "DNS: web.$NS.svc.cluster.local did not resolve to $SVC_IP"; fi
@@ -159,22 +159,29 @@ else fail "DNS: web.$NS.svc.cluster.local did not resolve to $SVC_IP"; fi
 http_get() { # host port -> body of GET /index.html from the client pod
   k -n "$NS" exec client -- sh -c "printf 'GET /index.html HTTP/1.0\r\n\r\n' | nc -w 5 $1 $2"
 }
-out="$(http_get "web.$NS.svc.cluster.local" 80 2>&1 || true)"
-if echo "$out" | grep -q "^$TOKEN"; then pass "client pod reaches the web pod through the Service (name -> $SVC_IP:80 -> :8080)"
-else fail "Service web not reachable from client (got: $(echo "$out" | head -c 200))"; fi
+# kube-proxy programs the Service's rules asynchronously (after the endpoints are ready): retry.
+service_reached() { out="$(http_get "web.$NS.svc.cluster.local" 80 2>&1 || true)"; grep -q "^$TOKEN" <<<"$out"; }
+t0=$(date +%s.%N)
+if wait_for 30 service_reached; then
+  pass "client pod reaches the web pod through the Service (name -> $SVC_IP:80 -> :8080; $(elapsed "$t0")s)"
+else
+  fail "Service web not reachable from client within 30s (last answer: $(echo "$out" | head -c 200))"
+fi
 
 # The apiserver through the `kubernetes` Service (what CoreDNS and in-cluster clients use). Go's TLS
 # server answers a plaintext HTTP request with "400 ... Client sent an HTTP request to an HTTPS server".
 out="$(k -n "$NS" exec client -- sh -c "printf 'GET /livez HTTP/1.0\r\n\r\n' | nc -w 5 10.0.0.1 443" 2>&1 || true)"
 api_ep="$(k get endpointslices -n default -l kubernetes.io/service-name=kubernetes -o jsonpath='{.items[0].endpoints[0].addresses[0]}')"
-if echo "$out" | grep -q 'HTTPS server' && [ "$api_ep" = "$NODE_IP" ]; then
+if grep -q 'HTTPS server' <<<"$out" && [ "$api_ep" = "$NODE_IP" ]; then
   pass "a pod reaches the apiserver through the kubernetes Service 10.0.0.1:443 (endpoint $api_ep)"
 else
   fail "kubernetes Service from a pod: endpoint '$api_ep' (expected $NODE_IP), answer: $(echo "$out" | head -c 120)"
 fi
 
 # ------------------------------------------------------------------ 5. logs and exec
-if k -n "$NS" logs web 2>/dev/null | grep -q "serving-$TOKEN"; then pass "kubectl logs"; else fail "kubectl logs web lacks serving-$TOKEN"; fi
+# (The output is read whole first: `kubectl logs | grep -q` fails under pipefail when grep exits early.)
+out="$(k -n "$NS" logs web 2>&1 || true)"
+if grep -q "^serving-$TOKEN\$" <<<"$out"; then pass "kubectl logs"; else fail "kubectl logs web lacks serving-$TOKEN (got: $(head -c 200 <<<"$out"))"; fi
 out="$(k -n "$NS" exec client -- sh -c 'echo exec-ok $((6*7))' 2>&1 || true)"
 if [ "$out" = "exec-ok 42" ]; then pass "kubectl exec"; else fail "kubectl exec (got: $out)"; fi
 
@@ -235,7 +242,7 @@ left_procs=""
 for p in /proc/[0-9]*; do
   pid="${p#/proc/}"
   [ "$pid" = $$ ] && continue
-  tr '\0' ' ' <"$p/cmdline" 2>/dev/null | grep -qF "$WD" && left_procs="$left_procs $pid:$(tr '\0' ' ' <"$p/cmdline" | cut -c1-60)"
+  c="$(tr "\0" " " <"$p/cmdline" 2>/dev/null || true)"; [[ "$c" == *"$WD"* ]] && left_procs="$left_procs $pid:$(tr '\0' ' ' <"$p/cmdline" | cut -c1-60)"
 done
 [ -z "$left_procs" ] && pass "no process of the workdir left" || fail "processes left:$left_procs"
 mounts="$(awk -v p="$WD/" 'index($5, p) == 1 {print $5}' /proc/self/mountinfo)"

@@ -102,6 +102,14 @@ for p in /var/lib/kubelet /var/lib/kubelet/device-plugins /var/log/containers /v
   [ -e "$p" ] || echo "$p" >>"$ND/host-paths.created"
 done
 
+# Pods talk to each other, to Services and to this machine, never beyond it: the bridge forwards
+# nothing from cni0 to another interface (a ClusterIP without rules yet would otherwise be routed
+# to the default gateway). A CNI- chain, so stop.sh's sweep removes it.
+iptables -w -N CNI-PANGEO-NO-EGRESS 2>/dev/null || iptables -w -F CNI-PANGEO-NO-EGRESS
+iptables -w -A CNI-PANGEO-NO-EGRESS -i cni0 ! -o cni0 -j REJECT --reject-with icmp-admin-prohibited \
+  || node_die "iptables: could not add the no-egress rule" 1
+iptables -w -C FORWARD -j CNI-PANGEO-NO-EGRESS 2>/dev/null || iptables -w -I FORWARD 1 -j CNI-PANGEO-NO-EGRESS
+
 # ---------------------------------------------------------------- certificates and kubeconfigs
 PKI="$ND/pki"
 ossl() { openssl "$@" >>"$ND/logs/openssl.log" 2>&1 || node_die "openssl $1 failed (see $ND/logs/openssl.log)" 1; }

@@ -17,7 +17,8 @@ SOCK="$ND/run/containerd.sock"
 TIMEOUT="${NODE_STOP_TIMEOUT:-20}"
 PROBLEMS=()
 
-ours() { [ -r "/proc/$1/cmdline" ] && tr '\0' ' ' <"/proc/$1/cmdline" | grep -qF "$WD"; }
+cmdline() { tr '\0' ' ' <"/proc/$1/cmdline" 2>/dev/null; }
+ours() { local c; c="$(cmdline "$1")" && [[ "$c" == *"$WD"* ]]; }
 pid_of() { [ -s "$ND/pids" ] && awk -v n="$1" '$1==n{print $2}' "$ND/pids"; }
 stop_pid() { # name pid
   local name="$1" pid="$2" deadline
@@ -51,8 +52,8 @@ stop_pid containerd "$CTRD_PID"
 # Shims (their command line names our socket) and, if a sandbox survived, the pods' processes.
 for p in /proc/[0-9]*; do
   pid="${p#/proc/}"
-  [ -r "$p/cmdline" ] && tr '\0' ' ' <"$p/cmdline" 2>/dev/null | grep -q "^[^ ]*containerd-shim[^ ]* .*-address $SOCK " \
-    && kill -KILL "$pid" 2>/dev/null
+  c="$(cmdline "$pid")" || continue
+  [[ "$c" =~ ^[^\ ]*containerd-shim[^\ ]*\ .*-address\ $SOCK\  ]] && kill -KILL "$pid" 2>/dev/null
 done
 CGROUP_DIRS=()
 for d in /sys/fs/cgroup/*/kubepods /sys/fs/cgroup/kubepods; do [ -d "$d" ] && CGROUP_DIRS+=("$d"); done
@@ -120,7 +121,10 @@ for l in /var/log/containers/*; do
 done
 rm -f /var/lib/kubelet/device-plugins/kubelet.sock 2>/dev/null
 if [ -s "$ND/host-paths.created" ]; then
-  tac "$ND/host-paths.created" | while read -r p; do rmdir "$p" 2>/dev/null; done
+  # Made by this node's start, so what is inside is its own (e.g. sockets of shims that were killed).
+  tac "$ND/host-paths.created" | while read -r p; do
+    case "$p" in /var/lib/kubelet*|/var/log/containers|/var/lib/cni*|/run/containerd*) rm -rf "$p" ;; esac
+  done
   rm -f "$ND/host-paths.created"
 fi
 
