@@ -510,6 +510,7 @@ fn the_openapi_document_is_served_and_matches_the_committed_one() {
     documented.sort();
     let mut updatable: Vec<String> = pangeod::config::UPDATABLE_KEYS
         .iter()
+        .chain(pangeod::config::WRITE_ONLY_KEYS)
         .map(|k| k.to_string())
         .collect();
     updatable.sort();

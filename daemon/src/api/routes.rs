@@ -272,8 +272,15 @@ struct FreeIpaPatch {
     tls: Option<String>,
     base_dn: Option<String>,
     bind_dn: Option<String>,
-    password_file: Option<String>,
-    ca_file: Option<String>,
+    /// The sync account's password, as a value (write-only: never returned; `null` reverts to
+    /// `freeipa.password_file` from the files). A change of `server`, `tls` or `ca_pem` must
+    /// carry it in the same request.
+    #[schema(write_only)]
+    password: Option<String>,
+    /// The PEM of the CA that signed FreeIPA's certificate (`null` reverts to
+    /// `freeipa.ca_file` from the files).
+    #[schema(write_only)]
+    ca_pem: Option<String>,
     #[schema(minimum = 10, maximum = 86400)]
     sync_interval_seconds: Option<u32>,
 }
@@ -339,6 +346,32 @@ fn patch_problem(error: PatchError) -> Problem {
             StatusCode::CONFLICT,
             "file-only-key",
             "Key is set in the config files only",
+            detail,
+        ),
+        PatchError::PlainTls => Problem::new(
+            StatusCode::CONFLICT,
+            "file-only-value",
+            "Value is set in the config files only",
+            detail,
+        ),
+        PatchError::NeedsPassword { .. } => Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "password-required",
+            "The directory's password must come with this change",
+            detail,
+        ),
+        PatchError::Credential(crate::boot::credentials::CredentialError::Write { .. }) => {
+            Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "state-unwritable",
+                "The credential cannot be stored",
+                detail,
+            )
+        }
+        PatchError::Credential(_) => Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid-config",
+            "Invalid config value",
             detail,
         ),
         PatchError::Shrink { .. } => Problem::new(

@@ -3,6 +3,7 @@
 //!
 //! Later issues add steps (components) to [`BOOT_STEPS`].
 
+pub mod credentials;
 mod preflight;
 mod steps;
 

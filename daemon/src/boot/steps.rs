@@ -7,7 +7,7 @@ use std::time::Duration;
 use crate::config::{Config, ConfigError, Layer, LdapTls};
 use crate::state::State;
 
-use super::{Step, StepError, preflight};
+use super::{Step, StepError, credentials, preflight};
 
 pub(super) struct StepContext<'a> {
     pub config_path: &'a Path,
@@ -422,9 +422,20 @@ pub enum PatchError {
     )]
     Immutable { key: String },
     #[error(
-        "{key} is set in the config files only (/etc/pangeod/pangeod.toml and its drop-ins), not through the API"
+        "{key} is set in the config files only, not through the API (paths and the daemon's own settings belong to the machine); {}",
+        file_only_fix(key)
     )]
     FileOnly { key: String },
+    #[error(
+        "freeipa.tls = \"plain\" is set in the config files only: it sends the bind password unencrypted; use \"ldaps\" or \"starttls\" through the API"
+    )]
+    PlainTls,
+    #[error(
+        "a change of {key} through the API must carry freeipa.password in the same request, so the stored password is never sent to a server it was not given for; add \"password\" to the freeipa section"
+    )]
+    NeedsPassword { key: String },
+    #[error(transparent)]
+    Credential(#[from] credentials::CredentialError),
     #[error("{detail}")]
     Shape { key: String, detail: String },
     #[error(
@@ -439,6 +450,17 @@ pub enum PatchError {
     State(#[from] crate::state::StateError),
 }
 
+/// What to do instead of changing a file-only key through the API.
+fn file_only_fix(key: &str) -> String {
+    match key {
+        "freeipa.password_file" => "give the password itself as freeipa.password".into(),
+        "freeipa.ca_file" => "give the CA certificate itself as freeipa.ca_pem".into(),
+        _ => format!(
+            "set {key} in /etc/pangeod/pangeod.toml or a drop-in in /etc/pangeod/pangeod.d/, then reload (systemctl reload pangeod)"
+        ),
+    }
+}
+
 impl PatchError {
     /// The config key at fault, for the problem document.
     pub fn key(&self) -> Option<&str> {
@@ -447,10 +469,41 @@ impl PatchError {
             | PatchError::FileOnly { key }
             | PatchError::Shape { key, .. } => Some(key),
             PatchError::Shrink { .. } => Some("notebook.storage_gb"),
+            PatchError::PlainTls => Some("freeipa.tls"),
+            PatchError::NeedsPassword { .. } => Some("freeipa.password"),
+            PatchError::Credential(error) => Some(error.key()),
             PatchError::Invalid(error) | PatchError::FilesBroken(error) => error.key(),
             PatchError::State(_) => None,
         }
     }
+}
+
+/// The key whose change would send the bind password somewhere it was not given for: another
+/// server, another TLS mode, or a server that another CA vouches for. `None` when `config`'s
+/// destination is `allowed`'s; with nothing to compare against, every destination is new.
+fn directory_destination_changed(
+    allowed: Option<&serde_json::Value>,
+    config: &Config,
+) -> Option<String> {
+    let Some(allowed) = allowed else {
+        return Some("freeipa.server".into());
+    };
+    let freeipa = &allowed["freeipa"];
+    if freeipa["server"].as_str() != Some(config.freeipa.server.as_str()) {
+        return Some("freeipa.server".into());
+    }
+    let ca = config
+        .freeipa
+        .ca_file
+        .as_ref()
+        .map(|p| p.display().to_string());
+    if freeipa["ca_file"].as_str().map(str::to_string) != ca {
+        return Some("freeipa.ca_file".into());
+    }
+    if freeipa["tls"] != serde_json::to_value(config.freeipa.tls).unwrap_or_default() {
+        return Some("freeipa.tls".into());
+    }
+    None
 }
 
 /// `(from, to)` when `config` would make notebook home volumes smaller than the config in
@@ -479,7 +532,29 @@ pub fn apply_config_patch(
     actor: &str,
     patch: &serde_json::Value,
 ) -> Result<PatchOutcome, PatchError> {
+    let mut stored = Vec::new();
+    let outcome = patch_config(config_path, state, actor, patch, &mut stored);
+    match &outcome {
+        Ok(outcome) if outcome.changed => credentials::prune(&state.dir(), &outcome.overlay),
+        Ok(_) | Err(_) => {
+            // Nothing new is in force: the values written for this request are not needed.
+            for path in stored {
+                let _ = std::fs::remove_file(path);
+            }
+        }
+    }
+    outcome
+}
+
+fn patch_config(
+    config_path: &Path,
+    state: &State,
+    actor: &str,
+    patch: &serde_json::Value,
+    stored: &mut Vec<std::path::PathBuf>,
+) -> Result<PatchOutcome, PatchError> {
     use crate::config::{IMMUTABLE_KEYS, UPDATABLE_KEYS};
+    use credentials::{CA_PEM_KEY, PASSWORD_KEY};
     let shape = |key: &str, detail: String| PatchError::Shape {
         key: key.to_string(),
         detail,
@@ -497,6 +572,9 @@ pub fn apply_config_patch(
         _ => serde_json::Map::new(),
     };
     let mut patched_keys = Vec::new();
+    let state_dir = state.dir();
+    let mut password_given = false;
+    let mut destination_touched = false;
     for (section, entries) in sections {
         let serde_json::Value::Object(entries) = entries else {
             return Err(shape(
@@ -508,6 +586,49 @@ pub fn apply_config_patch(
         };
         for (key, value) in entries {
             let full = format!("{section}.{key}");
+            if section == "freeipa" && (key == PASSWORD_KEY || key == CA_PEM_KEY) {
+                destination_touched = true;
+                let file_key = if key == PASSWORD_KEY {
+                    password_given = !value.is_null();
+                    "password_file"
+                } else {
+                    "ca_file"
+                };
+                let target = overlay
+                    .entry(section.clone())
+                    .or_insert_with(|| serde_json::Value::Object(serde_json::Map::new()));
+                if let serde_json::Value::Object(target) = target {
+                    if value.is_null() {
+                        target.remove(file_key);
+                    } else {
+                        let text = if key == PASSWORD_KEY {
+                            credentials::check_password(value)?
+                        } else {
+                            credentials::check_ca_pem(value)?
+                        };
+                        let static_key = if key == PASSWORD_KEY {
+                            PASSWORD_KEY
+                        } else {
+                            CA_PEM_KEY
+                        };
+                        let path = credentials::store(&state_dir, static_key, text)?;
+                        stored.push(path.clone());
+                        target.insert(
+                            file_key.to_string(),
+                            serde_json::Value::String(path.display().to_string()),
+                        );
+                    }
+                }
+                patched_keys.push(format!("freeipa.{file_key}"));
+                patched_keys.push(full);
+                continue;
+            }
+            if full == "freeipa.tls" && value.as_str() == Some("plain") {
+                return Err(PatchError::PlainTls);
+            }
+            if full == "freeipa.server" || full == "freeipa.tls" {
+                destination_touched = true;
+            }
             if IMMUTABLE_KEYS.contains(&full.as_str()) {
                 return Err(PatchError::Immutable { key: full });
             }
@@ -555,6 +676,23 @@ pub fn apply_config_patch(
     if let Some((from, to)) = storage_shrink(latest.as_ref().map(|l| &l.effective), &config) {
         return Err(PatchError::Shrink { from, to });
     }
+    // The files' password goes only to the files' server, and a password given through the
+    // API only to the server it was given with. A request that moves the directory's
+    // destination (server, TLS mode, CA) must therefore bring a password value.
+    if destination_touched && !password_given {
+        let api_password = overlay["freeipa"]["password_file"].is_string();
+        let allowed = if api_password {
+            latest.as_ref().map(|l| l.effective.clone())
+        } else {
+            crate::config::load_layers(config_path)
+                .and_then(|files| Config::from_layers(&files, &locked))
+                .ok()
+                .and_then(|files_only| serde_json::to_value(files_only).ok())
+        };
+        if let Some(key) = directory_destination_changed(allowed.as_ref(), &config) {
+            return Err(PatchError::NeedsPassword { key });
+        }
+    }
     let effective = serde_json::to_value(&config)
         .map_err(|error| shape("(body)", format!("cannot encode the config: {error}")))?;
     if let Some(latest) = latest.filter(|l| l.effective == effective && l.overlay == overlay) {
@@ -565,7 +703,9 @@ pub fn apply_config_patch(
             overlay,
         });
     }
-    let revision = state.save_config_revision(actor, "admin API", &overlay, &effective, patch)?;
+    let changes = credentials::redacted(patch);
+    let revision =
+        state.save_config_revision(actor, "admin API", &overlay, &effective, &changes)?;
     Ok(PatchOutcome {
         revision,
         changed: true,

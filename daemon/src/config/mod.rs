@@ -33,6 +33,11 @@ pub const IMMUTABLE_KEYS: &[&str] = &[
 ];
 
 /// Keys the admin API may change at run time. Everything else is set in the files only.
+///
+/// No path-valued key is here: a path would let a token holder make pangeod read any file on
+/// the VM (and send it as the bind password). The bind password and the directory's CA go
+/// through the API as values instead (`freeipa.password`, `freeipa.ca_pem`; see
+/// `boot/credentials.rs`), and `freeipa.tls = "plain"` is refused there.
 pub const UPDATABLE_KEYS: &[&str] = &[
     "notebook.cpus",
     "notebook.ram_gb",
@@ -44,11 +49,13 @@ pub const UPDATABLE_KEYS: &[&str] = &[
     "freeipa.tls",
     "freeipa.base_dn",
     "freeipa.bind_dn",
-    "freeipa.password_file",
-    "freeipa.ca_file",
     "freeipa.sync_interval_seconds",
     "hub.admin_users",
 ];
+
+/// Keys the admin API takes as values and never returns (see `boot/credentials.rs`): the
+/// directory's bind password and CA, kept by pangeod as files of its own.
+pub const WRITE_ONLY_KEYS: &[&str] = &["freeipa.password", "freeipa.ca_pem"];
 
 /// The validated configuration. Construct it only through [`Config::load`] or
 /// [`Config::from_layers`], so that every instance has passed validation.

@@ -144,6 +144,13 @@ impl State {
         })
     }
 
+    /// The state directory (where `state.db` lives).
+    pub fn dir(&self) -> PathBuf {
+        self.path
+            .parent()
+            .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+    }
+
     fn conn(&self) -> MutexGuard<'_, Connection> {
         // A panic while holding the lock cannot leave SQLite half-written (each call is one
         // statement or transaction), so a poisoned lock is safe to keep using.

@@ -1,0 +1,320 @@
+//! The security suite: what a token holder, or anyone who reaches the admin API, must not be
+//! able to do. Each case runs the real `pangeod` binary (and, where it needs one, the real
+//! 389-ds fixture); beside the functional suites (api.rs, directory.rs) and the benchmarks.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::io::Read;
+use std::net::TcpListener;
+use std::os::unix::fs::PermissionsExt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use common::TestDaemon;
+use hyper::Method;
+use pangeod::client;
+
+fn patch(daemon: &TestDaemon, body: &serde_json::Value) -> client::Response {
+    daemon.request(
+        Method::PATCH,
+        "/v1/config",
+        &[("content-type", "application/json")],
+        Some(body.to_string().into_bytes()),
+    )
+}
+
+fn problem(response: &client::Response) -> serde_json::Value {
+    assert_eq!(
+        response.content_type.as_deref(),
+        Some("application/problem+json"),
+        "{response:?}"
+    );
+    response.json().unwrap()
+}
+
+/// A listener of the test's own that counts connections and keeps what they send.
+struct Trap {
+    port: u16,
+    connections: Arc<AtomicUsize>,
+    received: Arc<std::sync::Mutex<Vec<u8>>>,
+}
+
+impl Trap {
+    fn new() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let received = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (count, data) = (connections.clone(), received.clone());
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                count.fetch_add(1, Ordering::SeqCst);
+                let data = data.clone();
+                std::thread::spawn(move || {
+                    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+                    let mut buf = [0u8; 4096];
+                    while let Ok(n) = stream.read(&mut buf) {
+                        if n == 0 {
+                            break;
+                        }
+                        data.lock().unwrap().extend_from_slice(&buf[..n]);
+                    }
+                });
+            }
+        });
+        Self {
+            port,
+            connections,
+            received,
+        }
+    }
+
+    fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
+    }
+}
+
+fn revision(daemon: &TestDaemon) -> serde_json::Value {
+    daemon.get_json("/v1/config")["revision"].clone()
+}
+
+/// A real CA certificate's PEM.
+fn ca_pem() -> String {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params.self_signed(&key).unwrap().pem()
+}
+
+fn credential_files(daemon: &TestDaemon) -> Vec<std::path::PathBuf> {
+    match std::fs::read_dir(daemon.state_dir().join("credentials")) {
+        Ok(entries) => entries.map(|e| e.unwrap().path()).collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+#[test]
+fn a_token_cannot_make_pangeod_read_or_send_a_file() {
+    let trap = Trap::new();
+    let mut daemon = TestDaemon::new("");
+    daemon.start();
+    daemon.wait_status("booted", common::booted);
+    let before = revision(&daemon);
+    let server = format!("127.0.0.1:{}", trap.port);
+
+    // The attack of the report: the server to a listener of the attacker's, no TLS, and a file
+    // of the VM as the bind password.
+    let attack = serde_json::json!({"freeipa": {
+        "server": server, "tls": "plain", "password_file": "/etc/shadow"}});
+    let response = patch(&daemon, &attack);
+    assert_eq!(response.status, 409, "{response:?}");
+    // Each piece of it alone is refused too, naming the key and the fix.
+    for (body, status, field, kind) in [
+        (
+            serde_json::json!({"freeipa": {"password_file": "/etc/shadow"}}),
+            409,
+            "freeipa.password_file",
+            "file-only-key",
+        ),
+        (
+            serde_json::json!({"freeipa": {"ca_file": "/etc/shadow"}}),
+            409,
+            "freeipa.ca_file",
+            "file-only-key",
+        ),
+        (
+            serde_json::json!({"hub": {"api_token_file": "/etc/shadow"}}),
+            409,
+            "hub.api_token_file",
+            "file-only-key",
+        ),
+        (
+            serde_json::json!({"freeipa": {"tls": "plain"}}),
+            409,
+            "freeipa.tls",
+            "file-only-value",
+        ),
+        (
+            serde_json::json!({"freeipa": {"server": server}}),
+            422,
+            "freeipa.password",
+            "password-required",
+        ),
+        (
+            serde_json::json!({"freeipa": {"tls": "starttls"}}),
+            422,
+            "freeipa.password",
+            "password-required",
+        ),
+        (
+            serde_json::json!({"freeipa": {"ca_pem": ca_pem()}}),
+            422,
+            "freeipa.password",
+            "password-required",
+        ),
+        (
+            serde_json::json!({"freeipa": {"password": ""}}),
+            422,
+            "freeipa.password",
+            "invalid-config",
+        ),
+        (
+            serde_json::json!({"freeipa": {"password": "a\nb"}}),
+            422,
+            "freeipa.password",
+            "invalid-config",
+        ),
+        (
+            serde_json::json!({"freeipa": {"password": "x", "ca_pem": "not a certificate"}}),
+            422,
+            "freeipa.ca_pem",
+            "invalid-config",
+        ),
+    ] {
+        let response = patch(&daemon, &body);
+        assert_eq!(response.status, status, "{body}: {response:?}");
+        let problem = problem(&response);
+        assert_eq!(problem["field"], field, "{body}: {problem}");
+        assert_eq!(
+            problem["type"],
+            format!("urn:pangeod:problem:{kind}"),
+            "{body}: {problem}"
+        );
+        assert!(
+            problem["detail"].as_str().unwrap().contains("; "),
+            "the message says the fix: {problem}"
+        );
+    }
+    assert_eq!(revision(&daemon), before, "a refused change stored nothing");
+    assert!(
+        credential_files(&daemon).is_empty(),
+        "a refused change leaves no credential file: {:?}",
+        credential_files(&daemon)
+    );
+    // A sync now goes to the server in force, never to the listener.
+    let _ = daemon.request(Method::POST, "/v1/sync", &[], None);
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(trap.connections(), 0, "nothing was sent to the listener");
+    daemon.stop();
+}
+
+#[test]
+fn the_password_is_a_write_only_value() {
+    let trap = Trap::new();
+    let mut daemon = TestDaemon::new("");
+    daemon.start();
+    daemon.wait_status("booted", common::booted);
+    let server = format!("127.0.0.1:{}", trap.port);
+    let secret = "s3cret-Value-7f3a";
+    let ca = ca_pem();
+
+    // A new server with its password and CA, in one request: taken.
+    let response = patch(
+        &daemon,
+        &serde_json::json!({"freeipa": {"server": server, "password": secret, "ca_pem": ca}}),
+    );
+    assert_eq!(response.status, 200, "{response:?}");
+    let files = credential_files(&daemon);
+    assert_eq!(files.len(), 2, "{files:?}");
+    for file in &files {
+        let mode = std::fs::metadata(file).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{}", file.display());
+    }
+    assert!(
+        files
+            .iter()
+            .any(|f| std::fs::read_to_string(f).unwrap() == secret)
+    );
+    // Never shown: not in the config, the events, the status or the log.
+    for path in ["/v1/config", "/v1/events?limit=50", "/v1/status"] {
+        let body = daemon.request(Method::GET, path, &[], None).body;
+        let text = String::from_utf8_lossy(&body);
+        assert!(!text.contains(secret), "{path} shows the password: {text}");
+    }
+    let config = daemon.get_json("/v1/config");
+    assert_eq!(config["config"]["freeipa"]["server"], server);
+    // The sync goes to the new server now (the listener speaks no TLS, so it fails there).
+    let _ = daemon.request(Method::POST, "/v1/sync", &[], None);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while trap.connections() == 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(trap.connections() > 0, "the sync went to the new server");
+    std::thread::sleep(Duration::from_millis(500));
+    let sent = trap.received.lock().unwrap().clone();
+    assert!(
+        !String::from_utf8_lossy(&sent).contains(secret),
+        "the password was sent before TLS"
+    );
+
+    // Back to the files' password and CA (and so the files' server too, or it is refused).
+    let response = patch(
+        &daemon,
+        &serde_json::json!({"freeipa": {"password": null, "ca_pem": null}}),
+    );
+    assert_eq!(response.status, 422, "{response:?}");
+    let response = patch(
+        &daemon,
+        &serde_json::json!({"freeipa": {"server": null, "password": null, "ca_pem": null}}),
+    );
+    assert_eq!(response.status, 200, "{response:?}");
+    assert!(
+        credential_files(&daemon).is_empty(),
+        "unused credential files are removed: {:?}",
+        credential_files(&daemon)
+    );
+    daemon.signal(nix::sys::signal::Signal::SIGTERM);
+    assert_eq!(daemon.wait_exit(Duration::from_secs(15)), Some(0));
+    let stderr = daemon.stderr();
+    assert!(
+        stderr.contains("config changed through the API"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains(secret), "the log shows the password");
+}
+
+/// The password and CA given as values reach the real directory: the files hold a wrong
+/// password and a CA that did not sign the server's certificate, and the sync binds only once
+/// the right ones come through the API.
+#[test]
+fn credentials_by_value_bind_to_the_real_directory() {
+    let Some(ldap) = common::ldap_env() else {
+        return;
+    };
+    let mut daemon = TestDaemon::new("");
+    let wrong_ca = daemon.dir.path().join("wrong-ca.pem");
+    std::fs::write(&wrong_ca, ca_pem()).unwrap();
+    let wrong_password = daemon.dir.path().join("wrong-password");
+    std::fs::write(&wrong_password, "not-the-password\n").unwrap();
+    let text = TestDaemon::ldap_main_text(&ldap)
+        .replace(
+            &ldap["LDAP_BIND_PASSWORD_FILE"],
+            &wrong_password.display().to_string(),
+        )
+        .replace(&ldap["LDAP_CA"], &wrong_ca.display().to_string());
+    daemon.write_main(&text);
+    daemon.start();
+    daemon.wait_status("the first sync fails", |s| {
+        common::step(s, "directory-sync")["state"] == "failed"
+    });
+    let password = std::fs::read_to_string(&ldap["LDAP_BIND_PASSWORD_FILE"]).unwrap();
+    let ca = std::fs::read_to_string(&ldap["LDAP_CA"]).unwrap();
+    let response = patch(
+        &daemon,
+        &serde_json::json!({"freeipa": {"password": password.trim_end(), "ca_pem": ca}}),
+    );
+    assert_eq!(response.status, 200, "{response:?}");
+    let status = daemon.wait_status_within(
+        "the sync with the given credentials",
+        Duration::from_secs(60),
+        |s| common::step(s, "directory-sync")["state"] == "done",
+    );
+    assert!(
+        status["directory"]["active_users"].as_u64().unwrap_or(0) > 0,
+        "{status}"
+    );
+    daemon.stop();
+}
