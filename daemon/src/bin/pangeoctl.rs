@@ -112,7 +112,10 @@ enum ConfigAction {
     /// The config in force.
     Get,
     /// Change updatable keys, e.g. `notebook.cpus=2 hub.admin_users='["admin","alice"]'`.
-    /// Values are TOML (numbers, "strings", [arrays]); a bare word is a string.
+    /// Values are TOML (numbers, "strings", [arrays]); a bare word is a string. `KEY=@FILE`
+    /// sends FILE's text and `KEY=@-` standard input's, as a string (for write-only values:
+    /// `freeipa.password=@- freeipa.server=ipa.example.org` keeps the password out of `ps`
+    /// and the shell's history).
     Set {
         #[arg(required = true, value_name = "KEY=VALUE")]
         assignments: Vec<String>,
@@ -289,7 +292,11 @@ fn request_for(command: &Command) -> Result<(Method, String, Option<Vec<u8>>), S
                 let (key, value) = assignment.split_once('=').ok_or_else(|| {
                     format!("\"{assignment}\" is not KEY=VALUE, e.g. notebook.cpus=2")
                 })?;
-                insert(&mut patch, key.trim(), parse_value(value.trim()))?;
+                let value = match value.trim().strip_prefix('@') {
+                    Some(source) => Value::String(read_value(source)?),
+                    None => parse_value(value.trim()),
+                };
+                insert(&mut patch, key.trim(), value)?;
             }
             (
                 Method::PATCH,
@@ -332,6 +339,21 @@ fn insert(
 }
 
 /// TOML syntax for values (`2`, `"x"`, `["a"]`, `true`); anything else is a plain string.
+/// The text of `@FILE` or `@-` (standard input), without its trailing newline.
+fn read_value(source: &str) -> Result<String, String> {
+    use std::io::Read;
+    let mut text = String::new();
+    if source == "-" {
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .map_err(|e| format!("cannot read the value from standard input: {e}"))?;
+    } else {
+        text = std::fs::read_to_string(source)
+            .map_err(|e| format!("cannot read the value from {source}: {e}"))?;
+    }
+    Ok(text.trim_end_matches(['\n', '\r']).to_string())
+}
+
 fn parse_value(text: &str) -> Value {
     toml::from_str::<toml::Table>(&format!("v = {text}"))
         .ok()
