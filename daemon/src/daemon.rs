@@ -32,10 +32,26 @@ const SHUTDOWN_BOUND: Duration = Duration::from_secs(10);
 /// A child k3s gets its SIGTERM grace (30 s) and a little more.
 const K3S_STOP_BOUND: Duration = Duration::from_secs(40);
 
+/// Raises the soft limit of open files to the hard one (the unit's `LimitNOFILE`), so the
+/// listeners' bounded connections, the kube watches and SQLite never meet the 1,024 default.
+fn raise_open_file_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => {
+            if let Err(error) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+                tracing::warn!(%error, soft, hard, "cannot raise the open-file limit");
+            }
+        }
+        Ok(_) => {}
+        Err(error) => tracing::warn!(%error, "cannot read the open-file limit"),
+    }
+}
+
 pub async fn run(config_path: PathBuf) -> Result<(), DaemonError> {
     let started = Instant::now();
     let notifier = Notifier::from_env();
     let paths = config::bootstrap(&config_path);
+    raise_open_file_limit();
     tracing::info!(
         config = %config_path.display(),
         state_dir = %paths.daemon.state_dir.display(),

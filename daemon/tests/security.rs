@@ -318,3 +318,133 @@ fn credentials_by_value_bind_to_the_real_directory() {
     );
     daemon.stop();
 }
+
+fn tcp_daemon() -> TestDaemon {
+    let mut daemon = TestDaemon::new("");
+    daemon.write_main(&TestDaemon::main_text().replace(
+        "[api]\nsocket = \"run/admin.sock\"\n",
+        "[api]\nsocket = \"run/admin.sock\"\nlisten = \"127.0.0.1:0\"\nadmin_allowed_cidrs = [\"127.0.0.0/8\"]\n",
+    ));
+    daemon.start();
+    daemon.wait_status("booted", common::booted);
+    daemon
+}
+
+fn tcp_port(daemon: &TestDaemon) -> u16 {
+    let status = daemon.get_json("/v1/status");
+    let address = status["api_listener"]["address"].as_str().unwrap();
+    address.rsplit_once(':').unwrap().1.parse().unwrap()
+}
+
+fn api_token(daemon: &TestDaemon) -> String {
+    let text = std::fs::read_to_string(daemon.state_dir().join("api-token")).unwrap();
+    text.trim().split_once(':').unwrap().1.to_string()
+}
+
+/// Raises this process's soft open-file limit to its hard one (the flood needs thousands).
+fn raise_nofile() -> u64 {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
+    setrlimit(Resource::RLIMIT_NOFILE, hard, hard).unwrap();
+    hard
+}
+
+/// Opens `count` connections from `source` to the listener and keeps them: idle, or sending
+/// a TLS record header a byte at a time (trickling).
+async fn flood(
+    source: std::net::Ipv4Addr,
+    port: u16,
+    count: usize,
+    trickle: bool,
+) -> Vec<tokio::net::TcpStream> {
+    use tokio::io::AsyncWriteExt;
+    let mut streams = Vec::new();
+    for _ in 0..count {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket
+            .bind(std::net::SocketAddr::from((source, 0)))
+            .unwrap();
+        let Ok(mut stream) = socket
+            .connect(std::net::SocketAddr::from(([127, 0, 0, 1], port)))
+            .await
+        else {
+            continue;
+        };
+        if trickle {
+            let _ = stream.write_all(&[0x16]).await;
+        }
+        streams.push(stream);
+    }
+    streams
+}
+
+fn open_fds(pid: i32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count()
+}
+
+/// 3,000 idle and trickling connections from one allowed source: pangeod keeps at most its
+/// per-source share open, a client from another source and a local admin on the socket are
+/// served, no "Too many open files" appears, and the refusals are one log line, not thousands.
+/// (The latencies under this load are measured by `cargo bench --bench api_flood`.)
+#[test]
+fn a_connection_flood_is_bounded_before_the_handshake() {
+    let hard = raise_nofile();
+    assert!(
+        hard >= 4000,
+        "the test needs 4,000 open files (hard limit {hard})"
+    );
+    let mut daemon = tcp_daemon();
+    let port = tcp_port(&daemon);
+    let token = api_token(&daemon);
+    let fds_before = open_fds(daemon.pid());
+    let rt = common::mt_runtime();
+    let (idle, trickling) = rt.block_on(async {
+        let idle = flood([127, 0, 0, 2].into(), port, 2500, false).await;
+        let trickling = flood([127, 0, 0, 2].into(), port, 500, true).await;
+        (idle, trickling)
+    });
+    assert!(idle.len() + trickling.len() > 2900, "the flood connected");
+    std::thread::sleep(Duration::from_millis(500));
+    let fds_during = open_fds(daemon.pid());
+    assert!(
+        fds_during < fds_before + 100,
+        "pangeod holds {fds_during} descriptors during the flood (before: {fds_before})"
+    );
+    // A client from another allowed source gets in, with its token, over TLS.
+    let transport = client::Transport::tls(
+        "localhost",
+        port,
+        &daemon.state_dir().join("tls/ca.pem"),
+        Some(token),
+    )
+    .unwrap();
+    let response = rt
+        .block_on(client::call(
+            &transport,
+            Method::GET,
+            "/v1/status",
+            &[],
+            None,
+            Duration::from_secs(10),
+        ))
+        .unwrap();
+    assert_eq!(response.status, 200);
+    // A local admin too.
+    assert_eq!(
+        daemon.request(Method::GET, "/v1/status", &[], None).status,
+        200
+    );
+    drop((idle, trickling));
+    daemon.signal(nix::sys::signal::Signal::SIGTERM);
+    assert_eq!(daemon.wait_exit(Duration::from_secs(15)), Some(0));
+    let log = daemon.stderr();
+    assert!(!log.contains("Too many open files"), "{log}");
+    let refusals = log
+        .lines()
+        .filter(|l| l.contains("admin API connection") && l.contains("refused"))
+        .count();
+    assert_eq!(refusals, 1, "one log line for the refused flood: {log}");
+    assert!(log.contains("127.0.0.2"), "the line names the source");
+}

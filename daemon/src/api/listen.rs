@@ -27,8 +27,17 @@ use super::auth::{Actor, Tokens};
 /// A client must send its request headers within this time.
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Open connections per listener; more wait in the kernel's backlog.
+/// Open connections on the unix socket; more wait in the kernel's backlog. The socket's slots
+/// are its own, so a flood on the TCP listener never locks a local admin out.
 const MAX_CONNECTIONS: usize = 512;
+/// Connections on the TCP listener, from the accept on (the TLS handshake included): over
+/// this, a new connection is closed at once, so a flood costs one file descriptor for a
+/// moment, never a slot of the unix socket's or the daemon's descriptor limit.
+const MAX_TCP_CONNECTIONS: usize = 256;
+/// Connections from one source address, so that one client cannot take every TCP slot.
+const MAX_TCP_PER_SOURCE: usize = 32;
+/// A refused source is logged once per window, with the count of what was refused.
+const REFUSAL_LOG_WINDOW: Duration = Duration::from_secs(60);
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
@@ -154,7 +163,8 @@ pub async fn serve_tls(
 ) {
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     let graceful = GracefulShutdown::new();
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let admission = Arc::new(Admission::new(MAX_TCP_CONNECTIONS, MAX_TCP_PER_SOURCE));
+    let mut refusals = RefusalLog::default();
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -170,16 +180,25 @@ pub async fn serve_tls(
         };
         let source = peer.ip().to_canonical();
         if !allowed.iter().any(|net| net.contains(&source)) {
-            tracing::warn!(%peer, "admin API connection refused: the source is outside api.admin_allowed_cidrs");
+            refusals.refused(source, Refusal::NotAllowed, std::time::Instant::now());
             drop(stream);
             continue;
         }
+        let slot = match admission.admit(source) {
+            Ok(slot) => slot,
+            Err(refusal) => {
+                refusals.refused(source, refusal, std::time::Instant::now());
+                drop(stream);
+                continue;
+            }
+        };
         let acceptor = acceptor.clone();
         let router = router.clone();
         let tokens = tokens.clone();
         let graceful = graceful.watcher();
-        let slots = slots.clone();
         tokio::spawn(async move {
+            // Held from before the handshake to the connection's end.
+            let _slot = slot;
             let tls = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream))
                 .await
             {
@@ -216,9 +235,6 @@ pub async fn serve_tls(
                     router.oneshot(request.map(Body::new)).await
                 }
             });
-            let Ok(_slot) = slots.acquire_owned().await else {
-                return;
-            };
             let connection = http1().serve_connection(TokioIo::new(tls), service);
             if let Err(error) = graceful.watch(connection).await {
                 tracing::debug!(%peer, %error, "admin TCP connection ended with an error");
@@ -226,6 +242,136 @@ pub async fn serve_tls(
         });
     }
     drain(graceful).await;
+}
+
+/// Why a TCP connection was closed before its handshake.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refusal {
+    NotAllowed,
+    SourceFull,
+    ListenerFull,
+}
+
+impl Refusal {
+    fn reason(self) -> &'static str {
+        match self {
+            Refusal::NotAllowed => "the source is outside api.admin_allowed_cidrs",
+            Refusal::SourceFull => "the source already holds its maximum of connections (32)",
+            Refusal::ListenerFull => "the TCP listener holds its maximum of connections (256)",
+        }
+    }
+}
+
+/// Bounds the TCP listener's connections, in total and per source, from the accept on.
+struct Admission {
+    total: Arc<Semaphore>,
+    per_source: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>,
+    max_per_source: usize,
+}
+
+/// A connection's place; given back when the connection ends.
+struct Slot {
+    admission: Arc<Admission>,
+    source: std::net::IpAddr,
+    _total: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut counts = self.admission.counts();
+        if let Some(count) = counts.get_mut(&self.source) {
+            *count -= 1;
+            if *count == 0 {
+                counts.remove(&self.source);
+            }
+        }
+    }
+}
+
+impl Admission {
+    fn new(total: usize, max_per_source: usize) -> Self {
+        Self {
+            total: Arc::new(Semaphore::new(total)),
+            per_source: std::sync::Mutex::new(std::collections::HashMap::new()),
+            max_per_source,
+        }
+    }
+
+    fn counts(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<std::net::IpAddr, usize>> {
+        // Each critical section is one map update: a poisoned lock holds consistent data.
+        self.per_source
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn admit(self: &Arc<Self>, source: std::net::IpAddr) -> Result<Slot, Refusal> {
+        let mut counts = self.counts();
+        let count = counts.entry(source).or_insert(0);
+        if *count >= self.max_per_source {
+            return Err(Refusal::SourceFull);
+        }
+        let Ok(permit) = self.total.clone().try_acquire_owned() else {
+            if *count == 0 {
+                counts.remove(&source);
+            }
+            return Err(Refusal::ListenerFull);
+        };
+        *count += 1;
+        drop(counts);
+        Ok(Slot {
+            admission: self.clone(),
+            source,
+            _total: permit,
+        })
+    }
+}
+
+/// Logs refused connections once per source and window, with a count, so that a flood cannot
+/// fill the journal (or trip its rate limit and hide pangeod's other messages).
+#[derive(Default)]
+struct RefusalLog {
+    sources: std::collections::HashMap<std::net::IpAddr, (std::time::Instant, u64, Refusal)>,
+}
+
+impl RefusalLog {
+    /// The most sources remembered; older windows are forgotten first.
+    const MAX_SOURCES: usize = 4096;
+
+    /// Records a refusal; returns whether it was logged.
+    fn refused(
+        &mut self,
+        source: std::net::IpAddr,
+        refusal: Refusal,
+        now: std::time::Instant,
+    ) -> bool {
+        if let Some((since, count, reason)) = self.sources.get_mut(&source) {
+            if now.duration_since(*since) < REFUSAL_LOG_WINDOW {
+                *count += 1;
+                return false;
+            }
+            if *count > 1 {
+                tracing::warn!(
+                    %source,
+                    refused = *count,
+                    reason = reason.reason(),
+                    "admin API connections refused in the last minute"
+                );
+            }
+        }
+        if self.sources.len() >= Self::MAX_SOURCES {
+            self.sources
+                .retain(|_, (since, _, _)| now.duration_since(*since) < REFUSAL_LOG_WINDOW);
+        }
+        self.sources.insert(source, (now, 1, refusal));
+        tracing::warn!(
+            %source,
+            reason = refusal.reason(),
+            "admin API connection refused (further refusals of this source are counted and logged once a minute)"
+        );
+        true
+    }
 }
 
 fn unauthorized(had_header: bool) -> Response<Body> {
@@ -284,5 +430,49 @@ async fn drain(graceful: GracefulShutdown) {
         .is_err()
     {
         tracing::warn!("admin API connections did not close in time");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::IpAddr;
+
+    #[test]
+    fn admission_bounds_each_source_and_the_total() {
+        let admission = Arc::new(Admission::new(3, 2));
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let b: IpAddr = "192.0.2.2".parse().unwrap();
+        let c: IpAddr = "192.0.2.3".parse().unwrap();
+        let a1 = admission.admit(a).unwrap();
+        let _a2 = admission.admit(a).unwrap();
+        assert_eq!(admission.admit(a).err(), Some(Refusal::SourceFull));
+        let _b1 = admission.admit(b).unwrap();
+        assert_eq!(admission.admit(c).err(), Some(Refusal::ListenerFull));
+        // A refused source leaves no count behind, and an ended connection frees its place.
+        assert!(!admission.counts().contains_key(&c));
+        drop(a1);
+        let _c1 = admission.admit(c).unwrap();
+        assert_eq!(admission.counts().get(&a), Some(&1));
+    }
+
+    #[test]
+    fn refusals_are_logged_once_per_source_and_window() {
+        let mut log = RefusalLog::default();
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let b: IpAddr = "192.0.2.2".parse().unwrap();
+        let t0 = std::time::Instant::now();
+        assert!(log.refused(a, Refusal::NotAllowed, t0));
+        let logged = (1..3661)
+            .filter(|i| log.refused(a, Refusal::NotAllowed, t0 + Duration::from_millis(*i)))
+            .count();
+        assert_eq!(logged, 0, "one line for a flood within the window");
+        assert_eq!(log.sources[&a].1, 3661);
+        assert!(
+            log.refused(b, Refusal::NotAllowed, t0),
+            "each source has its own window"
+        );
+        assert!(log.refused(a, Refusal::NotAllowed, t0 + REFUSAL_LOG_WINDOW));
+        assert_eq!(log.sources[&a].1, 1, "a new window counts afresh");
     }
 }
