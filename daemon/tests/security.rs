@@ -448,3 +448,141 @@ fn a_connection_flood_is_bounded_before_the_handshake() {
     assert_eq!(refusals, 1, "one log line for the refused flood: {log}");
     assert!(log.contains("127.0.0.2"), "the line names the source");
 }
+
+fn mode(path: &std::path::Path) -> u32 {
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o7777
+}
+
+/// The state database, its WAL, the state dir and the secret files are private whatever the
+/// umask pangeod is started with (outside the unit, 0022 gave a world-readable state.db).
+#[test]
+fn state_and_secrets_are_private_whatever_the_umask() {
+    let mut daemon = tcp_daemon_with_umask(0o022);
+    // A write, so the WAL exists.
+    let response = patch(&daemon, &serde_json::json!({"notebook": {"cpus": 2}}));
+    assert_eq!(response.status, 200, "{response:?}");
+    let state = daemon.state_dir();
+    assert_eq!(mode(&state) & 0o077, 0, "{}", state.display());
+    for name in ["state.db", "state.db-wal", "state.db-shm", "api-token"] {
+        let path = state.join(name);
+        assert!(path.exists(), "{}", path.display());
+        assert_eq!(mode(&path), 0o600, "{}", path.display());
+    }
+    daemon.stop();
+}
+
+fn tcp_daemon_with_umask(umask: u32) -> TestDaemon {
+    let mut daemon = TestDaemon::new("");
+    daemon.write_main(&TestDaemon::main_text().replace(
+        "[api]\nsocket = \"run/admin.sock\"\n",
+        "[api]\nsocket = \"run/admin.sock\"\nlisten = \"127.0.0.1:0\"\nadmin_allowed_cidrs = [\"127.0.0.0/8\"]\n",
+    ));
+    // The umask through a shell that then becomes pangeod (no unsafe pre_exec here).
+    let mut command = std::process::Command::new("sh");
+    command
+        .arg("-c")
+        .arg(format!("umask {umask:04o} && exec \"$0\" \"$@\""))
+        .arg(env!("CARGO_BIN_EXE_pangeod"))
+        .arg("--config")
+        .arg(daemon.config_path())
+        .env_remove("NOTIFY_SOCKET")
+        .env_remove("JOURNAL_STREAM")
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    daemon.start_command(command);
+    daemon.wait_status("booted", common::booted);
+    daemon
+}
+
+/// Runs `curl` on the admin socket as `user` (a real non-root account); the HTTP status, or
+/// None when the socket cannot be reached.
+fn curl_as(user: &str, socket: &std::path::Path) -> Option<u16> {
+    let output = std::process::Command::new("runuser")
+        .args([
+            "-u",
+            user,
+            "--",
+            "curl",
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+        ])
+        .arg("--unix-socket")
+        .arg(socket)
+        .arg("http://pangeod/v1/health")
+        .output()
+        .unwrap();
+    let code: u16 = String::from_utf8_lossy(&output.stdout)
+        .trim()
+        .parse()
+        .ok()?;
+    (code != 0).then_some(code)
+}
+
+fn ensure_account(user: &str, group: Option<&str>) {
+    let exists = std::process::Command::new("id")
+        .arg(user)
+        .output()
+        .unwrap()
+        .status
+        .success();
+    if !exists {
+        let mut useradd = std::process::Command::new("useradd");
+        useradd.args([
+            "--system",
+            "--no-create-home",
+            "--shell",
+            "/usr/sbin/nologin",
+        ]);
+        if let Some(group) = group {
+            useradd.args(["--groups", group]);
+        }
+        assert!(useradd.arg(user).status().unwrap().success());
+    }
+}
+
+/// `api.socket_group` works under the shipped unit's `RuntimeDirectoryMode=0750`: a member of
+/// the group reaches the socket, a non-member does not.
+#[test]
+fn the_socket_group_reaches_the_socket_and_no_one_else() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("SKIPPED: needs root to make the test accounts");
+        return;
+    }
+    let group = "pangeo-sec-admins";
+    if nix::unistd::Group::from_name(group).unwrap().is_none() {
+        assert!(
+            std::process::Command::new("groupadd")
+                .args(["--system", group])
+                .status()
+                .unwrap()
+                .success()
+        );
+    }
+    ensure_account("pangeo-sec-member", Some(group));
+    ensure_account("pangeo-sec-other", None);
+    let mut daemon = TestDaemon::new("");
+    // As systemd lays it out: the test dir traversable, the runtime dir root:root 0750.
+    std::fs::set_permissions(daemon.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let run = daemon.dir.path().join("run");
+    std::fs::create_dir_all(&run).unwrap();
+    std::fs::set_permissions(&run, std::fs::Permissions::from_mode(0o750)).unwrap();
+    daemon.write_main(&TestDaemon::main_text().replace(
+        "[api]\nsocket = \"run/admin.sock\"\n",
+        &format!("[api]\nsocket = \"run/admin.sock\"\nsocket_group = \"{group}\"\n"),
+    ));
+    daemon.start();
+    daemon.wait_status("booted", common::booted);
+    let socket = daemon.socket();
+    assert_eq!(curl_as("pangeo-sec-member", &socket), Some(200));
+    assert_eq!(curl_as("pangeo-sec-other", &socket), None);
+    assert_eq!(
+        mode(&run) & 0o007,
+        0,
+        "others still cannot enter the runtime dir"
+    );
+    daemon.stop();
+}

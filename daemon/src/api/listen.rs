@@ -108,9 +108,31 @@ pub async fn bind_socket(path: &Path, group: Option<&str>) -> Result<UnixListene
             })?
             .gid;
         std::os::unix::fs::chown(path, None, Some(gid.as_raw())).map_err(permissions)?;
+        if let Some(dir) = path.parent() {
+            open_dir_to_group(dir, gid.as_raw())?;
+        }
     }
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660)).map_err(permissions)?;
     Ok(listener)
+}
+
+/// Lets the socket's group reach the socket: its directory (systemd's `RuntimeDirectory`, made
+/// root-only by `RuntimeDirectoryMode=0750`) gets the group and the group's search bit. A
+/// directory that others may already enter (`/run`, `/tmp`) is left as it is, and so is one
+/// pangeod does not own.
+fn open_dir_to_group(dir: &Path, gid: u32) -> Result<(), ListenError> {
+    use std::os::unix::fs::MetadataExt;
+    let permissions = |source| ListenError::Permissions {
+        path: dir.to_path_buf(),
+        source,
+    };
+    let meta = std::fs::metadata(dir).map_err(permissions)?;
+    if meta.mode() & 0o001 != 0 || meta.uid() != nix::unistd::geteuid().as_raw() {
+        return Ok(());
+    }
+    std::os::unix::fs::chown(dir, None, Some(gid)).map_err(permissions)?;
+    let mode = (meta.mode() & 0o7777) | 0o010;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode)).map_err(permissions)
 }
 
 pub async fn bind_tcp(addr: SocketAddr) -> Result<TcpListener, ListenError> {

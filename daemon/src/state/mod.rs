@@ -112,6 +112,41 @@ pub fn now() -> String {
         .unwrap_or_else(|_| jiff::Timestamp::now().to_string())
 }
 
+/// Takes group and other permissions away from `path` (never adds any).
+fn restrict_mode(path: &Path, mode: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let current = std::fs::metadata(path)?.permissions().mode() & 0o7777;
+    let wanted = current & mode;
+    if wanted != current {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(wanted))?;
+    }
+    Ok(())
+}
+
+/// Creates `path` with mode 0600 if it is missing, and makes an existing one 0600, along with
+/// SQLite's WAL and shared-memory files beside it.
+fn create_private(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)?;
+    for suffix in ["", "-wal", "-shm"] {
+        let file = PathBuf::from(format!("{}{suffix}", path.display()));
+        match std::fs::metadata(&file) {
+            Ok(meta) if meta.permissions().mode() & 0o077 != 0 => {
+                std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))?;
+            }
+            Ok(_) => {}
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(())
+}
+
 impl State {
     /// Takes the lock, opens the database and brings its schema up to date.
     pub fn open(dir: &Path) -> Result<Self, StateError> {
@@ -125,6 +160,17 @@ impl State {
             path: path.clone(),
             source,
         };
+        // The database holds the generated secrets (cookie secret, service tokens, the ingress
+        // CA's key): 0600 whatever the umask. SQLite gives its WAL and shared-memory files the
+        // database file's mode.
+        restrict_mode(dir, 0o700).map_err(|source| StateError::CreateDir {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        create_private(&path).map_err(|source| StateError::CreateDir {
+            path: path.clone(),
+            source,
+        })?;
         let mut conn = Connection::open(&path).map_err(sqlite)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))
             .map_err(sqlite)?;

@@ -130,7 +130,14 @@ mode = "off"
 
     /// Starts the daemon and waits until its socket answers.
     pub fn start(&mut self) {
-        let child = self.command().spawn().unwrap();
+        let command = self.command();
+        self.start_command(command);
+    }
+
+    /// Starts pangeod with a command of the test's own (a umask, another user) and waits until
+    /// it answers.
+    pub fn start_command(&mut self, mut command: Command) {
+        let child = command.spawn().unwrap();
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
