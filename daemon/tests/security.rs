@@ -586,3 +586,37 @@ fn the_socket_group_reaches_the_socket_and_no_one_else() {
     );
     daemon.stop();
 }
+
+/// Input and messages: a DN with a line break, an escape sequence or braces is refused, and
+/// the message shows it escaped (an ESC in an error must not repaint the admin's terminal); a
+/// dotted key gets a message that says how to nest it.
+#[test]
+fn bad_input_is_refused_with_escaped_messages() {
+    let mut daemon = TestDaemon::new("");
+    daemon.start();
+    daemon.wait_status("booted", common::booted);
+    for dn in [
+        "dc=example\n,dc=test",
+        "dc=ex\u{1b}[2Jample,dc=test",
+        "dc={0},dc=test",
+        "cn=\"\"\",dc=test",
+    ] {
+        let response = patch(&daemon, &serde_json::json!({"freeipa": {"base_dn": dn}}));
+        assert_eq!(response.status, 422, "{dn:?}: {response:?}");
+        let problem = problem(&response);
+        assert_eq!(problem["field"], "freeipa.base_dn");
+        let detail = problem["detail"].as_str().unwrap();
+        assert!(
+            !detail.chars().any(char::is_control),
+            "the message carries a raw control character: {detail:?}"
+        );
+    }
+    let response = patch(&daemon, &serde_json::json!({"notebook.cpus": 2}));
+    assert_eq!(response.status, 422, "{response:?}");
+    let detail = problem(&response)["detail"].as_str().unwrap().to_string();
+    assert!(
+        detail.contains(r#"{"notebook": {"cpus": 2}}"#),
+        "the message shows how to nest it: {detail}"
+    );
+    daemon.stop();
+}

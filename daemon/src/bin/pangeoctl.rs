@@ -251,7 +251,7 @@ fn request_for(command: &Command) -> Result<(Method, String, Option<Vec<u8>>), S
         Command::Users { state, limit } => {
             let mut path = format!("/v1/users?limit={limit}");
             if let Some(state) = state {
-                path.push_str(&format!("&state={state}"));
+                path.push_str(&format!("&state={}", segment(state)));
             }
             (Method::GET, path, None)
         }
@@ -259,10 +259,14 @@ fn request_for(command: &Command) -> Result<(Method, String, Option<Vec<u8>>), S
         Command::Sync { confirm: true } => (Method::POST, "/v1/sync/confirm".into(), None),
         Command::Admins {
             action: AdminAction::Add { name },
-        } => (Method::PUT, format!("/v1/admins/{name}"), None),
+        } => (Method::PUT, format!("/v1/admins/{}", segment(name)), None),
         Command::Admins {
             action: AdminAction::Remove { name },
-        } => (Method::DELETE, format!("/v1/admins/{name}"), None),
+        } => (
+            Method::DELETE,
+            format!("/v1/admins/{}", segment(name)),
+            None,
+        ),
         Command::Servers { limit } => (
             Method::GET,
             format!("/v1/users?state=active&limit={limit}"),
@@ -270,10 +274,18 @@ fn request_for(command: &Command) -> Result<(Method, String, Option<Vec<u8>>), S
         ),
         Command::Server {
             action: ServerAction::Start { name },
-        } => (Method::POST, format!("/v1/users/{name}/server"), None),
+        } => (
+            Method::POST,
+            format!("/v1/users/{}/server", segment(name)),
+            None,
+        ),
         Command::Server {
             action: ServerAction::Stop { name },
-        } => (Method::DELETE, format!("/v1/users/{name}/server"), None),
+        } => (
+            Method::DELETE,
+            format!("/v1/users/{}/server", segment(name)),
+            None,
+        ),
         Command::Events { limit, before } => {
             let mut path = format!("/v1/events?limit={limit}");
             if let Some(before) = before {
@@ -339,6 +351,20 @@ fn insert(
 }
 
 /// TOML syntax for values (`2`, `"x"`, `["a"]`, `true`); anything else is a plain string.
+/// `text` as one URL path segment: every byte outside RFC 3986's unreserved set is
+/// percent-encoded, so a name cannot add a segment, a query or a fragment to the path.
+fn segment(text: &str) -> String {
+    text.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                char::from(b).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
 /// The text of `@FILE` or `@-` (standard input), without its trailing newline.
 fn read_value(source: &str) -> Result<String, String> {
     use std::io::Read;
@@ -548,4 +574,18 @@ fn render(command: &Command, json: &Value) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_one_path_segment() {
+        assert_eq!(segment("alice"), "alice");
+        assert_eq!(segment("Mixed.Case_9-~"), "Mixed.Case_9-~");
+        assert_eq!(segment("../sync"), "..%2Fsync");
+        assert_eq!(segment("a?b#c d"), "a%3Fb%23c%20d");
+        assert_eq!(segment("j\u{f6}rg"), "j%C3%B6rg");
+    }
 }

@@ -576,6 +576,17 @@ fn patch_config(
     let mut password_given = false;
     let mut destination_touched = false;
     for (section, entries) in sections {
+        if let Some((outer, inner)) = section.split_once('.') {
+            return Err(shape(
+                section,
+                format!(
+                    "\"{}\" is a dotted key; nest it instead: {{\"{}\": {{\"{}\": {entries}}}}}",
+                    section.escape_debug(),
+                    outer.escape_debug(),
+                    inner.escape_debug()
+                ),
+            ));
+        }
         let serde_json::Value::Object(entries) = entries else {
             return Err(shape(
                 section,

@@ -220,7 +220,22 @@ fn gateway_options_stay_within_the_configured_limits() {
 
 #[test]
 fn the_python_hub_config_sets_the_same_traitlets_as_the_chart() {
-    let config = config("");
+    the_python_hub_config_round_trips(config(""));
+}
+
+/// Issue 20: a base DN with a line separator (U+2028), a quote, a backslash escape and a
+/// character beyond U+FFFF reaches Python as the same string (Rust's debug quoting gave a
+/// SyntaxError).
+#[test]
+fn the_python_hub_config_carries_any_dn_unchanged() {
+    let mut config = config("");
+    config.freeipa.base_dn = "ou=it\u{2028}'s \\2C \u{1F600} team,dc=example,dc=test".into();
+    let text = values::hub_config_py(&config);
+    assert!(text.is_ascii(), "{text}");
+    the_python_hub_config_round_trips(config);
+}
+
+fn the_python_hub_config_round_trips(config: Config) {
     let text = values::hub_config_py(&config);
     // Run it with a stand-in for traitlets' config object, and read back what it set.
     let script = format!(

@@ -286,14 +286,33 @@ pub fn hub_config_py(config: &Config) -> String {
         .ca_file
         .as_ref()
         .map_or_else(|| HUB_CA_PATH.to_string(), |p| p.display().to_string());
-    let json = hub_config_with_ca(config, &ca).to_string();
+    let json = python_raw_json(&hub_config_with_ca(config, &ca));
     format!(
         "# Rendered by pangeod from its config (pangeod --print-hub-config): the hub's traitlets\n\
-         # config, the same as the chart's hub.config, with the FreeIPA CA read from {ca}.\n\
+         # config, the same as the chart's hub.config, with the FreeIPA CA read from freeipa.ca_file.\n\
+         # Values reach Python only through json.loads of ASCII JSON in a raw string.\n\
          import json\n\
          c = get_config()  # noqa: F821\n\
-         for _class, _traits in json.loads({json:?}).items():\n\
+         for _class, _traits in json.loads(r'{json}').items():\n\
          \x20   for _name, _value in _traits.items():\n\
          \x20       setattr(getattr(c, _class), _name, _value)\n"
     )
+}
+
+/// `value` as JSON that a Python raw string `r'...'` carries unchanged: every character
+/// outside printable ASCII, and `'`, as a `\uXXXX` escape (surrogate pairs above U+FFFF), so
+/// the text holds no quote, line break or control character, and never ends in a backslash.
+fn python_raw_json(value: &serde_json::Value) -> String {
+    let mut out = String::new();
+    for ch in value.to_string().chars() {
+        if ch == '\'' || !(' '..='~').contains(&ch) {
+            let mut units = [0u16; 2];
+            for unit in ch.encode_utf16(&mut units) {
+                out.push_str(&format!("\\u{unit:04x}"));
+            }
+        } else {
+            out.push(ch);
+        }
+    }
+    out
 }

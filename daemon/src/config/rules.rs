@@ -159,7 +159,7 @@ impl Checker<'_> {
         if let Err(problem) = check_dn(&value) {
             self.fail(
                 key,
-                format!("\"{value}\" is not a valid LDAP DN: {problem}"),
+                format!("\"{}\" is not a valid LDAP DN: {problem}", value.escape_debug()),
                 "write it as comma-separated attribute=value pairs, for example \"cn=users,cn=accounts,dc=example,dc=test\"",
             );
         }
@@ -574,18 +574,48 @@ pub(crate) fn check_dn(dn: &str) -> Result<(), String> {
     if dn.trim().is_empty() {
         return Err("it is empty".into());
     }
+    if let Some(ch) = dn.chars().find(|c| c.is_control()) {
+        return Err(format!(
+            "it contains the control character U+{:04X}",
+            u32::from(ch)
+        ));
+    }
+    if dn.contains(['{', '}']) {
+        return Err(
+            "it contains { or }, which the hub's login templates would read as placeholders".into(),
+        );
+    }
     let mut rdns = Vec::new();
     let mut current = String::new();
-    let mut chars = dn.chars();
+    let mut chars = dn.chars().peekable();
     while let Some(ch) = chars.next() {
         match ch {
             '\\' => match chars.next() {
-                Some(escaped) => {
+                // RFC 4514: a special character, or two hex digits.
+                Some(escaped) if "\\\",+;<>#= ".contains(escaped) => {
                     current.push('\\');
                     current.push(escaped);
                 }
+                Some(high) if high.is_ascii_hexdigit() => match chars.next() {
+                    Some(low) if low.is_ascii_hexdigit() => {
+                        current.push('\\');
+                        current.push(high);
+                        current.push(low);
+                    }
+                    _ => return Err("a backslash is followed by one hex digit, not two".into()),
+                },
+                Some(other) => {
+                    return Err(format!(
+                        "\"\\{other}\" is not an escape: a backslash precedes one of \" + , ; < > \\ # = or two hex digits"
+                    ));
+                }
                 None => return Err("it ends with a lone backslash".into()),
             },
+            '"' | ';' | '<' | '>' => {
+                return Err(format!(
+                    "it contains an unescaped '{ch}'; write it as \\{ch} (RFC 4514)"
+                ));
+            }
             ',' => rdns.push(std::mem::take(&mut current)),
             _ => current.push(ch),
         }

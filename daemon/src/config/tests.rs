@@ -245,6 +245,23 @@ fn dn_syntax_accepts_escapes_and_oids() {
     assert!(rules::check_dn("dc=example,").is_err());
     assert!(rules::check_dn("1x=y").is_err());
     assert!(rules::check_dn("cn=").is_err());
+    // Issue 20: what the sync's filters and the hub's login templates cannot take.
+    for bad in [
+        "dc=example\n,dc=test",
+        "dc=ex\u{1b}[2Jample,dc=test",
+        "dc={0},dc=test",
+        "cn=a}b,dc=test",
+        "cn=\"\"\",dc=test",
+        "cn=a;b,dc=test",
+        "cn=a<b,dc=test",
+        "cn=a\\q,dc=test",
+        "cn=a\\4,dc=test",
+    ] {
+        assert!(rules::check_dn(bad).is_err(), "{bad:?} was accepted");
+    }
+    assert!(rules::check_dn("cn=a\\3Bb,dc=test").is_ok());
+    assert!(rules::check_dn("cn=a\\;b,dc=test").is_ok());
+    assert!(rules::check_dn("cn=Jos\u{e9},dc=test").is_ok());
 }
 
 #[test]
