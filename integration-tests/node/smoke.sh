@@ -242,7 +242,7 @@ left_procs=""
 for p in /proc/[0-9]*; do
   pid="${p#/proc/}"
   [ "$pid" = $$ ] && continue
-  c="$(tr "\0" " " <"$p/cmdline" 2>/dev/null || true)"; [[ "$c" == *"$WD"* ]] && left_procs="$left_procs $pid:$(tr '\0' ' ' <"$p/cmdline" | cut -c1-60)"
+  c="$(tr "\0" " " 2>/dev/null <"$p/cmdline" || true)"; [[ "$c" == *"$WD"* ]] && left_procs="$left_procs $pid:$(tr '\0' ' ' <"$p/cmdline" | cut -c1-60)"
 done
 [ -z "$left_procs" ] && pass "no process of the workdir left" || fail "processes left:$left_procs"
 mounts="$(awk -v p="$WD/" 'index($5, p) == 1 {print $5}' /proc/self/mountinfo)"

@@ -17,7 +17,7 @@ SOCK="$ND/run/containerd.sock"
 TIMEOUT="${NODE_STOP_TIMEOUT:-20}"
 PROBLEMS=()
 
-cmdline() { tr '\0' ' ' <"/proc/$1/cmdline" 2>/dev/null; }
+cmdline() { tr '\0' ' ' 2>/dev/null <"/proc/$1/cmdline"; }
 ours() { local c; c="$(cmdline "$1")" && [[ "$c" == *"$WD"* ]]; }
 pid_of() { [ -s "$ND/pids" ] && awk -v n="$1" '$1==n{print $2}' "$ND/pids"; }
 stop_pid() { # name pid
