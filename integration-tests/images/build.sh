@@ -156,7 +156,7 @@ finalize_rootfs() {
   fi
   rm -rf "$r"/var/lib/apt/lists/* "$r"/var/cache/apt/* "$r"/var/cache/debconf/*-old \
          "$r"/var/cache/pip-host "$r"/root/.cache "$r"/var/log/*.log "$r"/var/log/apt \
-         "$r"/tmp/* "$r"/var/tmp/* "$r"/usr/share/man "$r"/usr/share/info \
+         "$r"/tmp/* "$r"/tmp/.[!.]* "$r"/var/tmp/* "$r"/usr/share/man "$r"/usr/share/info \
          "$r"/usr/share/locale "$r"/usr/share/lintian
   find "$r/usr/share/doc" -mindepth 1 -not -name copyright -not -type d -delete 2>/dev/null || true
   # the kubelet mounts its own over these

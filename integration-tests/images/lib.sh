@@ -5,7 +5,7 @@ IMG_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 
 # Bump when the build machinery (build.sh, this file) changes what an image contains: every
 # image's cache key includes it. An image's own recipe (<name>/*) is hashed into its key directly.
-IMAGES_REV=1
+IMAGES_REV=2
 # Debian suite and mirror of every rootfs (images/build's defaults and its PANGEO_MIRROR).
 IMG_SUITE=${PANGEO_IMAGES_SUITE:-trixie}
 IMG_MIRROR=${PANGEO_MIRROR:-http://deb.debian.org/debian}
