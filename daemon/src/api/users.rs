@@ -230,6 +230,7 @@ async fn active_member(app: &AppState, name: &str) -> Result<String, Problem> {
 
 async fn server_change(
     app: &AppState,
+    actor: &Actor,
     name: &str,
     start: bool,
 ) -> Result<(StatusCode, Json<ServerChange>), Problem> {
@@ -264,16 +265,17 @@ async fn server_change(
         ServerOutcome::Already => (StatusCode::OK, "already"),
         ServerOutcome::Pending => (StatusCode::ACCEPTED, "pending"),
     };
-    if status == StatusCode::OK {
-        let state = app.state.clone();
-        let action = if start {
-            "server.started"
-        } else {
-            "server.stopped"
-        };
-        let details = serde_json::json!({ "user": user, "outcome": outcome });
-        let _ = blocking(move || state.record_event("api", action, details)).await;
-    }
+    // Recorded whatever the outcome: a pending start or stop was asked for all the same.
+    let state = app.state.clone();
+    let action = match (start, status == StatusCode::OK) {
+        (true, true) => "server.started",
+        (true, false) => "server.start-requested",
+        (false, true) => "server.stopped",
+        (false, false) => "server.stop-requested",
+    };
+    let details = serde_json::json!({ "user": user, "outcome": outcome });
+    let who = actor.0.clone();
+    let _ = blocking(move || state.record_event(&who, action, details)).await;
     Ok((
         status,
         Json(ServerChange {
@@ -294,9 +296,10 @@ async fn server_change(
 ))]
 pub async fn start_server(
     Extract(app): Extract<AppState>,
+    Extension(actor): Extension<Actor>,
     Path(name): Path<String>,
 ) -> Result<(StatusCode, Json<ServerChange>), Problem> {
-    server_change(&app, &name, true).await
+    server_change(&app, &actor, &name, true).await
 }
 
 /// Stops a member's notebook server; 202 while it is still stopping. The home volume stays.
@@ -309,9 +312,10 @@ pub async fn start_server(
 ))]
 pub async fn stop_server(
     Extract(app): Extract<AppState>,
+    Extension(actor): Extension<Actor>,
     Path(name): Path<String>,
 ) -> Result<(StatusCode, Json<ServerChange>), Problem> {
-    server_change(&app, &name, false).await
+    server_change(&app, &actor, &name, false).await
 }
 
 fn unknown_user(name: &str) -> Problem {

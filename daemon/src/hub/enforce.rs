@@ -129,7 +129,6 @@ pub async fn run(
         hub_users: hub.len(),
         ..Default::default()
     };
-    let mut events: Vec<(&'static str, serde_json::Value)> = Vec::new();
 
     // Bulk creation: one request per 500 names.
     for (names, admin) in [(&plan.create, false), (&plan.create_admins, true)] {
@@ -139,12 +138,18 @@ pub async fn run(
         match retried(|| client.create_users(names, admin)).await {
             Ok(_) => {
                 report.created += names.len();
-                events.extend(names.iter().map(|name| {
-                    (
-                        "hub.user-created",
-                        serde_json::json!({ "user": name, "admin": admin }),
-                    )
-                }));
+                record(
+                    state,
+                    &names
+                        .iter()
+                        .map(|name| {
+                            (
+                                "hub.user-created",
+                                serde_json::json!({ "user": name, "admin": admin }),
+                            )
+                        })
+                        .collect::<Vec<_>>(),
+                );
             }
             Err(error) => {
                 tracing::warn!(%error, users = names.len(), "creating hub users failed");
@@ -158,21 +163,24 @@ pub async fn run(
             let client = client.clone();
             async move {
                 let outcome = retried(|| client.set_admin(&name, admin)).await;
+                if outcome.is_ok() {
+                    record(
+                        state,
+                        &[(
+                            "hub.admin-set",
+                            serde_json::json!({ "user": name, "admin": admin }),
+                        )],
+                    );
+                }
                 (name, admin, outcome)
             }
         })
         .buffer_unordered(CONCURRENCY)
         .collect::<Vec<_>>()
         .await;
-    for (name, admin, outcome) in admin_changes {
+    for (name, _, outcome) in admin_changes {
         match outcome {
-            Ok(()) => {
-                report.admin_changed += 1;
-                events.push((
-                    "hub.admin-set",
-                    serde_json::json!({ "user": name, "admin": admin }),
-                ));
-            }
+            Ok(()) => report.admin_changed += 1,
             Err(error) => {
                 tracing::warn!(%error, user = %name, "setting the admin flag failed");
                 report.failed += 1;
@@ -185,28 +193,33 @@ pub async fn run(
             let client = client.clone();
             async move {
                 let outcome = purge(&client, &name).await;
+                if let Ok(purged) = &outcome {
+                    record(
+                        state,
+                        &[(
+                            "hub.user-deleted",
+                            serde_json::json!({
+                                "user": name,
+                                "because": why.as_str(),
+                                "server_stopped": purged.server_stopped,
+                                "tokens_revoked": purged.tokens_revoked,
+                                "home_volume": "kept",
+                            }),
+                        )],
+                    );
+                }
                 (name, why, outcome)
             }
         })
         .buffer_unordered(CONCURRENCY)
         .collect::<Vec<_>>()
         .await;
-    for (name, why, outcome) in purges {
+    for (name, _, outcome) in purges {
         match outcome {
             Ok(purged) => {
                 report.purged += 1;
                 report.servers_stopped += usize::from(purged.server_stopped);
                 report.tokens_revoked += purged.tokens_revoked;
-                events.push((
-                    "hub.user-deleted",
-                    serde_json::json!({
-                        "user": name,
-                        "because": why.as_str(),
-                        "server_stopped": purged.server_stopped,
-                        "tokens_revoked": purged.tokens_revoked,
-                        "home_volume": "kept",
-                    }),
-                ));
             }
             Err(error) => {
                 tracing::warn!(%error, user = %name, "removing the hub user failed; retried on the next run");
@@ -215,11 +228,6 @@ pub async fn run(
         }
     }
 
-    if !events.is_empty()
-        && let Err(error) = state.record_events("hub-sync", &events)
-    {
-        tracing::error!(%error, "cannot record the hub changes");
-    }
     report.requests = client.requests() - requests_before;
     report.duration_ms = started.elapsed().as_millis() as u64;
     if !plan.is_empty() {
@@ -234,6 +242,15 @@ pub async fn run(
         );
     }
     Ok(report)
+}
+
+/// Records what was just done at the hub, at once: an event written only when the whole run
+/// ends would be lost with the process (a SIGTERM or kill -9 in the middle of 1,000 removals
+/// left deletions at the hub without their event).
+fn record(state: &State, events: &[(&'static str, serde_json::Value)]) {
+    if let Err(error) = state.record_events("hub-sync", events) {
+        tracing::error!(%error, "cannot record the hub changes");
+    }
 }
 
 struct Purged {
