@@ -19,6 +19,12 @@ pub(super) async fn run(ctx: &mut StepContext<'_>) -> Result<String, StepError> 
     let mut notes = Vec::new();
     check_data_disk(&config)?;
     check_free_space(&config)?;
+    if k3s_runs_here(&config) {
+        check_kernel_modules(
+            &std::fs::read_to_string("/proc/filesystems").unwrap_or_default(),
+            Path::new("/proc/sys/net/bridge/bridge-nf-call-iptables").exists(),
+        )?;
+    }
     notes.extend(kernel_warnings());
     if let Some(domain) = &config.cluster.domain {
         check_domain(domain, config.cluster.external_ip).await?;
@@ -114,21 +120,51 @@ fn check_free_space(config: &Config) -> Result<(), StepError> {
     Ok(())
 }
 
-/// What k3s needs from the kernel. Reported, not fatal here: the k3s step fails on them.
+/// Whether k3s runs on this machine (not for `external` or `off`).
+fn k3s_runs_here(config: &Config) -> bool {
+    matches!(
+        config.k3s.mode,
+        crate::config::K3sMode::Auto
+            | crate::config::K3sMode::Systemd
+            | crate::config::K3sMode::Child
+    )
+}
+
+/// The kernel modules k3s cannot run without; the image loads them through
+/// `/etc/modules-load.d/pangeo-k3s.conf`. `filesystems` is `/proc/filesystems`; `bridge_nf`
+/// whether br_netfilter's sysctls exist.
+pub(crate) fn check_kernel_modules(filesystems: &str, bridge_nf: bool) -> Result<(), StepError> {
+    let overlay = filesystems
+        .lines()
+        .any(|line| line.trim_end().ends_with("\toverlay") || line.trim() == "overlay");
+    let missing = match (overlay, bridge_nf) {
+        (false, _) => Some((
+            "overlay",
+            "containerd stores container images on the overlay filesystem",
+        )),
+        (true, false) => Some((
+            "br_netfilter",
+            "pod traffic on the node's bridge must pass through iptables for Services to work",
+        )),
+        (true, true) => None,
+    };
+    match missing {
+        Some((module, why)) => Err(fail(
+            None,
+            format!(
+                "the kernel module {module} is not loaded, and k3s cannot run without it ({why}); load it with `modprobe {module}` and list it in /etc/modules-load.d/ (the appliance image does, in pangeo-k3s.conf: an image or kernel without it cannot run k3s)"
+            ),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// What k3s would like from the kernel. Reported, not fatal.
 fn kernel_warnings() -> Vec<String> {
     let mut warnings = Vec::new();
     if !Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
         warnings
             .push("warning: cgroup v2 is not mounted at /sys/fs/cgroup (k3s needs it)".to_string());
-    }
-    let filesystems = std::fs::read_to_string("/proc/filesystems").unwrap_or_default();
-    if !filesystems
-        .lines()
-        .any(|line| line.trim_end().ends_with("overlay"))
-    {
-        warnings.push(
-            "warning: the overlay filesystem is not available (containerd needs it)".to_string(),
-        );
     }
     warnings
 }
@@ -222,5 +258,34 @@ mod tests {
             error.message
         );
         assert!(error.message.contains("192.0.2.10"));
+    }
+}
+
+#[cfg(test)]
+mod module_tests {
+    use super::check_kernel_modules;
+
+    #[test]
+    fn a_missing_module_fails_preflight_naming_it() {
+        let with = "nodev\tsysfs\nnodev\toverlay\n\text4\n";
+        let without = "nodev\tsysfs\n\text4\n";
+        assert!(check_kernel_modules(with, true).is_ok());
+        let overlay = check_kernel_modules(without, true).unwrap_err();
+        assert!(
+            overlay.message.contains("kernel module overlay"),
+            "{}",
+            overlay.message
+        );
+        assert!(
+            overlay.message.contains("modprobe overlay"),
+            "{}",
+            overlay.message
+        );
+        let bridge = check_kernel_modules(with, false).unwrap_err();
+        assert!(
+            bridge.message.contains("br_netfilter"),
+            "{}",
+            bridge.message
+        );
     }
 }
