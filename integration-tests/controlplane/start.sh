@@ -13,6 +13,7 @@
 #        CONTROLPLANE_BIN_DIR (use these binaries instead of building), PANGEO_CACHE_DIR
 #        PANGEO_REFERENCE_DIR (default: <repo>/../shared/reference)
 #        CONTROLPLANE_FAKE_NODE (default 1: register the Ready node pangeo-test-node, no kubelet behind it).
+#        CONTROLPLANE_NODE_NAME (default pangeo-test-node: the node's name, fake or real).
 #          0: a real kubelet joins (integration-tests/node/start.sh): no fake node; the apiserver binds
 #          and advertises CONTROLPLANE_NODE_IP (default 10.201.255.254, added to `lo` as a /32 if absent
 #          and removed again by stop.sh), an address pods reach for the `kubernetes` Service;
@@ -321,7 +322,8 @@ KUBECTL=("$BIN/kubectl" --kubeconfig "$WD/kubeconfig")
 # would mark the node Unknown and taint it (NoSchedule, then NoExecute) once no kubelet heartbeat came
 # within the grace period (--node-monitor-grace-period, 50 s). Nothing else in the controller-manager
 # cares about heartbeats; the ttl controller only annotates the node.
-NODE_NAME=pangeo-test-node
+# CONTROLPLANE_NODE_NAME: pangeod waits for the node named after its cluster.name (fullstack.sh).
+NODE_NAME=${CONTROLPLANE_NODE_NAME:-pangeo-test-node}
 case "$(uname -m)" in x86_64) NODE_ARCH=amd64 ;; aarch64|arm64) NODE_ARCH=arm64 ;; *) NODE_ARCH="$(uname -m)" ;; esac
 if [ "$FAKE_NODE" = 1 ]; then
 cp_log "registering node $NODE_NAME"
