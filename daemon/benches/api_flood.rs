@@ -192,10 +192,10 @@ async fn hold(port: u16, trickle: bool, stop: Arc<AtomicBool>, connects: Arc<Ato
                 }
                 tokio::time::sleep(Duration::from_millis(200)).await;
             } else {
-                match tokio::time::timeout(Duration::from_millis(200), stream.read(&mut buf)).await
-                {
-                    Ok(Ok(0) | Err(_)) => break,
-                    _ => {}
+                let read =
+                    tokio::time::timeout(Duration::from_millis(200), stream.read(&mut buf)).await;
+                if let Ok(Ok(0) | Err(_)) = read {
+                    break;
                 }
             }
         }
