@@ -224,6 +224,63 @@ fn the_platform_is_applied_then_a_cpus_patch_changes_only_the_hub_values_and_sec
             .any(|e| e["action"] == "components.applied"),
         "{events}"
     );
+
+    // Level-triggered: the hub's HelmChart deleted, then edited, outside pangeod is put back
+    // without a reload (components/drift.rs).
+    let ours = values(&hub_after);
+    let reloads_before = daemon.get_json("/v1/events?limit=200")["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "components.applied")
+        .count();
+    let uid = hub_after.metadata.uid.clone().unwrap();
+    rt.block_on(charts.delete("jupyterhub", &Default::default()))
+        .unwrap();
+    // helm-controller holds the object with its finalizer until its uninstall job has run;
+    // no kubelet runs that job here, so the test lets the object go as helm-controller would.
+    let _ = rt.block_on(charts.patch(
+        "jupyterhub",
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(serde_json::json!({ "metadata": { "finalizers": null } })),
+    ));
+    let back = rt
+        .block_on(kube.wait_for(
+            charts.clone(),
+            "jupyterhub",
+            "HelmChart pangeo/jupyterhub",
+            Duration::from_secs(30),
+            |c: Option<&HelmChart>| c.is_some_and(|c| c.metadata.uid.as_deref() != Some(&uid)),
+        ))
+        .unwrap()
+        .unwrap();
+    assert_eq!(values(&back), ours, "put back with pangeod's values");
+    let mut edited = values(&back);
+    edited["singleuser"]["cpu"]["limit"] = serde_json::json!(64);
+    rt.block_on(charts.patch(
+        "jupyterhub",
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(serde_json::json!({
+            "spec": { "valuesContent": edited.to_string() }
+        })),
+    ))
+    .unwrap();
+    rt.block_on(kube.wait_for(
+        charts.clone(),
+        "jupyterhub",
+        "HelmChart pangeo/jupyterhub",
+        Duration::from_secs(30),
+        |c: Option<&HelmChart>| c.is_some_and(|c| values(c) == ours),
+    ))
+    .unwrap()
+    .unwrap();
+    let reloads_after = daemon.get_json("/v1/events?limit=200")["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "components.applied")
+        .count();
+    assert_eq!(reloads_after, reloads_before, "no reload did it");
     daemon.stop();
 }
 

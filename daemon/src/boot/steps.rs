@@ -121,6 +121,14 @@ async fn components(ctx: &mut StepContext<'_>) -> Result<StepOutcome, StepError>
             .watch_jobs(&kube, components::NAMESPACE, ctx.heartbeats);
     }
     ctx.progress.report("applying", 0.5);
+    // The level-triggered reconcile keeps these in place from now on (components/drift.rs);
+    // handed over before the apply, so it never re-applies an older set.
+    if rendered.validate().is_ok()
+        && let Ok(objects) = rendered.objects()
+    {
+        ctx.components
+            .set_desired(&kube, components::NAMESPACE, objects);
+    }
     match components::reconcile(&kube, &rendered).await {
         Ok(report) => {
             for (name, generation) in &report.charts {

@@ -4,6 +4,7 @@
 //! values against its upstream schema first and applies nothing when one fails.
 
 pub mod capacity;
+mod drift;
 pub mod ingress;
 pub mod rollout;
 pub mod schema;

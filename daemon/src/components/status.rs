@@ -42,6 +42,9 @@ pub struct Tracker {
 struct Inner {
     components: BTreeMap<String, ComponentStatus>,
     watch: Option<tokio::task::JoinHandle<()>>,
+    /// The objects pangeod wants in the cluster, as the boot runner last rendered them.
+    desired: Vec<crate::k8s::Desired>,
+    drift: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Tracker {
@@ -92,6 +95,37 @@ impl Tracker {
         if let Some(old) = self.lock().watch.replace(task) {
             old.abort();
         }
+    }
+
+    /// Hands over the objects about to be applied, and starts the level-triggered reconcile
+    /// (`drift.rs`) once per client.
+    pub fn set_desired(&self, kube: &Kube, namespace: &str, objects: Vec<crate::k8s::Desired>) {
+        let mut inner = self.lock();
+        inner.desired = objects;
+        if inner.drift.as_ref().is_none_or(|t| t.is_finished()) {
+            inner.drift = Some(tokio::spawn(super::drift::run(
+                kube.clone(),
+                namespace.to_string(),
+                self.clone(),
+            )));
+        }
+    }
+
+    pub fn desired(&self) -> Vec<crate::k8s::Desired> {
+        self.lock().desired.clone()
+    }
+
+    /// Whether `name` is a HelmChart pangeod applied.
+    pub fn owns(&self, name: &str) -> bool {
+        self.lock()
+            .components
+            .get(name)
+            .is_some_and(|c| c.generation.is_some())
+    }
+
+    /// The generation of `name` after pangeod's last apply.
+    pub fn applied_generation(&self, name: &str) -> Option<i64> {
+        self.lock().components.get(name).and_then(|c| c.generation)
     }
 
     pub fn watching(&self) -> bool {
