@@ -144,7 +144,10 @@ mode = "off"
     let _ = child.wait();
     let log = std::fs::read_to_string(dir.path().join("pangeod.log")).unwrap();
     let emfile = log.matches("Too many open files").count();
-    let refusal_lines = log.lines().filter(|l| l.contains("refused")).count();
+    let refusal_lines = log
+        .lines()
+        .filter(|l| l.contains("admin API connection") && l.contains("refused"))
+        .count();
 
     let row = |name: &str, idle: Vec<f64>, flood: Vec<f64>| {
         let (i50, i99, _) = percentiles(idle);
