@@ -532,7 +532,7 @@ cap=$(K -n pangeo get pvc "claim-$MEMBER" -o jsonpath='{.status.capacity.storage
 skip "5 the volume itself grows (status.capacity $cap): local-path-provisioner has no resizer (no CSI, no ExpandVolume), so the stand-in cannot grow it; the LVM path is covered by the VM test"
 
 # --- 7. level-triggered reconcile (issue 16)
-K -n pangeo delete helmchart jupyterhub >/dev/null
+K -n pangeo delete helmchart jupyterhub --wait=false >/dev/null
 t0=$(date +%s.%N)
 if wait_for 60 "pangeod to put the HelmChart back" bash -c "'$KUBECTL' -n pangeo get helmchart jupyterhub >/dev/null 2>&1"; then
     pass "7 kubectl delete helmchart jupyterhub: pangeod put it back without a reload ($(elapsed "$t0")s)"

@@ -210,6 +210,22 @@ fn gateway_options_stay_within_the_configured_limits() {
         "{options}"
     );
     assert!(options.contains("c.ClusterConfig.idle_timeout = 3600"));
+    // Schedulers and workers request a share of their limit, so a notebook and a small Dask
+    // cluster fit one small node (the full-stack test: 2 CPUs).
+    assert!(
+        options.contains(r#""worker_cores": options.worker_cores * 0.25,"#),
+        "{options}"
+    );
+    assert!(
+        options.contains(r#""worker_cores_limit": options.worker_cores,"#),
+        "{options}"
+    );
+    assert!(
+        options.contains(r#""worker_threads": options.worker_cores,"#),
+        "{options}"
+    );
+    assert!(options.contains("c.KubeClusterConfig.scheduler_cores = 0.25\n"));
+    assert!(options.contains("c.KubeClusterConfig.scheduler_cores_limit = 1\n"));
     assert_eq!(values["gateway"]["auth"]["type"], "jupyterhub");
     assert_eq!(values["traefik"]["service"]["type"], "ClusterIP");
     assert_eq!(

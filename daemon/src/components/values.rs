@@ -229,6 +229,17 @@ pub fn jupyterhub(config: &Config, secrets: &Secrets, directory: &DirectoryMater
     })
 }
 
+/// The share of a Dask worker's cores that its pod requests (its limit is the cores the user
+/// chose, which are also its threads). dask-gateway's default requests every core (request =
+/// limit = 1 for the scheduler and each worker): on the appliance's one node, shared with the
+/// notebooks, whose CPU is guaranteed, a scheduler and two workers beside a one-CPU notebook did
+/// not schedule on two CPUs (found by the full-stack test). Dask work is bursty; requests only
+/// reserve, limits still cap each pod.
+pub const DASK_WORKER_CPU_SHARE: f64 = 0.25;
+/// The Dask scheduler's CPU request and limit: it coordinates, it does not compute.
+pub const DASK_SCHEDULER_CPU_REQUEST: f64 = 0.25;
+pub const DASK_SCHEDULER_CPU_LIMIT: f64 = 1.0;
+
 /// The Dask Gateway chart's values.
 pub fn dask_gateway(config: &Config, secrets: &Secrets) -> Value {
     let cores = config.dask.max_worker_cores;
@@ -238,7 +249,10 @@ pub fn dask_gateway(config: &Config, secrets: &Secrets) -> Value {
 
 def options_handler(options, user):
     return {{
-        "worker_cores": options.worker_cores,
+        # Requested: a share of the chosen cores; the chosen cores are the limit and the threads.
+        "worker_cores": options.worker_cores * {worker_share},
+        "worker_cores_limit": options.worker_cores,
+        "worker_threads": options.worker_cores,
         "worker_memory": "%fG" % options.worker_memory,
     }}
 
@@ -250,9 +264,14 @@ c.Backend.cluster_options = Options(
 c.ClusterConfig.cluster_max_cores = {max_cores}
 c.ClusterConfig.cluster_max_memory = "{max_memory}G"
 c.ClusterConfig.idle_timeout = 3600
+c.KubeClusterConfig.scheduler_cores = {scheduler_request}
+c.KubeClusterConfig.scheduler_cores_limit = {scheduler_limit}
 "#,
         max_cores = cores * 4,
         max_memory = memory * 4,
+        worker_share = DASK_WORKER_CPU_SHARE,
+        scheduler_request = DASK_SCHEDULER_CPU_REQUEST,
+        scheduler_limit = DASK_SCHEDULER_CPU_LIMIT,
     );
     json!({
         "gateway": {
