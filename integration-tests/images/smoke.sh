@@ -36,7 +36,7 @@ CPID=$!
 cleanup() {
   kill "$CPID" 2>/dev/null || true
   wait "$CPID" 2>/dev/null || true
-  grep " $T/" /proc/self/mounts | awk '{print $2}' | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
+  { grep " $T/" /proc/self/mounts || true; } | awk '{print $2}' | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
   rm -rf "$T"
 }
 trap cleanup EXIT
