@@ -26,6 +26,11 @@ NODE_MODULES=(runc cni-plugins cri-tools helm local-path-provisioner coredns con
 NODE_BINARIES=(containerd containerd-shim-runc-v2 ctr runc bridge host-local loopback portmap crictl
   coredns local-path-provisioner helm traefik pause)
 
+# Machine-wide lock: one test node at a time (cni0, the KUBE-*/CNI-* chains, the sysctls are global).
+# start.sh takes it on fd 7 and every node process inherits that fd, so it is held while any of them
+# lives; stop.sh sweeps the global state only when it can take the lock (no other node runs).
+NODE_LOCK=/run/lock/pangeo-test-node.lock
+
 node_log() { printf '[node] %s\n' "$*" >&2; }
 node_die() { printf '[node] ERROR: %s\n' "$1" >&2; exit "${2:-1}"; }
 

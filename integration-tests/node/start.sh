@@ -49,6 +49,14 @@ if [ -s "$ND/pids" ]; then
     kill -0 "$pid" 2>/dev/null && node_die "a node already runs in $WD (pid $pid); run stop.sh $WD first" 1
   done <"$ND/pids"
 fi
+command -v flock >/dev/null 2>&1 || node_die "flock not found (util-linux)" 1
+mkdir -p "$(dirname "$NODE_LOCK")"
+exec 7>>"$NODE_LOCK"
+if ! flock -n 7; then
+  node_log "another test node runs on this machine (it holds $NODE_LOCK); waiting up to ${NODE_LOCK_TIMEOUT:-300}s"
+  flock -w "${NODE_LOCK_TIMEOUT:-300}" 7 \
+    || node_die "another test node still runs on this machine after ${NODE_LOCK_TIMEOUT:-300}s (one at a time: it holds $NODE_LOCK)" 1
+fi
 if ip link show cni0 >/dev/null 2>&1; then
   node_die "a cni0 bridge exists: another test node runs on this machine (one at a time), or one was not stopped; stop it (integration-tests/node/stop.sh <its workdir>) or 'ip link del cni0'" 1
 fi
@@ -78,6 +86,7 @@ STARTED_OK=0
 on_exit() {
   if [ "$STARTED_OK" != 1 ]; then
     node_log "start failed; stopping what was started"
+    exec 7>&-   # stop.sh takes the lock once the node's processes (which hold it too) are gone
     "$NODE_DIR/stop.sh" "$WD" >&2 || true
   fi
 }

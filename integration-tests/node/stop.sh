@@ -40,6 +40,20 @@ CP_BIN="$(cat "$ND/controlplane-bin-dir" 2>/dev/null)" || CP_BIN=""
 stop_pid kube-scheduler "$(pid_of kube-scheduler)"
 stop_pid kubelet "$(pid_of kubelet)"
 
+# Our shims' sockets in /run/containerd/s (a path that cannot be moved; other containerds use it
+# too): found through the shims' open sockets, removed if a killed shim leaves them behind.
+SHIM_PIDS=()
+for p in /proc/[0-9]*; do
+  pid="${p#/proc/}"
+  c="$(cmdline "$pid")" || continue
+  [[ "$c" =~ ^[^\ ]*containerd-shim[^\ ]*\ .*-address\ $SOCK\  ]] && SHIM_PIDS+=("$pid")
+done
+if [ ${#SHIM_PIDS[@]} -gt 0 ]; then
+  inodes="$(for pid in "${SHIM_PIDS[@]}"; do ls -l "/proc/$pid/fd" 2>/dev/null; done | sed -n 's/.*socket:\[\([0-9]*\)\]$/\1/p' | sort -u | tr '\n' ' ')"
+  awk -v ids=" $inodes " 'index(ids, " " $7 " ") && $8 ~ /^\/run\/containerd\/s\// {print $8}' /proc/net/unix \
+    | sort -u >>"$ND/shim-sockets"
+fi
+
 # Every pod sandbox, while containerd still runs: stops containers, CNI DEL (veth, IP), netns.
 CTRD_PID="$(pid_of containerd)"
 if [ -n "$CTRD_PID" ] && ours "$CTRD_PID" && [ -x "$BIN/crictl" ]; then
@@ -55,13 +69,40 @@ for p in /proc/[0-9]*; do
   c="$(cmdline "$pid")" || continue
   [[ "$c" =~ ^[^\ ]*containerd-shim[^\ ]*\ .*-address\ $SOCK\  ]] && kill -KILL "$pid" 2>/dev/null
 done
+if [ -s "$ND/shim-sockets" ]; then
+  while read -r f; do rm -f "$f"; done <"$ND/shim-sockets"
+  rm -f "$ND/shim-sockets"
+fi
+
+stop_pid kube-proxy "$(pid_of kube-proxy)"
+
+# Mounts under the workdir are ours alone; the rest below is machine-wide state, swept only when no
+# other test node runs (we can take the lock that every node process holds).
+sweep_mounts() {
+  local mnts m
+  for _ in 1 2 3; do
+    mapfile -t mnts < <(awk -v p="$WD/" 'index($5, p) == 1 {print $5}' /proc/self/mountinfo | awk '{print length, $0}' | sort -rn | cut -d' ' -f2-)
+    [ ${#mnts[@]} -eq 0 ] && break
+    for m in "${mnts[@]}"; do umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null; done
+  done
+  left="$(awk -v p="$WD/" 'index($5, p) == 1' /proc/self/mountinfo | wc -l)"
+  [ "$left" -eq 0 ] || PROBLEMS+=("$left mounts still under $WD")
+}
+exec 7>>"$NODE_LOCK"
+if ! flock -w 30 7; then
+  sweep_mounts
+  PROBLEMS+=("another test node runs on this machine (it holds $NODE_LOCK): the shared iptables chains, cni0, cgroups and sysctls were left to it")
+  [ -f "$ND/pids" ] && mv -f "$ND/pids" "$ND/pids.stopped"
+  printf '[node] left behind: %s\n' "${PROBLEMS[@]}" >&2
+  exit 1
+fi
+# If a sandbox survived (crictl failed), its processes are in the kubelet's kubepods cgroups: ours,
+# since no other node runs.
 CGROUP_DIRS=()
 for d in /sys/fs/cgroup/*/kubepods /sys/fs/cgroup/kubepods; do [ -d "$d" ] && CGROUP_DIRS+=("$d"); done
 for d in "${CGROUP_DIRS[@]}"; do
   find "$d" -name cgroup.procs -exec cat {} + 2>/dev/null | while read -r pid; do kill -KILL "$pid" 2>/dev/null; done
 done
-
-stop_pid kube-proxy "$(pid_of kube-proxy)"
 if [ -x "$CP_BIN/kube-proxy" ]; then
   "$CP_BIN/kube-proxy" --cleanup >"$ND/logs/kube-proxy-cleanup.log" 2>&1 \
     || node_log "kube-proxy --cleanup failed (see $ND/logs/kube-proxy-cleanup.log); removing the chains directly"
@@ -91,13 +132,7 @@ if ip link show cni0 >/dev/null 2>&1; then
 fi
 
 # Mounts under the workdir (netns bind mounts, overlay rootfs, kubelet volumes), deepest first.
-for _ in 1 2 3; do
-  mapfile -t mnts < <(awk -v p="$WD/" 'index($5, p) == 1 {print $5}' /proc/self/mountinfo | awk '{print length, $0}' | sort -rn | cut -d' ' -f2-)
-  [ ${#mnts[@]} -eq 0 ] && break
-  for m in "${mnts[@]}"; do umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null; done
-done
-left="$(awk -v p="$WD/" 'index($5, p) == 1' /proc/self/mountinfo | wc -l)"
-[ "$left" -eq 0 ] || PROBLEMS+=("$left mounts still under $WD")
+sweep_mounts
 
 # kubepods cgroups (the kubelet's QoS and pod cgroups), deepest first.
 for d in "${CGROUP_DIRS[@]}"; do
@@ -121,10 +156,7 @@ for l in /var/log/containers/*; do
 done
 rm -f /var/lib/kubelet/device-plugins/kubelet.sock 2>/dev/null
 if [ -s "$ND/host-paths.created" ]; then
-  # Made by this node's start, so what is inside is its own (e.g. sockets of shims that were killed).
-  tac "$ND/host-paths.created" | while read -r p; do
-    case "$p" in /var/lib/kubelet*|/var/log/containers|/var/lib/cni*|/run/containerd*) rm -rf "$p" ;; esac
-  done
+  tac "$ND/host-paths.created" | while read -r p; do rmdir "$p" 2>/dev/null; done
   rm -f "$ND/host-paths.created"
 fi
 
