@@ -533,7 +533,7 @@ fn status_shows_how_many_more_notebook_servers_fit() {
     assert_eq!(capacity["allocatable_millicpu"], 4000);
     assert_eq!(capacity["requested_millicpu"], 1000, "{capacity}");
     assert_eq!(capacity["requested_memory_bytes"], 2u64 << 30);
-    // 3 CPUs and 14 GiB left; each server is guaranteed 1 CPU and 2 GB: CPU runs out first.
+    // 3 CPUs and 14 GiB left; each server is guaranteed 1 CPU and 2 GiB: CPU runs out first.
     assert_eq!(capacity["servers_that_fit"], 3, "{capacity}");
     assert_eq!(capacity["limited_by"], "cpu");
     rt.block_on(force_delete_pods(&pods, "test-capacity=1"));

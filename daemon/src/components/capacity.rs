@@ -1,5 +1,5 @@
 //! Notebook capacity: how many more notebook servers fit on the node, given that each is
-//! guaranteed `notebook.cpus` CPUs and `notebook.ram_gb` GB (the singleuser guarantee equals
+//! guaranteed `notebook.cpus` CPUs and `notebook.ram_gb` GiB (the singleuser guarantee equals
 //! the limit), after what the pods already on the node request.
 
 use k8s_openapi::api::core::v1::{Node, Pod};
@@ -124,11 +124,17 @@ pub async fn capacity(kube: &Kube, config: &Config) -> Result<Capacity, KubeErro
         .iter()
         .map(requests_of)
         .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
-    let per_server = (
+    Ok(fit(&node_name, allocatable, requested, per_server(config)))
+}
+
+/// What one notebook server is guaranteed: (millicpu, bytes). The chart gets `notebook.ram_gb`
+/// as `"<n>G"`, which KubeSpawner reads as n GiB (its G is 1024³: a pod of `ram_gb = 2`
+/// requests 2147483648 bytes, as integration-tests/fullstack.sh sees on the node).
+pub fn per_server(config: &Config) -> (u64, u64) {
+    (
         u64::from(config.notebook.cpus) * 1000,
-        u64::from(config.notebook.ram_gb) * 1_000_000_000,
-    );
-    Ok(fit(&node_name, allocatable, requested, per_server))
+        u64::from(config.notebook.ram_gb) << 30,
+    )
 }
 
 #[cfg(test)]
@@ -141,6 +147,19 @@ mod tests {
         assert_eq!(millicpu("1.5"), Some(1500));
         assert_eq!(millicpu("250m"), Some(250));
         assert_eq!(millicpu("x"), None);
+    }
+
+    #[test]
+    fn a_server_is_guaranteed_what_kubespawner_requests() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("pw"), "x").unwrap();
+        std::fs::write(dir.path().join("ca.pem"), "-----BEGIN CERTIFICATE-----\n").unwrap();
+        let text = "[cluster]\nname = \"demo\"\nexternal_ip = \"192.0.2.10\"\n[notebook]\ncpus = 2\nram_gb = 2\n[freeipa]\nserver = \"ipa.example.test\"\nbase_dn = \"dc=example,dc=test\"\nbind_dn = \"uid=pangeod,dc=example,dc=test\"\npassword_file = \"pw\"\nca_file = \"ca.pem\"\n";
+        let layer =
+            crate::config::Layer::from_str("test.toml", Some(dir.path().to_path_buf()), text)
+                .unwrap();
+        let config = Config::from_layers(&[layer], &Default::default()).unwrap();
+        assert_eq!(per_server(&config), (2000, 2_147_483_648));
     }
 
     #[test]
