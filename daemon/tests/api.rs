@@ -14,10 +14,7 @@ use serde_json::json;
 
 fn tcp_daemon(allowed: &str) -> TestDaemon {
     let mut daemon = TestDaemon::new("");
-    daemon.write_main(&TestDaemon::main_text().replace(
-        "[api]\nsocket = \"run/admin.sock\"\n",
-        &format!("[api]\nsocket = \"run/admin.sock\"\nlisten = \"127.0.0.1:0\"\nadmin_allowed_cidrs = [{allowed}]\n"),
-    ));
+    daemon.write_main(&TestDaemon::tcp_main_text(allowed));
     daemon.start();
     daemon
 }
@@ -33,8 +30,7 @@ fn listener(daemon: &TestDaemon) -> (String, u16) {
 }
 
 fn token(daemon: &TestDaemon) -> String {
-    let text = std::fs::read_to_string(daemon.state_dir().join("api-token")).unwrap();
-    text.trim().split_once(':').unwrap().1.to_string()
+    daemon.api_token()
 }
 
 fn tls(daemon: &TestDaemon, token: Option<String>) -> Transport {
@@ -67,22 +63,10 @@ fn call(transport: &Transport, method: Method, path: &str, body: Option<&str>) -
 }
 
 fn patch(daemon: &TestDaemon, body: &str) -> client::Response {
-    daemon.request(
-        Method::PATCH,
-        "/v1/config",
-        &[("content-type", "application/json")],
-        Some(body.as_bytes().to_vec()),
-    )
+    daemon.patch_config(body)
 }
 
-fn problem(response: &client::Response) -> serde_json::Value {
-    assert_eq!(
-        response.content_type.as_deref(),
-        Some("application/problem+json"),
-        "{response:?}"
-    );
-    response.json().unwrap()
-}
+use common::problem;
 
 #[test]
 fn tcp_needs_a_valid_token_except_for_health() {

@@ -9,7 +9,6 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use common::controlplane::{controlplane, unique};
-use hyper::Method;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::Api;
@@ -22,12 +21,7 @@ fn values(chart: &HelmChart) -> serde_json::Value {
 }
 
 fn patch(daemon: &common::TestDaemon, body: &str) -> pangeod::client::Response {
-    daemon.request(
-        Method::PATCH,
-        "/v1/config",
-        &[("content-type", "application/json")],
-        Some(body.as_bytes().to_vec()),
-    )
+    daemon.patch_config(body)
 }
 
 #[test]

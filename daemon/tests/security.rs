@@ -17,22 +17,10 @@ use hyper::Method;
 use pangeod::client;
 
 fn patch(daemon: &TestDaemon, body: &serde_json::Value) -> client::Response {
-    daemon.request(
-        Method::PATCH,
-        "/v1/config",
-        &[("content-type", "application/json")],
-        Some(body.to_string().into_bytes()),
-    )
+    daemon.patch_config(&body.to_string())
 }
 
-fn problem(response: &client::Response) -> serde_json::Value {
-    assert_eq!(
-        response.content_type.as_deref(),
-        Some("application/problem+json"),
-        "{response:?}"
-    );
-    response.json().unwrap()
-}
+use common::problem;
 
 /// A listener of the test's own that counts connections and keeps what they send.
 struct Trap {
@@ -321,10 +309,7 @@ fn credentials_by_value_bind_to_the_real_directory() {
 
 fn tcp_daemon() -> TestDaemon {
     let mut daemon = TestDaemon::new("");
-    daemon.write_main(&TestDaemon::main_text().replace(
-        "[api]\nsocket = \"run/admin.sock\"\n",
-        "[api]\nsocket = \"run/admin.sock\"\nlisten = \"127.0.0.1:0\"\nadmin_allowed_cidrs = [\"127.0.0.0/8\"]\n",
-    ));
+    daemon.write_main(&TestDaemon::tcp_main_text("\"127.0.0.0/8\""));
     daemon.start();
     daemon.wait_status("booted", common::booted);
     daemon
@@ -334,11 +319,6 @@ fn tcp_port(daemon: &TestDaemon) -> u16 {
     let status = daemon.get_json("/v1/status");
     let address = status["api_listener"]["address"].as_str().unwrap();
     address.rsplit_once(':').unwrap().1.parse().unwrap()
-}
-
-fn api_token(daemon: &TestDaemon) -> String {
-    let text = std::fs::read_to_string(daemon.state_dir().join("api-token")).unwrap();
-    text.trim().split_once(':').unwrap().1.to_string()
 }
 
 /// Raises this process's soft open-file limit to its hard one (the flood needs thousands).
@@ -397,7 +377,7 @@ fn a_connection_flood_is_bounded_before_the_handshake() {
     );
     let mut daemon = tcp_daemon();
     let port = tcp_port(&daemon);
-    let token = api_token(&daemon);
+    let token = daemon.api_token();
     let fds_before = open_fds(daemon.pid());
     let rt = common::mt_runtime();
     let (idle, trickling) = rt.block_on(async {
@@ -473,10 +453,7 @@ fn state_and_secrets_are_private_whatever_the_umask() {
 
 fn tcp_daemon_with_umask(umask: u32) -> TestDaemon {
     let mut daemon = TestDaemon::new("");
-    daemon.write_main(&TestDaemon::main_text().replace(
-        "[api]\nsocket = \"run/admin.sock\"\n",
-        "[api]\nsocket = \"run/admin.sock\"\nlisten = \"127.0.0.1:0\"\nadmin_allowed_cidrs = [\"127.0.0.0/8\"]\n",
-    ));
+    daemon.write_main(&TestDaemon::tcp_main_text("\"127.0.0.0/8\""));
     // The umask through a shell that then becomes pangeod (no unsafe pre_exec here).
     let mut command = std::process::Command::new("sh");
     command

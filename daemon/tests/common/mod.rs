@@ -91,6 +91,21 @@ mode = "off"
         )
     }
 
+    /// [`TestDaemon::main_text`] with the TLS listener on a free port of 127.0.0.1 and
+    /// `allowed` as `api.admin_allowed_cidrs` (TOML strings, comma-separated).
+    pub fn tcp_main_text(allowed: &str) -> String {
+        Self::main_text().replace(
+            "[api]\nsocket = \"run/admin.sock\"\n",
+            &format!("[api]\nsocket = \"run/admin.sock\"\nlisten = \"127.0.0.1:0\"\nadmin_allowed_cidrs = [{allowed}]\n"),
+        )
+    }
+
+    /// The bearer token pangeod generated for its TLS listener.
+    pub fn api_token(&self) -> String {
+        let text = std::fs::read_to_string(self.state_dir().join("api-token")).unwrap();
+        text.trim().split_once(':').unwrap().1.to_string()
+    }
+
     pub fn config_path(&self) -> PathBuf {
         self.dir.path().join("pangeod.toml")
     }
@@ -199,6 +214,16 @@ mode = "off"
                 Duration::from_secs(10),
             ))
             .unwrap()
+    }
+
+    /// `PATCH /v1/config` with a JSON body.
+    pub fn patch_config(&self, body: &str) -> client::Response {
+        self.request(
+            Method::PATCH,
+            "/v1/config",
+            &[("content-type", "application/json")],
+            Some(body.as_bytes().to_vec()),
+        )
     }
 
     pub fn try_get(&self, path: &str) -> Option<client::Response> {
@@ -345,4 +370,14 @@ pub fn ldap_modify(env: &std::collections::BTreeMap<String, String>, ldif: &str)
         child.wait().unwrap().success(),
         "ldapmodify failed:\n{ldif}"
     );
+}
+
+/// The problem document of an error response (and that it is one).
+pub fn problem(response: &client::Response) -> serde_json::Value {
+    assert_eq!(
+        response.content_type.as_deref(),
+        Some("application/problem+json"),
+        "{response:?}"
+    );
+    response.json().unwrap()
 }
