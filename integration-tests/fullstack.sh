@@ -319,7 +319,7 @@ storage_msg=$(K -n pangeo logs job/helm-install-lvm-localpv --tail=1 2>/dev/null
 echo "EXPECTED (stand-in storage): helm-install-lvm-localpv does not succeed here (${storage_job:-no result yet}): $storage_msg"
 hub_user_count() { st 'd["hub"]["last_report"]["created"] + d["hub"]["last_report"]["hub_users"] if d["hub"]["last_report"] else -1'; }
 hub_synced() { [ "$(st 'd["hub"]["last_success_at"] is not None')" = True ]; }
-wait_for 120 "pangeod's hub sync" hub_synced || true
+wait_for 120 "pangeod's hub sync" hub_synced || echo "  hub.last_error: $(st 'd["hub"]["last_error"]')"
 check "1 pangeod's hub sync reached the hub in the cluster ($(st 'd["hub"]["api_url"]'))" hub_synced
 
 # --- 2. login through the ingress

@@ -168,6 +168,23 @@ else
   fail "Service web not reachable from client within 30s (last answer: $(echo "$out" | head -c 200))"
 fi
 
+# This machine reaches the Service through kube-proxy's rules too, and a ClusterIP that no rule
+# translates is refused here rather than routed off the machine (CNI-PANGEO-NO-EGRESS-HOST). The
+# unused address is probed only when the rule is in place, so a missing rule sends nothing out.
+host_reached() { out="$(curl -sS --max-time 5 "http://$SVC_IP/index.html" 2>&1 || true)"; grep -q "^$TOKEN" <<<"$out"; }
+if wait_for 30 host_reached; then pass "this machine reaches the web pod through the ClusterIP $SVC_IP"
+else fail "ClusterIP $SVC_IP from this machine (last answer: $(echo "$out" | head -c 200))"; fi
+if iptables -w -C OUTPUT -j CNI-PANGEO-NO-EGRESS-HOST 2>/dev/null; then
+  rejected() { iptables -w -L CNI-PANGEO-NO-EGRESS-HOST -v -x -n | awk '/tcp-reset/ {print $1; exit}'; }
+  before=$(rejected); t0=$(date +%s.%N)
+  if out="$(curl -sS --max-time 5 http://10.0.0.254:9/ 2>&1)"; then fail "an untranslated ClusterIP answered: $out"
+  elif [ "$(rejected)" -gt "$before" ] && grep -qE "refused|Couldn't connect" <<<"$out"; then
+    pass "an untranslated ClusterIP (10.0.0.254) is refused by the host no-egress rule ($(elapsed "$t0")s), not routed off the machine"
+  else fail "an untranslated ClusterIP: $out (rule counter $before -> $(rejected))"; fi
+else
+  fail "the host no-egress rule (OUTPUT -j CNI-PANGEO-NO-EGRESS-HOST) is missing"
+fi
+
 # The apiserver through the `kubernetes` Service (what CoreDNS and in-cluster clients use). Go's TLS
 # server answers a plaintext HTTP request with "400 ... Client sent an HTTP request to an HTTPS server".
 out="$(k -n "$NS" exec client -- sh -c "printf 'GET /livez HTTP/1.0\r\n\r\n' | nc -w 5 10.0.0.1 443" 2>&1 || true)"

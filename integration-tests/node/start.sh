@@ -118,6 +118,16 @@ iptables -w -N CNI-PANGEO-NO-EGRESS 2>/dev/null || iptables -w -F CNI-PANGEO-NO-
 iptables -w -A CNI-PANGEO-NO-EGRESS -i cni0 ! -o cni0 -j REJECT --reject-with icmp-admin-prohibited \
   || node_die "iptables: could not add the no-egress rule" 1
 iptables -w -C FORWARD -j CNI-PANGEO-NO-EGRESS 2>/dev/null || iptables -w -I FORWARD 1 -j CNI-PANGEO-NO-EGRESS
+# The same for this machine's own processes (pangeod, the tests, curl): a connection to a ClusterIP
+# made before kube-proxy has written that Service's rules is not DNATed and would follow the default
+# route off the machine (seen: a hub client that connected in that window kept the connection and
+# got a stranger's 404s for minutes). The filter table sees packets after the nat table, so only a
+# destination still in the Service range here was never translated: refuse it on the spot.
+iptables -w -N CNI-PANGEO-NO-EGRESS-HOST 2>/dev/null || iptables -w -F CNI-PANGEO-NO-EGRESS-HOST
+iptables -w -A CNI-PANGEO-NO-EGRESS-HOST -d 10.0.0.0/24 -p tcp -j REJECT --reject-with tcp-reset \
+  && iptables -w -A CNI-PANGEO-NO-EGRESS-HOST -d 10.0.0.0/24 -j REJECT --reject-with icmp-port-unreachable \
+  || node_die "iptables: could not add the host no-egress rule" 1
+iptables -w -C OUTPUT -j CNI-PANGEO-NO-EGRESS-HOST 2>/dev/null || iptables -w -I OUTPUT 1 -j CNI-PANGEO-NO-EGRESS-HOST
 
 # ---------------------------------------------------------------- certificates and kubeconfigs
 PKI="$ND/pki"
@@ -166,7 +176,7 @@ EOF
 for n in kubelet kube-proxy kube-scheduler; do kubeconfig "$ND/$n.kubeconfig" "$n"; done
 
 # ---------------------------------------------------------------- configuration
-SERVICE_CIDR=10.0.0.0/24      # the control plane's --service-cluster-ip-range
+SERVICE_CIDR=10.0.0.0/24      # the control plane's --service-cluster-ip-range (and the no-egress rules above)
 CLUSTER_DNS=10.0.0.10
 POD_CIDR=10.244.0.0/24
 CLUSTER_CIDR=10.244.0.0/16

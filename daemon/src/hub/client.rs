@@ -280,16 +280,32 @@ impl HubClient {
     }
 
     /// The hub's version (`GET /hub/api/`).
+    ///
+    /// JupyterHub answers its API root to anyone, so any other answer means that whatever
+    /// answered is not (yet) the hub: a Service address used before kube-proxy translated it,
+    /// or a wrong `hub.api_url`. That is reported as unreachable, so the caller drops this
+    /// client and its pooled connections and the next run connects afresh.
     pub async fn version(&self) -> Result<String, HubError> {
-        let (_, value) = self.call(Method::GET, "/", None, "hub version").await?;
+        let not_the_hub = |reason: String| HubError::Unreachable {
+            url: self.api.clone(),
+            reason: format!(
+                "GET {}/ {reason}, which JupyterHub always serves: not the hub",
+                self.api
+            ),
+        };
+        let value = match self.call(Method::GET, "/", None, "hub version").await {
+            Ok((_, value)) => value,
+            Err(HubError::NotFound { .. }) => return Err(not_the_hub("answered 404".into())),
+            Err(HubError::Status { status, .. }) if status < 500 => {
+                return Err(not_the_hub(format!("answered HTTP {status}")));
+            }
+            Err(other) => return Err(other),
+        };
         value
             .get("version")
             .and_then(Value::as_str)
             .map(str::to_string)
-            .ok_or_else(|| HubError::Decode {
-                what: "hub version".into(),
-                reason: "no \"version\"".into(),
-            })
+            .ok_or_else(|| not_the_hub("has no \"version\"".into()))
     }
 
     /// Every hub user, page by page.
@@ -577,6 +593,62 @@ mod tests {
         assert_eq!(user.server_state(), "running");
         user.pending = Some("stop".into());
         assert_eq!(user.server_state(), "stopping");
+    }
+
+    /// Serves `answer` to every request on every connection, keeping connections open (as the
+    /// stranger behind a default route did), and counts the connections.
+    async fn serve_forever(
+        answer: &'static str,
+    ) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let connections = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = connections.clone();
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 4096];
+                    while let Ok(n) = socket.read(&mut buf).await {
+                        if n == 0 || socket.write_all(answer.as_bytes()).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+        (format!("http://{addr}/hub/api"), connections)
+    }
+
+    #[tokio::test]
+    async fn an_api_root_that_is_not_jupyterhubs_is_unreachable_so_the_client_is_dropped() {
+        for answer in [
+            "HTTP/1.1 404 Not Found\r\ncontent-length: 9\r\n\r\nnot found",
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}",
+            "HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n",
+        ] {
+            let (url, _) = serve_forever(answer).await;
+            let client = HubClient::new(&url, "t".into(), None).expect("client");
+            match client.version().await {
+                Err(HubError::Unreachable { reason, .. }) => {
+                    assert!(reason.contains("not the hub"), "{answer}: {reason}")
+                }
+                other => panic!("{answer}: expected unreachable, got {other:?}"),
+            }
+        }
+        let (url, connections) = serve_forever(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 19\r\n\r\n{\"version\":\"5.3.0\"}",
+        )
+        .await;
+        let client = HubClient::new(&url, "t".into(), None).expect("client");
+        for _ in 0..3 {
+            assert_eq!(client.version().await.expect("version"), "5.3.0");
+        }
+        // One pooled connection: which is why a bad one must be dropped with its client.
+        assert_eq!(connections.load(std::sync::atomic::Ordering::SeqCst), 1);
     }
 
     #[test]
