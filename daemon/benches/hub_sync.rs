@@ -133,7 +133,7 @@ fn bulk(rt: &tokio::runtime::Runtime, work: &Path) -> Vec<String> {
         return vec![];
     };
     let client = hub.client();
-    let state = State::open(&work.join("bulk-state")).unwrap();
+    let state = std::sync::Arc::new(State::open(&work.join("bulk-state")).unwrap());
     let members: Vec<Member> = (0..BULK)
         .map(|i| member(&format!("bulk{i:04}"), i % 100 == 0))
         .collect();

@@ -15,7 +15,7 @@ use serde_json::Value;
 
 mod common;
 
-use common::hub::HubFixture;
+use common::hub::{HubFixture, curl_json};
 
 /// One hub, one daemon and one directory at a time.
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -193,32 +193,6 @@ fn server_processes(home: &std::path::Path) -> usize {
         .filter(|e| e.file_name().to_string_lossy().parse::<u32>().is_ok())
         .filter(|e| std::fs::read_link(e.path().join("cwd")).is_ok_and(|cwd| cwd == home))
         .count()
-}
-
-/// One request with a token; the status and the JSON body (null when there is none).
-fn curl_json(method: &str, url: &str, token: &str, body: Option<&str>) -> (u16, Value) {
-    let mut command = Command::new("curl");
-    command
-        .args([
-            "-s",
-            "--max-time",
-            "30",
-            "-w",
-            "\n%{http_code}",
-            "-X",
-            method,
-        ])
-        .args(["-H", &format!("Authorization: token {token}")]);
-    if let Some(body) = body {
-        command.args(["-H", "Content-Type: application/json", "--data", body]);
-    }
-    let output = command.arg(url).output().unwrap();
-    let text = String::from_utf8_lossy(&output.stdout).to_string();
-    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
-    (
-        code.trim().parse().unwrap_or(0),
-        serde_json::from_str(body).unwrap_or(Value::Null),
-    )
 }
 
 /// Undoes directory changes even when an assertion fails.

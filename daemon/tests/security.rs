@@ -597,3 +597,196 @@ fn bad_input_is_refused_with_escaped_messages() {
     );
     daemon.stop();
 }
+
+/// The "gone" users' names at the hub, page by page.
+fn gone_in_hub(hub: &common::hub::HubFixture) -> std::collections::BTreeSet<String> {
+    let mut names = std::collections::BTreeSet::new();
+    let mut offset = 0;
+    loop {
+        let (code, page) = hub.api("GET", &format!("/users?offset={offset}&limit=200"), None);
+        assert_eq!(code, 200, "{page}");
+        let users = page.as_array().unwrap();
+        names.extend(
+            users
+                .iter()
+                .filter_map(|u| u["name"].as_str())
+                .filter(|n| n.starts_with("gone"))
+                .map(str::to_string),
+        );
+        if users.len() < 200 {
+            return names;
+        }
+        offset += 200;
+    }
+}
+
+/// Every `hub.user-deleted` event's user, with repeats, and the open intents' users.
+fn deletions_recorded(state_dir: &std::path::Path) -> (Vec<String>, Vec<String>) {
+    let state = pangeod::state::State::open(state_dir).unwrap();
+    let mut deleted = Vec::new();
+    let mut before = None;
+    loop {
+        let page = state.events(before, 1000).unwrap();
+        let Some(last) = page.last() else { break };
+        before = Some(last.id);
+        deleted.extend(
+            page.iter()
+                .filter(|e| e.action == "hub.user-deleted")
+                .map(|e| e.details["user"].as_str().unwrap().to_string()),
+        );
+    }
+    let intents = state
+        .intents()
+        .unwrap()
+        .into_iter()
+        .filter(|i| i.action == "hub.user-deleted")
+        .map(|i| i.user)
+        .collect();
+    (deleted, intents)
+}
+
+/// Item 4 of the security issue: a kill -9 in the middle of 1,000 removals at the real hub
+/// leaves every deletion either recorded or written down as an intent, and the next run
+/// records the rest, so the events match the hub one for one.
+#[test]
+fn kill_9_in_the_middle_of_1000_removals_loses_no_event() {
+    const USERS: usize = 1000;
+    let mut daemon = TestDaemon::new("");
+    let config = pangeod::config::Config::from_layers(
+        &[pangeod::config::Layer::from_str(
+            "pangeod.toml",
+            Some(daemon.dir.path().to_path_buf()),
+            &std::fs::read_to_string(daemon.config_path()).unwrap(),
+        )
+        .unwrap()],
+        &Default::default(),
+    )
+    .unwrap();
+    let config_py = daemon.dir.path().join("jupyterhub_config.py");
+    std::fs::write(
+        &config_py,
+        pangeod::components::values::hub_config_py(&config),
+    )
+    .unwrap();
+    let Some(hub) = common::hub::HubFixture::start(&config_py) else {
+        return;
+    };
+    // 1,000 hub users whom the user table knows as removed.
+    let names: Vec<String> = (0..USERS).map(|i| format!("gone{i:04}")).collect();
+    for batch in names.chunks(500) {
+        let body = serde_json::json!({ "usernames": batch }).to_string();
+        let (code, answer) = hub.api("POST", "/users", Some(&body));
+        assert_eq!(code, 201, "{answer}");
+    }
+    {
+        let state = pangeod::state::State::open(&daemon.state_dir()).unwrap();
+        let members: Vec<pangeod::state::Member> = names
+            .iter()
+            .map(|name| pangeod::state::Member {
+                name: name.clone(),
+                uid: name.clone(),
+                cn: name.clone(),
+                mail: String::new(),
+                disabled: false,
+                admin_sources: vec![],
+            })
+            .collect();
+        let run = pangeod::state::SyncRun {
+            id: 0,
+            started_at: pangeod::state::now(),
+            duration_ms: 0,
+            trigger: "test".into(),
+            outcome: "applied".into(),
+            members: 0,
+            added: 0,
+            removed: 0,
+            disabled: 0,
+            reenabled: 0,
+            error: None,
+        };
+        state.apply_members(&members, &run).unwrap();
+        state.apply_members(&[], &run).unwrap();
+    }
+    let token_file = hub.token_file(daemon.dir.path());
+    daemon.write_dropin(
+        "50-hub.toml",
+        &format!(
+            "[hub]\napi_url = \"{}\"\napi_token_file = \"{}\"\n",
+            hub.get("HUB_API_URL"),
+            token_file.display()
+        ),
+    );
+    daemon.start();
+
+    // kill -9 once a good part is deleted.
+    let started = Instant::now();
+    loop {
+        let left = gone_in_hub(&hub).len();
+        if left <= USERS * 6 / 10 {
+            assert!(
+                left > 0,
+                "all removals finished before the kill; the test proves nothing"
+            );
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(180),
+            "the removals did not progress: {left} left; {:#}",
+            daemon.get_json("/v1/status")["hub"]
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    daemon.signal(nix::sys::signal::Signal::SIGKILL);
+    let _ = daemon.wait_exit(Duration::from_secs(10));
+    let left = gone_in_hub(&hub);
+    let deleted_at_hub: std::collections::BTreeSet<String> = names
+        .iter()
+        .filter(|n| !left.contains(*n))
+        .cloned()
+        .collect();
+    let (events, intents) = deletions_recorded(&daemon.state_dir());
+    eprintln!(
+        "killed with {} deleted at the hub, {} events, {} open intents",
+        deleted_at_hub.len(),
+        events.len(),
+        intents.len()
+    );
+    for user in &events {
+        assert!(
+            deleted_at_hub.contains(user),
+            "an event for {user}, who is still at the hub"
+        );
+    }
+    for user in &deleted_at_hub {
+        assert!(
+            events.contains(user) || intents.contains(user),
+            "{user} was deleted at the hub with neither an event nor an intent"
+        );
+    }
+
+    // The next pangeod finishes the removals and records what the killed one left.
+    daemon.start();
+    let started = Instant::now();
+    while !gone_in_hub(&hub).is_empty() {
+        assert!(
+            started.elapsed() < Duration::from_secs(180),
+            "the removals were not finished after the restart: {:#}",
+            daemon.get_json("/v1/status")["hub"]
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    daemon.stop();
+    let (events, intents) = deletions_recorded(&daemon.state_dir());
+    assert!(intents.is_empty(), "intents left: {intents:?}");
+    let mut counted = std::collections::BTreeMap::<&str, usize>::new();
+    for user in &events {
+        *counted.entry(user.as_str()).or_default() += 1;
+    }
+    let twice: Vec<_> = counted.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "recorded more than once: {twice:?}");
+    assert_eq!(
+        counted.keys().copied().collect::<Vec<_>>(),
+        names.iter().map(String::as_str).collect::<Vec<_>>(),
+        "one hub.user-deleted event per deleted user"
+    );
+}

@@ -2,13 +2,14 @@
 //! its execution with bounded concurrency, retries and one event per change.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use serde::Serialize;
 
 use super::client::{HubClient, HubError, HubUser};
-use crate::state::{State, UserRecord, UserState};
+use crate::state::{Change, State, StateError, UserRecord, UserState};
 
 /// Requests in flight at once.
 const CONCURRENCY: usize = 8;
@@ -17,6 +18,12 @@ const ATTEMPTS: u32 = 3;
 /// How long a removed user's server may take to stop before the run moves on (the stop stays
 /// requested; the user is deleted on a later run).
 const STOP_WAIT: Duration = Duration::from_secs(60);
+/// The actor of the hub changes' events.
+const ACTOR: &str = "hub-sync";
+/// The events of the hub changes, which are also the actions of their intents.
+pub const CREATED: &str = "hub.user-created";
+pub const ADMIN_SET: &str = "hub.admin-set";
+pub const DELETED: &str = "hub.user-deleted";
 
 /// What a run must change.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -71,6 +78,8 @@ pub struct EnforceReport {
     pub tokens_revoked: usize,
     /// Changes that failed after their retries; the next run tries again.
     pub failed: usize,
+    /// Changes a run cut short had made, recorded by this one from their intents.
+    pub settled: usize,
     /// HTTP requests to the hub, the listing and retries included.
     pub requests: usize,
     pub duration_ms: u64,
@@ -118,7 +127,7 @@ where
 /// retried by the next run. `state` records the events.
 pub async fn run(
     client: &HubClient,
-    state: &State,
+    state: &Arc<State>,
     users: &[UserRecord],
 ) -> Result<EnforceReport, HubError> {
     let started = Instant::now();
@@ -130,26 +139,31 @@ pub async fn run(
         ..Default::default()
     };
 
+    report.settled = settle(state, &hub).await;
+
     // Bulk creation: one request per 500 names.
     for (names, admin) in [(&plan.create, false), (&plan.create_admins, true)] {
         if names.is_empty() {
             continue;
         }
+        let changes: Vec<Change> = names
+            .iter()
+            .map(|name| {
+                (
+                    name.clone(),
+                    CREATED,
+                    serde_json::json!({ "user": name, "admin": admin }),
+                )
+            })
+            .collect();
+        if !begin(state, &changes).await {
+            report.failed += names.len();
+            continue;
+        }
         match retried(|| client.create_users(names, admin)).await {
             Ok(_) => {
                 report.created += names.len();
-                record(
-                    state,
-                    &names
-                        .iter()
-                        .map(|name| {
-                            (
-                                "hub.user-created",
-                                serde_json::json!({ "user": name, "admin": admin }),
-                            )
-                        })
-                        .collect::<Vec<_>>(),
-                );
+                complete(state, changes).await;
             }
             Err(error) => {
                 tracing::warn!(%error, users = names.len(), "creating hub users failed");
@@ -162,15 +176,17 @@ pub async fn run(
         .map(|(name, admin)| {
             let client = client.clone();
             async move {
+                let change = vec![(
+                    name.clone(),
+                    ADMIN_SET,
+                    serde_json::json!({ "user": name, "admin": admin }),
+                )];
+                if !begin(state, &change).await {
+                    return (name, admin, Err(unrecorded()));
+                }
                 let outcome = retried(|| client.set_admin(&name, admin)).await;
                 if outcome.is_ok() {
-                    record(
-                        state,
-                        &[(
-                            "hub.admin-set",
-                            serde_json::json!({ "user": name, "admin": admin }),
-                        )],
-                    );
+                    complete(state, change).await;
                 }
                 (name, admin, outcome)
             }
@@ -192,21 +208,32 @@ pub async fn run(
         .map(|(name, why)| {
             let client = client.clone();
             async move {
+                let intent = vec![(
+                    name.clone(),
+                    DELETED,
+                    serde_json::json!({
+                        "user": name,
+                        "because": why.as_str(),
+                        "home_volume": "kept",
+                    }),
+                )];
+                if !begin(state, &intent).await {
+                    return (name, why, Err(unrecorded()));
+                }
                 let outcome = purge(&client, &name).await;
                 if let Ok(purged) = &outcome {
-                    record(
-                        state,
-                        &[(
-                            "hub.user-deleted",
-                            serde_json::json!({
-                                "user": name,
-                                "because": why.as_str(),
-                                "server_stopped": purged.server_stopped,
-                                "tokens_revoked": purged.tokens_revoked,
-                                "home_volume": "kept",
-                            }),
-                        )],
-                    );
+                    let done = vec![(
+                        name.clone(),
+                        DELETED,
+                        serde_json::json!({
+                            "user": name,
+                            "because": why.as_str(),
+                            "server_stopped": purged.server_stopped,
+                            "tokens_revoked": purged.tokens_revoked,
+                            "home_volume": "kept",
+                        }),
+                    )];
+                    complete(state, done).await;
                 }
                 (name, why, outcome)
             }
@@ -244,13 +271,106 @@ pub async fn run(
     Ok(report)
 }
 
-/// Records what was just done at the hub, at once: an event written only when the whole run
-/// ends would be lost with the process (a SIGTERM or kill -9 in the middle of 1,000 removals
-/// left deletions at the hub without their event).
-fn record(state: &State, events: &[(&'static str, serde_json::Value)]) {
-    if let Err(error) = state.record_events("hub-sync", events) {
-        tracing::error!(%error, "cannot record the hub changes");
+/// Runs a state call on the blocking pool: SQLite waits for the disk (each commit is synced),
+/// which must not hold up the async threads.
+async fn on_state<T, F>(state: &Arc<State>, call: F) -> Result<T, String>
+where
+    T: Send + 'static,
+    F: FnOnce(&State) -> Result<T, StateError> + Send + 'static,
+{
+    let state = state.clone();
+    match tokio::task::spawn_blocking(move || call(&state)).await {
+        Ok(outcome) => outcome.map_err(|e| e.to_string()),
+        Err(error) => Err(format!("the state task failed: {error}")),
     }
+}
+
+/// Writes down the changes about to be made. A change that cannot be written down is not
+/// made (the audit log would miss it); the next run tries again.
+async fn begin(state: &Arc<State>, changes: &[Change]) -> bool {
+    let owned = changes.to_vec();
+    match on_state(state, move |s| s.begin_intents(&owned)).await {
+        Ok(()) => true,
+        Err(error) => {
+            tracing::error!(%error, changes = changes.len(), "cannot write down hub changes before making them; they are left for the next run");
+            false
+        }
+    }
+}
+
+/// Records the changes just made: their events replace their intents. If that fails the
+/// intents stay, and the next run records them once it sees the changes at the hub.
+async fn complete(state: &Arc<State>, changes: Vec<Change>) {
+    let count = changes.len();
+    if let Err(error) = on_state(state, move |s| s.complete_intents(ACTOR, &changes)).await {
+        tracing::error!(%error, changes = count, "cannot record hub changes just made; the next run records them from their intents");
+    }
+}
+
+fn unrecorded() -> HubError {
+    HubError::Config(
+        "the change was not made: pangeod could not write it down first (see the state database error in the log)".into(),
+    )
+}
+
+/// Settles what a run cut short (kill -9, power loss) left between an intent and its event:
+/// a change the hub shows was made gets its event now, one it does not show is dropped (the
+/// plan makes it again if it is still wanted). Returns how many changes got their event.
+async fn settle(state: &Arc<State>, hub: &[HubUser]) -> usize {
+    let intents = match on_state(state, |s| s.intents()).await {
+        Ok(intents) if intents.is_empty() => return 0,
+        Ok(intents) => intents,
+        Err(error) => {
+            tracing::error!(%error, "cannot read the open hub intents; they are settled on a later run");
+            return 0;
+        }
+    };
+    let in_hub: BTreeMap<&str, &HubUser> = hub.iter().map(|u| (u.name.as_str(), u)).collect();
+    let mut made: Vec<Change> = Vec::new();
+    let mut not_made: Vec<(String, String)> = Vec::new();
+    for intent in intents {
+        let user = in_hub.get(intent.user.as_str());
+        let seen = match intent.action.as_str() {
+            CREATED => user.is_some().then_some(CREATED),
+            DELETED => user.is_none().then_some(DELETED),
+            ADMIN_SET => user
+                .is_some_and(|u| {
+                    intent.details.get("admin").and_then(|a| a.as_bool()) == Some(u.admin)
+                })
+                .then_some(ADMIN_SET),
+            _ => None,
+        };
+        match seen {
+            Some(action) => {
+                let mut details = intent.details;
+                if let Some(map) = details.as_object_mut() {
+                    map.insert(
+                        "recorded".into(),
+                        serde_json::json!(format!(
+                            "by the next run: the change began at {} and the run was cut short",
+                            intent.started_at
+                        )),
+                    );
+                }
+                made.push((intent.user, action, details));
+            }
+            None => not_made.push((intent.user, intent.action)),
+        }
+    }
+    let count = made.len();
+    if count > 0 {
+        tracing::info!(
+            changes = count,
+            "recording hub changes that a run cut short had made"
+        );
+        complete(state, made).await;
+    }
+    if !not_made.is_empty()
+        && let Err(error) = on_state(state, move |s| s.drop_intents(&not_made)).await
+    {
+        tracing::error!(%error, "cannot drop the intents of changes that were not made");
+    }
+    count
 }
 
 struct Purged {

@@ -75,6 +75,16 @@ const MIGRATIONS: &[&str] = &[
         value TEXT NOT NULL,
         created_at TEXT NOT NULL
     );",
+    // 4: hub changes begun and not yet recorded as events (an intent is written before the
+    // change and replaced by its event after it, in one transaction), so a kill -9 between the
+    // two is settled by the next run instead of leaving a change with no event.
+    "CREATE TABLE hub_intents (
+        user TEXT NOT NULL,
+        action TEXT NOT NULL,
+        details TEXT NOT NULL,
+        started_at TEXT NOT NULL,
+        PRIMARY KEY (user, action)
+    );",
 ];
 
 /// The schema version this build writes.

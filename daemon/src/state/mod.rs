@@ -3,9 +3,11 @@
 //! WAL mode with `synchronous=FULL`, so a write that returned is on disk: an acknowledged
 //! change survives `kill -9` and a power cut. A lock file keeps a second pangeod away.
 
+mod intents;
 mod migrations;
 mod users;
 
+pub use intents::{Change, Intent};
 pub use users::{Member, SyncChanges, SyncRun, UserRecord, UserState};
 
 use std::collections::BTreeMap;

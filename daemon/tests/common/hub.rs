@@ -51,6 +51,13 @@ impl HubFixture {
             .unwrap_or_else(|| panic!("{key} missing from the hub fixture's env"))
     }
 
+    /// A call to the hub's REST API as the `pangeo-appliance` service (admin): the status and
+    /// the JSON body.
+    pub fn api(&self, method: &str, path: &str, body: Option<&str>) -> (u16, serde_json::Value) {
+        let url = format!("{}{path}", self.get("HUB_API_URL"));
+        curl_json(method, &url, self.get("HUB_ADMIN_TOKEN"), body)
+    }
+
     /// `stop`, `start` or `restart` of the hub process alone (database, ports and tokens kept).
     pub fn hub_process(&self, action: &str) {
         let status = Command::new(fixture_dir().join("hub-process.sh"))
@@ -143,4 +150,35 @@ impl Drop for HubFixture {
             .arg(self.dir.path())
             .status();
     }
+}
+
+/// One request with a token; the status and the JSON body (null when there is none).
+pub fn curl_json(
+    method: &str,
+    url: &str,
+    token: &str,
+    body: Option<&str>,
+) -> (u16, serde_json::Value) {
+    let mut command = Command::new("curl");
+    command
+        .args([
+            "-s",
+            "--max-time",
+            "30",
+            "-w",
+            "\n%{http_code}",
+            "-X",
+            method,
+        ])
+        .args(["-H", &format!("Authorization: token {token}")]);
+    if let Some(body) = body {
+        command.args(["-H", "Content-Type: application/json", "--data", body]);
+    }
+    let output = command.arg(url).output().unwrap();
+    let text = String::from_utf8_lossy(&output.stdout).to_string();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (
+        code.trim().parse().unwrap_or(0),
+        serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
+    )
 }
