@@ -276,8 +276,11 @@ wait_for() { # seconds description command...
 
 echo "== pangeod (k3s.mode = external) on the cluster"
 T0=$(date +%s.%N)
-(cd "$PD" && exec setsid "$PANGEOD_BIN" --config "$PD/pangeod.toml" </dev/null >"$PD/pangeod.log" 2>&1) &
-PANGEOD_PID=$!
+start_pangeod() {
+    (cd "$PD" && exec setsid "$PANGEOD_BIN" --config "$PD/pangeod.toml" </dev/null >>"$PD/pangeod.log" 2>&1) &
+    PANGEOD_PID=$!
+}
+start_pangeod
 
 # --- 1. components
 components_done() { [ "$(st 'next(s["state"] for s in d["steps"] if s["name"]=="components")')" = done ]; }
@@ -553,6 +556,65 @@ if wait_for 60 "pangeod to put the HelmChart back" bash -c "'$KUBECTL' -n pangeo
 else
     echo "SKIPPED (not built: issue 16): kubectl delete helmchart jupyterhub: not put back within 60 s without a reload (pangeod reconciles on config changes and boot only)"
 fi
+
+# --- 8. kill -9 in the middle of an install, then a restart
+# The dask-gateway release is uninstalled while pangeod is down (kubectl delete helmchart: helm-
+# controller's delete job), so the next pangeod installs it again; that pangeod is killed with
+# SIGKILL as soon as helm-controller's install job exists, and a third one is started.
+HELM="$NODE_BIN/helm"
+H() { "$HELM" --kubeconfig "$KUBECONFIG" -n pangeo "$@"; }
+values_sum() { K -n pangeo get helmchart "$1" -o jsonpath='{.spec.valuesContent}' 2>/dev/null | sha256sum | cut -c1-16; }
+VALUES_BEFORE="$(values_sum jupyterhub) $(values_sum dask-gateway)"
+REVISION_BEFORE=$(st 'd["config_revision"]')
+USERS_BEFORE=$(st 'd["directory"]["active_users"]')
+# event_ids [BEFORE]: the ids of the newest 500 events (older than BEFORE)
+event_ids() { "${CTL[@]}" --json events --limit 500 ${1:+--before "$1"} 2>/dev/null | python3 -c 'import json,sys; print(" ".join(str(e["id"]) for e in json.load(sys.stdin)["events"]))' 2>/dev/null; }
+EVENTS_BEFORE=$(event_ids)
+NEWEST_BEFORE=$(( ${EVENTS_BEFORE%% *} + 1 ))
+OLD_JOB=$(K -n pangeo get job helm-install-dask-gateway -o jsonpath='{.metadata.uid}' 2>/dev/null || true)
+kill -9 "$PANGEOD_PID" 2>/dev/null; wait "$PANGEOD_PID" 2>/dev/null; PANGEOD_PID=
+K -n pangeo delete helmchart dask-gateway --timeout=180s >/dev/null 2>&1 || true
+release_gone() { ! H status dask-gateway >/dev/null 2>&1 && ! K -n pangeo get helmchart dask-gateway >/dev/null 2>&1; }
+wait_for 180 "helm-controller to uninstall dask-gateway" release_gone || true
+check "8 with pangeod down, kubectl delete helmchart dask-gateway uninstalled the release" release_gone
+new_install_job() {
+    local uid
+    uid=$(K -n pangeo get job helm-install-dask-gateway -o jsonpath='{.metadata.uid}' 2>/dev/null) || return 1
+    [ -n "$uid" ] && [ "$uid" != "$OLD_JOB" ]
+}
+t0=$(date +%s.%N)
+start_pangeod
+if wait_for 120 "helm-controller's new install job" new_install_job; then
+    kill -9 "$PANGEOD_PID" 2>/dev/null; wait "$PANGEOD_PID" 2>/dev/null; PANGEOD_PID=
+    job_state=$(K -n pangeo get job helm-install-dask-gateway -o jsonpath='active={.status.active} succeeded={.status.succeeded}' 2>/dev/null)
+    pass "8 pangeod applied the HelmChart again and was killed with SIGKILL $(elapsed "$t0")s after its start, in the middle of the install (job: $job_state)"
+    start_pangeod
+else
+    fail "8 no new install job within 120 s of pangeod's start"
+fi
+job_done_new() { new_install_job && job_ok dask-gateway; }
+wait_for 300 "the install to complete after the restart" job_done_new || true
+wait_for 300 "the gateway's pods Ready" deployments_ready || K -n pangeo get pods
+installed_again() { job_done_new && deployments_ready; }
+check "8 after the restart the install completed: helm-install-dask-gateway succeeded, the gateway's pods are Ready" installed_again
+one_release() {
+    local list
+    list=$(H list -a -o json 2>/dev/null | python3 -c 'import json,sys; print(" ".join(sorted("%s:%s" % (r["name"], r["status"]) for r in json.load(sys.stdin))))')
+    note "helm list -a: $list; dask-gateway history: $(H history dask-gateway -o json 2>/dev/null | python3 -c 'import json,sys; print(" ".join("%s:%s" % (r["revision"], r["status"]) for r in json.load(sys.stdin)))')"
+    [ "$(grep -o 'dask-gateway:[a-z-]*' <<<"$list")" = "dask-gateway:deployed" ]
+}
+check "8 one dask-gateway release, deployed (no failed or pending one left by the kill)" one_release
+nothing_lost() {
+    local values revision users missing
+    values="$(values_sum jupyterhub) $(values_sum dask-gateway)"
+    revision=$(st 'd["config_revision"]'); users=$(st 'd["directory"]["active_users"]')
+    missing=$(comm -23 <(tr ' ' '\n' <<<"$EVENTS_BEFORE" | sort) <(event_ids "$NEWEST_BEFORE" | tr ' ' '\n' | sort) | wc -l)
+    note "HelmChart values $VALUES_BEFORE -> $values; config revision $REVISION_BEFORE -> $revision; active users $USERS_BEFORE -> $users; $(wc -w <<<"$EVENTS_BEFORE") events before, $missing of them missing after"
+    [ -n "$EVENTS_BEFORE" ] && [ "$values" = "$VALUES_BEFORE" ] && [ "$revision" = "$REVISION_BEFORE" ] && [ "$users" = "$USERS_BEFORE" ] && [ "$missing" = 0 ]
+}
+wait_for 60 "the restarted pangeod's components step" components_done || true
+wait_for 60 "the restarted pangeod's status to settle" nothing_lost >/dev/null || true
+check "8 nothing lost: the same HelmChart values (no secret regenerated), config revision, active users, and every event kept" nothing_lost
 
 echo "== benchmarks (warm cache; this machine: $(nproc) CPUs, $(awk '/MemTotal/{printf "%.0f GiB", $2/1048576}' /proc/meminfo))"
 printf 'BENCH %s\n' "${BENCH[@]}"

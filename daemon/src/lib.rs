@@ -16,3 +16,4 @@ pub mod logging;
 pub mod state;
 pub mod storage;
 pub mod systemd;
+pub mod waits;

@@ -790,3 +790,211 @@ fn kill_9_in_the_middle_of_1000_removals_loses_no_event() {
         "one hub.user-deleted event per deleted user"
     );
 }
+
+/// A small tmpfs mounted for a test, detached when dropped (even with pangeod still in it).
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn mount(path: &std::path::Path, size: &str) -> Option<Self> {
+        std::fs::create_dir_all(path).unwrap();
+        let status = std::process::Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0700"),
+                "tmpfs",
+            ])
+            .arg(path)
+            .status()
+            .ok()?;
+        status.success().then(|| Self(path.to_path_buf()))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+/// Fills the file system holding `dir` with one file, and returns it.
+fn fill(dir: &std::path::Path) -> std::path::PathBuf {
+    use std::io::Write;
+    let path = dir.join("filler");
+    let mut file = std::fs::File::create(&path).unwrap();
+    let chunk = vec![0u8; 64 * 1024];
+    while file.write_all(&chunk).is_ok() {}
+    let _ = file.sync_all();
+    path
+}
+
+/// Item 6 of the security issue: a full state disk is reported as a full disk (507, naming
+/// the disk and the fix, never "restore it from a backup"), status is degraded with the
+/// reason, nothing half-done is kept, and freeing the space is all it takes.
+#[test]
+fn a_full_state_disk_is_reported_as_such_and_status_is_degraded() {
+    if !nix::unistd::Uid::effective().is_root() {
+        eprintln!("SKIPPED: mounting a small tmpfs for the state needs root");
+        return;
+    }
+    let mut daemon = TestDaemon::new("");
+    let Some(_disk) = Tmpfs::mount(&daemon.state_dir(), "24m") else {
+        eprintln!("SKIPPED: cannot mount a tmpfs here");
+        return;
+    };
+    daemon.start();
+    // This daemon's directory is not there, so status may be degraded for that; the disk
+    // is the reason looked for here.
+    let disk_reason = |status: &serde_json::Value| {
+        status["degraded_reasons"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| {
+                r.as_str()
+                    .unwrap()
+                    .contains("the disk holding the state database")
+            })
+    };
+    let healthy = daemon.get_json("/v1/status");
+    assert!(!disk_reason(&healthy), "{healthy:#}");
+
+    let filler = fill(&daemon.state_dir());
+    let status = daemon.get_json("/v1/status");
+    assert_eq!(status["health"], "degraded", "{status:#}");
+    let reasons = status["degraded_reasons"].to_string();
+    assert!(
+        reasons.contains("is full") && reasons.contains("df -h"),
+        "{reasons}"
+    );
+    let text = std::process::Command::new(env!("CARGO_BIN_EXE_pangeoctl"))
+        .arg("--socket")
+        .arg(daemon.socket())
+        .arg("status")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.contains("DEGRADED: the disk holding the state database"),
+        "{text}"
+    );
+
+    // Changes until SQLite needs a page the disk does not have (its WAL may hold a few).
+    let before = revision(&daemon);
+    let mut refused = None;
+    let mut accepted = 0;
+    for round in 0..400 {
+        let response = patch(
+            &daemon,
+            &serde_json::json!({"notebook": {"cpus": 1 + round % 2}}),
+        );
+        if response.status == 200 {
+            accepted += 1;
+            continue;
+        }
+        refused = Some(response);
+        break;
+    }
+    let refused = refused.expect("400 changes on a full disk were all accepted");
+    let problem = problem(&refused);
+    assert_eq!(refused.status, 507, "{problem}");
+    assert_eq!(
+        problem["type"], "urn:pangeod:problem:disk-full",
+        "{problem}"
+    );
+    let detail = problem["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("is full") && detail.contains("df -h"),
+        "{detail}"
+    );
+    assert!(!detail.contains("backup"), "{detail}");
+    // What was acknowledged is in force; the refused change is not.
+    assert_eq!(
+        revision(&daemon).as_i64().unwrap(),
+        before.as_i64().unwrap() + accepted,
+        "every acknowledged change has its revision, the refused one none"
+    );
+
+    std::fs::remove_file(&filler).unwrap();
+    let status = daemon.get_json("/v1/status");
+    assert!(!disk_reason(&status), "{status:#}");
+    let response = patch(&daemon, &serde_json::json!({"notebook": {"cpus": 3}}));
+    assert_eq!(response.status, 200, "{response:?}");
+    assert_eq!(
+        daemon.get_json("/v1/config")["config"]["notebook"]["cpus"],
+        3
+    );
+    daemon.stop();
+}
+
+/// Item 6 of the security issue: a directory that accepts connections and never answers (as a
+/// hung FreeIPA does) costs an API request less than the API's 15 s deadline, and the answer
+/// names the stalled system: the sync's own error names the server, or, when the deadline cut
+/// the request, its 504 names what it waited on.
+#[test]
+fn a_stalled_directory_is_named_within_the_api_deadline() {
+    for tls in ["plain", "ldaps"] {
+        // Accepts, and then holds each connection without a word.
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let count = connections.clone();
+        std::thread::spawn(move || {
+            let mut held = Vec::new();
+            for stream in listener.incoming().flatten() {
+                count.fetch_add(1, Ordering::SeqCst);
+                held.push(stream);
+            }
+        });
+        let mut daemon = TestDaemon::new("");
+        daemon.write_main(&TestDaemon::main_text().replace(
+            "server = \"localhost:636\"",
+            &format!("server = \"127.0.0.1:{port}\"\ntls = \"{tls}\""),
+        ));
+        std::fs::write(daemon.dir.path().join("ipa-ca.pem"), ca_pem()).unwrap();
+        daemon.start();
+        // The boot's own sync waits on the trap first; let it fail, so the request below
+        // makes a sync of its own.
+        let started = Instant::now();
+        while daemon.get_json("/v1/status")["directory"]["last_error"].is_null() {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "the boot sync did not fail"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let started = Instant::now();
+        let response =
+            daemon.request_within(Method::POST, "/v1/sync", &[], None, Duration::from_secs(30));
+        let took = started.elapsed();
+        let body = String::from_utf8_lossy(&response.body).to_string();
+        eprintln!(
+            "tls {tls}: POST /v1/sync answered {} after {took:?}: {body}",
+            response.status
+        );
+        assert!(took < Duration::from_secs(16), "{took:?}");
+        let server = format!("127.0.0.1:{port}");
+        match response.status.as_u16() {
+            200 => {
+                let report: serde_json::Value = serde_json::from_str(&body).unwrap();
+                assert_eq!(report["run"]["outcome"], "failed", "{report}");
+                let error = report["run"]["error"].as_str().unwrap();
+                assert!(error.contains(&server), "{error}");
+            }
+            504 => assert!(
+                body.contains(&server) || body.contains("another directory sync"),
+                "{body}"
+            ),
+            other => panic!("POST /v1/sync answered {other}: {body}"),
+        }
+        assert!(
+            connections.load(Ordering::SeqCst) > 0,
+            "the listener was never reached"
+        );
+        daemon.stop();
+    }
+}

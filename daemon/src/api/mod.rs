@@ -16,7 +16,6 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
-use tower_http::timeout::TimeoutLayer;
 
 use crate::boot::BootHandle;
 use crate::state::State;
@@ -82,15 +81,40 @@ pub fn router(app: AppState) -> Router {
         .fallback(routes::not_found)
         .with_state(app)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::REQUEST_TIMEOUT,
-            REQUEST_TIMEOUT,
-        ))
+        .layer(axum::middleware::from_fn(deadline))
         .layer(axum::middleware::from_fn(problem::problemize))
         .layer(axum::middleware::from_fn_with_state(
             metrics,
             metrics::track,
         ))
+}
+
+/// Ends a request that outlives [`REQUEST_TIMEOUT`] with 504, naming what it waited on (see
+/// [`crate::waits`]). The systems called from requests have shorter timeouts of their own, so
+/// this is the last resort, and what it names is where to look.
+async fn deadline(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let what = format!("{} {}", request.method(), request.uri().path());
+    match crate::waits::within(REQUEST_TIMEOUT, next.run(request)).await {
+        Ok(response) => response,
+        Err(waiting_on) => {
+            let on = waiting_on.unwrap_or_else(|| "pangeod itself".into());
+            tracing::warn!(request = %what, waiting_on = %on, "an API request outlived its deadline");
+            problem::Problem::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                "timeout",
+                "Request timed out",
+                format!(
+                    "{what} did not finish within {}s: it was waiting on {on}, which is slow or down; anything it finished is kept, and pangeoctl status shows that system's state",
+                    REQUEST_TIMEOUT.as_secs()
+                ),
+            )
+            .into_response()
+        }
+    }
 }
 
 /// The OpenAPI document, as served on `/v1/openapi.json`.

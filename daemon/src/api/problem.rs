@@ -92,6 +92,14 @@ pub async fn problemize(request: axum::extract::Request, next: axum::middleware:
 
 impl From<crate::state::StateError> for Problem {
     fn from(error: crate::state::StateError) -> Self {
+        if let crate::state::StateError::DiskFull { .. } = error {
+            return Self::new(
+                StatusCode::INSUFFICIENT_STORAGE,
+                "disk-full",
+                "The state database's disk is full",
+                error.to_string(),
+            );
+        }
         Self::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "state-unavailable",

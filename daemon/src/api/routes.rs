@@ -117,6 +117,41 @@ pub struct Status {
     pub notebook_capacity_error: Option<String>,
     /// The TCP listener for the portal, when configured.
     pub api_listener: Option<TcpListenerInfo>,
+    /// `ok`, or `degraded` while something needs an admin although the boot steps are done
+    /// (`degraded_reasons` says what, each naming the system and the fix).
+    pub health: HealthState,
+    pub degraded_reasons: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum HealthState {
+    Ok,
+    Degraded,
+}
+
+/// What needs an admin now: a full state disk, a refused reload, a directory or hub sync that
+/// keeps failing. Each from state pangeod already holds (one statvfs, no request).
+fn degraded_reasons(
+    app: &AppState,
+    boot: &crate::boot::BootStatus,
+    directory: &crate::directory::SyncStatus,
+    hub: &crate::hub::HubStatus,
+) -> Vec<String> {
+    let mut reasons = Vec::new();
+    if let Some(problem) = app.state.disk_problem() {
+        reasons.push(problem);
+    }
+    if let Some(error) = &boot.reload_error {
+        reasons.push(format!("the last config reload was refused: {error}"));
+    }
+    if let Some(error) = &directory.last_error {
+        reasons.push(format!("the directory sync is failing: {error}"));
+    }
+    if let Some(error) = hub.last_error.as_ref().filter(|_| !hub.waiting_for_install) {
+        reasons.push(format!("the hub sync is failing: {error}"));
+    }
+    reasons
 }
 
 type Rollouts = std::collections::BTreeMap<String, crate::components::rollout::Rollout>;
@@ -170,6 +205,14 @@ async fn status(Extract(app): Extract<AppState>) -> Json<Status> {
         (Some(kube), Some(config)) => cluster_view(&kube, &config).await,
         _ => (None, (None, None)),
     };
+    let directory = app.directory.status().borrow().clone();
+    let hub = app.hub.status();
+    let degraded_reasons = degraded_reasons(&app, &boot, &directory, &hub);
+    let health = if degraded_reasons.is_empty() {
+        HealthState::Ok
+    } else {
+        HealthState::Degraded
+    };
     Json(Status {
         version: env!("CARGO_PKG_VERSION").into(),
         uptime_seconds: app.started.elapsed().as_secs(),
@@ -179,8 +222,10 @@ async fn status(Extract(app): Extract<AppState>) -> Json<Status> {
         components: app.components.list(),
         api_listener: app.tcp.clone(),
         k3s: app.k3s.snapshot(),
-        directory: app.directory.status().borrow().clone(),
-        hub: app.hub.status(),
+        degraded_reasons,
+        health,
+        directory,
+        hub,
         rollouts,
         notebook_capacity,
         notebook_capacity_error,

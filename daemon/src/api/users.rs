@@ -84,7 +84,11 @@ async fn hub_client(app: &AppState) -> Result<HubClient, Problem> {
             "there is no valid config yet; see pangeoctl status",
         )
     })?;
-    app.hub.client(&config).await.map_err(hub_problem)
+    app.hub
+        .client(&config)
+        .await
+        .map(HubClient::for_api)
+        .map_err(hub_problem)
 }
 
 /// Hub errors as problems: a hub that is down or not installed is 503, with the reason.
@@ -123,6 +127,7 @@ pub(super) fn hub_problem(error: HubError) -> Problem {
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, crate::state::StateError> + Send + 'static,
 ) -> Result<T, Problem> {
+    crate::waits::note(|| "the state database (its disk)".into());
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| Problem::internal(e.to_string()))?

@@ -418,6 +418,12 @@ fn render(command: &Command, json: &Value) -> String {
                 "{}\n",
                 json["summary"].as_str().unwrap_or_default()
             ));
+            for reason in json["degraded_reasons"].as_array().into_iter().flatten() {
+                out.push_str(&format!(
+                    "DEGRADED: {}\n",
+                    reason.as_str().unwrap_or_default()
+                ));
+            }
             out.push_str(&format!(
                 "version {}, up {}s, config revision {}\n",
                 json["version"].as_str().unwrap_or("?"),

@@ -12,8 +12,10 @@ use crate::config::{Config, LdapTls};
 
 use super::DirectoryError;
 
-const OP_TIMEOUT: Duration = Duration::from_secs(30);
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Each operation, and the connect, ends well before the admin API's 15 s deadline, so a
+/// `POST /v1/sync` against a stalled server answers with that server named.
+const OP_TIMEOUT: Duration = Duration::from_secs(10);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const PAGE_SIZE: i32 = 1000;
 
 /// A member as the directory describes it.
@@ -161,6 +163,7 @@ impl DirectoryClient {
                 tracing::warn!(%url, "directory connection without TLS (freeipa.tls = \"plain\")")
             }
         }
+        crate::waits::note(|| format!("the FreeIPA server {url}: connect"));
         let (conn, mut ldap) = LdapConnAsync::with_settings(settings, &url)
             .await
             .map_err(|e| classify(&url, e))?;
@@ -172,6 +175,12 @@ impl DirectoryClient {
             ))
         })?;
         let password = password.trim_end_matches(['\n', '\r']);
+        crate::waits::note(|| {
+            format!(
+                "the FreeIPA server {url}: bind as {}",
+                config.freeipa.bind_dn
+            )
+        });
         let bind = ldap
             .with_timeout(OP_TIMEOUT)
             .simple_bind(&config.freeipa.bind_dn, password)
@@ -187,8 +196,14 @@ impl DirectoryClient {
         Ok(Self { ldap, server: url })
     }
 
+    /// Notes, for an API request that may be cut by its deadline, the operation waited on.
+    fn waiting(&self, operation: &str) {
+        crate::waits::note(|| format!("the FreeIPA server {}: {operation}", self.server));
+    }
+
     /// The root DSE's per-backend change counters (`lastusn;<backend>`).
     async fn last_usns(&mut self) -> Result<BTreeMap<String, u64>, DirectoryError> {
+        self.waiting("read the change counters");
         let (entries, _) = self
             .ldap
             .with_timeout(OP_TIMEOUT)
@@ -220,6 +235,7 @@ impl DirectoryClient {
             ldap_escape(group_cn(&tree.users_group)),
             ldap_escape(group_cn(&tree.admins_group)),
         );
+        self.waiting("search for changes");
         let stream = self
             .ldap
             .with_timeout(OP_TIMEOUT)
@@ -257,6 +273,7 @@ impl DirectoryClient {
             Box::new(EntriesOnly::new()),
             Box::new(PagedResults::new(PAGE_SIZE)),
         ];
+        self.waiting("search the users");
         let mut stream = self
             .ldap
             .with_timeout(OP_TIMEOUT)
@@ -336,6 +353,7 @@ impl DirectoryClient {
             Box::new(EntriesOnly::new()),
             Box::new(PagedResults::new(PAGE_SIZE)),
         ];
+        self.waiting("search the groups");
         let mut groups = self
             .ldap
             .with_timeout(OP_TIMEOUT)
@@ -385,6 +403,7 @@ impl DirectoryClient {
         key: &str,
         may_be_hidden: bool,
     ) -> Result<(), DirectoryError> {
+        self.waiting(&format!("read {dn}"));
         let ldap3::SearchResult(entries, result) = self
             .ldap
             .with_timeout(OP_TIMEOUT)

@@ -182,6 +182,7 @@ impl DirectorySync {
         trigger: &str,
         full: bool,
     ) -> Result<SyncReport, DirectoryError> {
+        crate::waits::note(|| "another directory sync, still running".into());
         let mut engine = self.engine.lock().await;
         let started = Instant::now();
         let started_at = now();

@@ -42,6 +42,9 @@ pub struct HubStatus {
     pub last_success_at: Option<String>,
     /// Why the last run did not finish; it is retried.
     pub last_error: Option<String>,
+    /// True while the hub is not installed yet (Kubernetes or the chart is still coming up):
+    /// the error is then a wait, not a fault.
+    pub waiting_for_install: bool,
     pub last_report: Option<EnforceReport>,
 }
 
@@ -224,6 +227,7 @@ impl HubSync {
         }
         self.status.send_modify(|s| {
             s.last_run_at = Some(started_at.clone());
+            s.waiting_for_install = matches!(outcome, Err(HubError::NotInstalled(_)));
             match &outcome {
                 Ok(report) => {
                     s.last_success_at = Some(started_at.clone());

@@ -94,10 +94,7 @@ pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 pub(super) fn check_version(conn: &Connection, path: &Path) -> Result<i64, StateError> {
     let found: i64 = conn
         .pragma_query_value(None, "user_version", |row| row.get(0))
-        .map_err(|source| StateError::Sqlite {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        .map_err(|source| super::classify(path, source))?;
     if found > SCHEMA_VERSION {
         return Err(StateError::SchemaTooNew {
             path: path.to_path_buf(),
@@ -109,10 +106,7 @@ pub(super) fn check_version(conn: &Connection, path: &Path) -> Result<i64, State
 }
 
 pub(super) fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StateError> {
-    let sqlite = |source| StateError::Sqlite {
-        path: path.to_path_buf(),
-        source,
-    };
+    let sqlite = |source| super::classify(path, source);
     let found = check_version(conn, path)?;
     for (index, sql) in MIGRATIONS.iter().enumerate().skip(found.max(0) as usize) {
         let version = index as i64 + 1;

@@ -51,7 +51,19 @@ pub enum StateError {
         found: i64,
         supported: i64,
     },
-    #[error("state database {path}: {source}; if the file is damaged, restore it from a backup")]
+    #[error(
+        "the disk holding the state database {path} is full, so nothing was changed; free space on it (df -h {}) and try again",
+        path.parent().unwrap_or(path).display()
+    )]
+    DiskFull { path: PathBuf },
+    #[error(
+        "state database {path} is damaged ({source}); stop pangeod and restore it from a backup"
+    )]
+    Corrupt {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+    #[error("state database {path}: {source}")]
     Sqlite {
         path: PathBuf,
         source: rusqlite::Error,
@@ -125,6 +137,42 @@ fn restrict_mode(path: &Path, mode: u32) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Free space under which the state database's disk counts as full.
+pub const LOW_SPACE: u64 = 8 << 20;
+
+/// Bytes free for unprivileged users on the file system holding `dir`.
+fn free_bytes(dir: &Path) -> Option<u64> {
+    let stat = nix::sys::statvfs::statvfs(dir).ok()?;
+    Some(stat.blocks_available().saturating_mul(stat.fragment_size()))
+}
+
+/// A SQLite error as the admin needs to read it: a full disk, a damaged file, or the rest.
+/// SQLite reports a full disk as SQLITE_FULL, or as an I/O error when the write-ahead log
+/// cannot grow; the latter counts as a full disk when the disk is in fact (nearly) full.
+pub(crate) fn classify(path: &Path, source: rusqlite::Error) -> StateError {
+    use rusqlite::ErrorCode;
+    let code = source.sqlite_error_code();
+    let dir = path.parent().unwrap_or(path);
+    match code {
+        Some(ErrorCode::DiskFull) => StateError::DiskFull {
+            path: path.to_path_buf(),
+        },
+        Some(ErrorCode::SystemIoFailure) if free_bytes(dir).is_some_and(|f| f < LOW_SPACE) => {
+            StateError::DiskFull {
+                path: path.to_path_buf(),
+            }
+        }
+        Some(ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase) => StateError::Corrupt {
+            path: path.to_path_buf(),
+            source,
+        },
+        _ => StateError::Sqlite {
+            path: path.to_path_buf(),
+            source,
+        },
+    }
+}
+
 /// Creates `path` with mode 0600 if it is missing, and makes an existing one 0600, along with
 /// SQLite's WAL and shared-memory files beside it.
 fn create_private(path: &Path) -> std::io::Result<()> {
@@ -158,10 +206,7 @@ impl State {
         })?;
         let lock = acquire_lock(dir)?;
         let path = dir.join(DB_FILE);
-        let sqlite = |source| StateError::Sqlite {
-            path: path.clone(),
-            source,
-        };
+        let sqlite = |source| classify(&path, source);
         // The database holds the generated secrets (cookie secret, service tokens, the ingress
         // CA's key): 0600 whatever the umask. SQLite gives its WAL and shared-memory files the
         // database file's mode.
@@ -208,10 +253,23 @@ impl State {
     }
 
     fn err(&self, source: rusqlite::Error) -> StateError {
-        StateError::Sqlite {
-            path: self.path.clone(),
-            source,
-        }
+        classify(&self.path, source)
+    }
+
+    /// Why the state database cannot take writes now, if it cannot: the disk holding it is
+    /// full (less than [`LOW_SPACE`] free for the unprivileged, where SQLite needs room for
+    /// its write-ahead log). Read by status, which reports pangeod degraded with it.
+    pub fn disk_problem(&self) -> Option<String> {
+        let dir = self.dir();
+        let free = free_bytes(&dir)?;
+        (free < LOW_SPACE).then(|| {
+            format!(
+                "the disk holding the state database ({}) is full ({} KiB free): config changes, syncs and events cannot be recorded; free space there (df -h {})",
+                dir.display(),
+                free / 1024,
+                dir.display()
+            )
+        })
     }
 
     pub fn record_event(

@@ -204,6 +204,18 @@ mode = "off"
         headers: &[(&str, &str)],
         body: Option<Vec<u8>>,
     ) -> client::Response {
+        self.request_within(method, path, headers, body, Duration::from_secs(10))
+    }
+
+    /// A request that may take up to `limit` (past the API's own 15 s deadline).
+    pub fn request_within(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<Vec<u8>>,
+        limit: Duration,
+    ) -> client::Response {
         runtime()
             .block_on(client::request(
                 &self.socket(),
@@ -211,7 +223,7 @@ mode = "off"
                 path,
                 headers,
                 body,
-                Duration::from_secs(10),
+                limit,
             ))
             .unwrap()
     }
