@@ -444,6 +444,7 @@ DASK_RC=0
 dask_run || DASK_RC=$?
 sed 's/^/  /' "$DASK_OUT" | grep -E '^  (CLUSTER|CREATED|SCALED|WORKERS|SUM|DASHBOARD)' || true
 DASK_CLUSTER=$(awk '$1=="CLUSTER"{print $2}' "$DASK_OUT")
+[ -n "$(awk '$1=="CREATED"{print $2}' "$DASK_OUT")" ] && bench "dask-new-cluster" "$(awk '$1=="CREATED"{print $2}' "$DASK_OUT")"
 [ -n "$(awk '$1=="SCALED"{print $2}' "$DASK_OUT")" ] && bench "dask-scale-to-2-workers" "$(awk '$1=="SCALED"{print $2}' "$DASK_OUT")"
 check "4 dask_gateway.Gateway() in $POD (no arguments: pangeod's DASK_GATEWAY__* environment) makes a cluster that scales to 2 workers" grep -qx 'WORKERS 2' "$DASK_OUT"
 if grep -qx 'SUM 4000000' "$DASK_OUT"; then
@@ -572,7 +573,7 @@ event_ids() { "${CTL[@]}" --json events --limit 500 ${1:+--before "$1"} 2>/dev/n
 EVENTS_BEFORE=$(event_ids)
 NEWEST_BEFORE=$(( ${EVENTS_BEFORE%% *} + 1 ))
 OLD_JOB=$(K -n pangeo get job helm-install-dask-gateway -o jsonpath='{.metadata.uid}' 2>/dev/null || true)
-kill -9 "$PANGEOD_PID" 2>/dev/null; wait "$PANGEOD_PID" 2>/dev/null; PANGEOD_PID=
+kill -9 "$PANGEOD_PID" 2>/dev/null; wait "$PANGEOD_PID" 2>/dev/null || true; PANGEOD_PID=
 K -n pangeo delete helmchart dask-gateway --timeout=180s >/dev/null 2>&1 || true
 release_gone() { ! H status dask-gateway >/dev/null 2>&1 && ! K -n pangeo get helmchart dask-gateway >/dev/null 2>&1; }
 wait_for 180 "helm-controller to uninstall dask-gateway" release_gone || true
@@ -585,7 +586,7 @@ new_install_job() {
 t0=$(date +%s.%N)
 start_pangeod
 if wait_for 120 "helm-controller's new install job" new_install_job; then
-    kill -9 "$PANGEOD_PID" 2>/dev/null; wait "$PANGEOD_PID" 2>/dev/null; PANGEOD_PID=
+    kill -9 "$PANGEOD_PID" 2>/dev/null; wait "$PANGEOD_PID" 2>/dev/null || true; PANGEOD_PID=
     job_state=$(K -n pangeo get job helm-install-dask-gateway -o jsonpath='active={.status.active} succeeded={.status.succeeded}' 2>/dev/null)
     pass "8 pangeod applied the HelmChart again and was killed with SIGKILL $(elapsed "$t0")s after its start, in the middle of the install (job: $job_state)"
     start_pangeod

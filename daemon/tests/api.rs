@@ -636,3 +636,146 @@ fn every_acknowledged_config_change_survives_kill_9() {
     );
     daemon.stop();
 }
+
+/// Issue 16, item 1: PATCHes and SIGHUP reloads (each after a change of a drop-in) race each
+/// other for hundreds of rounds. Every acknowledged PATCH stays in force in each revision after
+/// it until the next acknowledged one (none is overwritten by a reload that read the config
+/// before it), a refused one says it conflicted, and the revision seen never goes back.
+#[test]
+fn patches_and_reloads_racing_lose_no_acknowledged_change() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    const ROUNDS: usize = 300;
+    let mut daemon = TestDaemon::new("");
+    daemon.start();
+    let dropin = daemon.write_dropin(
+        "60-race.toml",
+        "[notebook]\nidle_cull_timeout_minutes = 60\n",
+    );
+    let done = std::sync::Arc::new(AtomicBool::new(false));
+    let pid = daemon.pid();
+    let reloader = {
+        let done = done.clone();
+        std::thread::spawn(move || {
+            let mut round = 0u64;
+            while !done.load(Ordering::SeqCst) {
+                round += 1;
+                std::fs::write(
+                    &dropin,
+                    format!(
+                        "[notebook]\nidle_cull_timeout_minutes = {}\n",
+                        30 + round % 600
+                    ),
+                )
+                .unwrap();
+                nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGHUP,
+                )
+                .unwrap();
+                std::thread::sleep(Duration::from_millis(1 + round % 7));
+            }
+            round
+        })
+    };
+    let mut acknowledged: Vec<(i64, String)> = Vec::new();
+    let mut conflicts = 0;
+    let mut seen = 0i64;
+    for round in 0..ROUNDS {
+        let name = format!("race{round:04}");
+        let body = format!("{{\"hub\": {{\"admin_users\": [\"{name}\"]}}}}");
+        let response = common::runtime().block_on(pangeod::client::request(
+            &daemon.socket(),
+            Method::PATCH,
+            "/v1/config",
+            &[("content-type", "application/json")],
+            Some(body.into_bytes()),
+            Duration::from_secs(10),
+        ));
+        let response = match response {
+            Ok(response) => response,
+            Err(error) => {
+                done.store(true, Ordering::SeqCst);
+                daemon.signal(nix::sys::signal::Signal::SIGKILL);
+                let _ = daemon.wait_exit(Duration::from_secs(5));
+                let log = daemon.stderr();
+                let tail: Vec<&str> = log.lines().rev().take(30).collect();
+                panic!(
+                    "PATCH {round} failed: {error}; pangeod's log ends:\n{}",
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                );
+            }
+        };
+        match response.status.as_u16() {
+            200 => {
+                let body: serde_json::Value = response.json().unwrap();
+                acknowledged.push((body["revision"].as_i64().unwrap(), name));
+            }
+            409 => {
+                let problem = common::problem(&response);
+                assert_eq!(
+                    problem["type"], "urn:pangeod:problem:config-conflict",
+                    "{problem}"
+                );
+                conflicts += 1;
+            }
+            other => panic!("PATCH answered {other}: {response:?}"),
+        }
+        let revision = daemon.get_json("/v1/config")["revision"].as_i64().unwrap();
+        assert!(
+            revision >= seen,
+            "the revision went back from {seen} to {revision}"
+        );
+        seen = revision;
+    }
+    done.store(true, Ordering::SeqCst);
+    let reloads = reloader.join().unwrap();
+    daemon.stop();
+    eprintln!(
+        "{} PATCHes acknowledged, {conflicts} conflicted, against {reloads} reloads",
+        acknowledged.len()
+    );
+    assert!(
+        acknowledged.len() > ROUNDS / 2,
+        "most PATCHes must get through"
+    );
+
+    // Each revision after an acknowledged PATCH, up to the next one, carries its value.
+    let db = rusqlite::Connection::open(daemon.state_dir().join("state.db")).unwrap();
+    let mut stmt = db
+        .prepare("SELECT id, overlay FROM config_revisions ORDER BY id")
+        .unwrap();
+    let revisions: Vec<(i64, serde_json::Value)> = stmt
+        .query_map([], |row| {
+            let overlay: String = row.get(1)?;
+            Ok((row.get(0)?, serde_json::from_str(&overlay).unwrap()))
+        })
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let mut lost = Vec::new();
+    for (index, (revision, name)) in acknowledged.iter().enumerate() {
+        let until = acknowledged.get(index + 1).map_or(i64::MAX, |next| next.0);
+        for (id, overlay) in revisions
+            .iter()
+            .filter(|(id, _)| id > revision && *id < until)
+        {
+            if overlay["hub"]["admin_users"][0].as_str() != Some(name.as_str()) {
+                lost.push(format!(
+                    "revision {id} dropped {name} (acknowledged as {revision})"
+                ));
+            }
+        }
+    }
+    assert!(
+        lost.is_empty(),
+        "{} lost: {:?}",
+        lost.len(),
+        &lost[..lost.len().min(5)]
+    );
+    let last = revisions.last().unwrap();
+    assert_eq!(
+        last.1["hub"]["admin_users"][0].as_str(),
+        acknowledged.last().map(|a| a.1.as_str()),
+        "the last acknowledged PATCH is in force at the end"
+    );
+}

@@ -380,6 +380,14 @@ fn patch_problem(error: PatchError) -> Problem {
     let key = error.key().map(str::to_string);
     let detail = error.to_string();
     let problem = match error {
+        PatchError::State(error @ crate::state::StateError::RevisionConflict { .. }) => {
+            return Problem::new(
+                StatusCode::CONFLICT,
+                "config-conflict",
+                "The config changed during this request",
+                format!("{error}; send the request again"),
+            );
+        }
         PatchError::State(error) => return Problem::from(error),
         PatchError::Immutable { .. } => Problem::new(
             StatusCode::CONFLICT,

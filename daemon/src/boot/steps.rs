@@ -289,6 +289,9 @@ async fn kubernetes_api(ctx: &mut StepContext<'_>) -> Result<StepOutcome, StepEr
         .map_err(k3s_error)
 }
 
+/// How often a config writer builds its revision again after a compare-and-set conflict.
+const CAS_ATTEMPTS: usize = 8;
+
 /// Loads the files and the API overlay, refuses changes to locked keys, and stores a new
 /// revision when the effective config changed.
 fn config(ctx: &mut StepContext<'_>) -> Result<StepOutcome, StepError> {
@@ -297,15 +300,30 @@ fn config(ctx: &mut StepContext<'_>) -> Result<StepOutcome, StepError> {
         key: None,
         retry_after: Some(Duration::from_secs(30)),
     };
-    let latest = ctx.state.latest_config_revision().map_err(state_error)?;
-    let locked = ctx.state.locked_keys().map_err(state_error)?;
-    let loaded = load(ctx.config_path, latest.as_ref(), &locked);
-    let config = match loaded {
-        Ok(config) => config,
-        Err(error) => {
+    // Compare-and-set with the PATCHes (see `State::save_config_revision`): a conflict means
+    // a PATCH got in between, and the files are loaded again on top of its revision.
+    for _ in 0..CAS_ATTEMPTS {
+        let latest = ctx.state.latest_config_revision().map_err(state_error)?;
+        let locked = ctx.state.locked_keys().map_err(state_error)?;
+        let loaded = load(ctx.config_path, latest.as_ref(), &locked);
+        let config = match loaded {
+            Ok(config) => config,
+            Err(error) => {
+                let error = StepError {
+                    key: error.key().map(str::to_string),
+                    message: error.to_string(),
+                    retry_after: None,
+                };
+                return match (&ctx.current, ctx.reload) {
+                    (Some(_), true) => Ok(StepOutcome::ReloadRefused(error)),
+                    _ => Err(error),
+                };
+            }
+        };
+        if let Some((from, to)) = storage_shrink(latest.as_ref().map(|l| &l.effective), &config) {
             let error = StepError {
-                key: error.key().map(str::to_string),
-                message: error.to_string(),
+                message: PatchError::Shrink { from, to }.to_string(),
+                key: Some("notebook.storage_gb".into()),
                 retry_after: None,
             };
             return match (&ctx.current, ctx.reload) {
@@ -313,53 +331,54 @@ fn config(ctx: &mut StepContext<'_>) -> Result<StepOutcome, StepError> {
                 _ => Err(error),
             };
         }
-    };
-    if let Some((from, to)) = storage_shrink(latest.as_ref().map(|l| &l.effective), &config) {
-        let error = StepError {
-            message: PatchError::Shrink { from, to }.to_string(),
-            key: Some("notebook.storage_gb".into()),
+        if config.freeipa.tls == LdapTls::Plain {
+            tracing::warn!(
+                "freeipa.tls = \"plain\": directory passwords cross the network unencrypted"
+            );
+        }
+        let effective = serde_json::to_value(&config).map_err(|error| StepError {
+            message: format!("cannot encode the config: {error}"),
+            key: None,
             retry_after: None,
-        };
-        return match (&ctx.current, ctx.reload) {
-            (Some(_), true) => Ok(StepOutcome::ReloadRefused(error)),
-            _ => Err(error),
-        };
-    }
-    if config.freeipa.tls == LdapTls::Plain {
-        tracing::warn!(
-            "freeipa.tls = \"plain\": directory passwords cross the network unencrypted"
-        );
-    }
-    let effective = serde_json::to_value(&config).map_err(|error| StepError {
-        message: format!("cannot encode the config: {error}"),
-        key: None,
-        retry_after: None,
-    })?;
-    let revision = match latest {
-        Some(latest) if latest.effective == effective => latest.id,
-        latest => {
-            let overlay = latest
-                .map(|l| l.overlay)
-                .unwrap_or_else(|| serde_json::json!({}));
-            let source = if ctx.reload {
-                "files (reload)"
-            } else {
-                "files"
-            };
-            ctx.state
-                .save_config_revision(
+        })?;
+        let revision = match latest {
+            Some(latest) if latest.effective == effective => latest.id,
+            latest => {
+                let expected = latest.as_ref().map(|l| l.id);
+                let overlay = latest
+                    .map(|l| l.overlay)
+                    .unwrap_or_else(|| serde_json::json!({}));
+                let source = if ctx.reload {
+                    "files (reload)"
+                } else {
+                    "files"
+                };
+                match ctx.state.save_config_revision(
+                    expected,
                     ctx.actor,
                     source,
                     &overlay,
                     &effective,
                     &serde_json::Value::Null,
-                )
-                .map_err(state_error)?
-        }
-    };
-    ctx.revision = Some(revision);
-    ctx.current = Some(Arc::new(config));
-    Ok(StepOutcome::Done(format!("revision {revision} in force")))
+                ) {
+                    Ok(id) => id,
+                    // A PATCH stored a revision since `latest` was read: load again on top of it.
+                    Err(crate::state::StateError::RevisionConflict { .. }) => continue,
+                    Err(error) => return Err(state_error(error)),
+                }
+            }
+        };
+        ctx.revision = Some(revision);
+        ctx.current = Some(Arc::new(config));
+        return Ok(StepOutcome::Done(format!("revision {revision} in force")));
+    }
+    Err(StepError {
+        message: format!(
+            "the config kept changing while it was loaded ({CAS_ATTEMPTS} attempts); it is tried again"
+        ),
+        key: None,
+        retry_after: Some(Duration::from_secs(1)),
+    })
 }
 
 /// A first sync. If FreeIPA cannot be reached but an earlier sync left users, the step is done
@@ -541,7 +560,18 @@ pub fn apply_config_patch(
     patch: &serde_json::Value,
 ) -> Result<PatchOutcome, PatchError> {
     let mut stored = Vec::new();
-    let outcome = patch_config(config_path, state, actor, patch, &mut stored);
+    // Compare-and-set with the reloads (see `State::save_config_revision`): a conflict means a
+    // reload or another writer stored a revision since this one read the latest, so the patch
+    // is applied again on top of it; only a config that keeps changing is refused.
+    let mut outcome = patch_config(config_path, state, actor, patch, &mut stored);
+    for _ in 1..CAS_ATTEMPTS {
+        match outcome {
+            Err(PatchError::State(crate::state::StateError::RevisionConflict { .. })) => {
+                outcome = patch_config(config_path, state, actor, patch, &mut stored);
+            }
+            _ => break,
+        }
+    }
     match &outcome {
         Ok(outcome) if outcome.changed => credentials::prune(&state.dir(), &outcome.overlay),
         Ok(_) | Err(_) => {
@@ -575,6 +605,7 @@ fn patch_config(
         ));
     };
     let latest = state.latest_config_revision()?;
+    let expected = latest.as_ref().map(|l| l.id);
     let mut overlay = match latest.as_ref().map(|l| &l.overlay) {
         Some(serde_json::Value::Object(map)) => map.clone(),
         _ => serde_json::Map::new(),
@@ -724,7 +755,7 @@ fn patch_config(
     }
     let changes = credentials::redacted(patch);
     let revision =
-        state.save_config_revision(actor, "admin API", &overlay, &effective, &changes)?;
+        state.save_config_revision(expected, actor, "admin API", &overlay, &effective, &changes)?;
     Ok(PatchOutcome {
         revision,
         changed: true,

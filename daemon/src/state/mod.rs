@@ -68,6 +68,13 @@ pub enum StateError {
         path: PathBuf,
         source: rusqlite::Error,
     },
+    #[error(
+        "the config changed while this change was made (revision {found:?} is now the latest, this change was built on {expected:?}); nothing of it was stored"
+    )]
+    RevisionConflict {
+        expected: Option<i64>,
+        found: Option<i64>,
+    },
     #[error("the system's random source failed while generating the secret {what}")]
     Random { what: String },
     #[error("state database: cannot encode {what}: {source}")]
@@ -344,9 +351,13 @@ impl State {
         rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
     }
 
-    /// Stores a revision and its event in one transaction.
+    /// Stores a revision and its event in one transaction, if the latest revision is still
+    /// `expected` (the one the caller built this one on; `None`: there was none). Every writer
+    /// of the config (the config step on boot and reload, PATCH) goes through this
+    /// compare-and-set, so none can overwrite a revision it did not see.
     pub fn save_config_revision(
         &self,
+        expected: Option<i64>,
         actor: &str,
         source: &str,
         overlay: &serde_json::Value,
@@ -359,7 +370,15 @@ impl State {
         let overlay_text = encode("config overlay", overlay)?;
         let effective_text = encode("config", effective)?;
         let mut conn = self.conn();
-        let tx = conn.transaction().map_err(|e| self.err(e))?;
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(|e| self.err(e))?;
+        let found: Option<i64> = tx
+            .query_row("SELECT MAX(id) FROM config_revisions", [], |row| row.get(0))
+            .map_err(|e| self.err(e))?;
+        if found != expected {
+            return Err(StateError::RevisionConflict { expected, found });
+        }
         let at = now();
         tx.execute(
             "INSERT INTO config_revisions (at, actor, source, overlay, effective) VALUES (?1, ?2, ?3, ?4, ?5)",

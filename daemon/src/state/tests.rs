@@ -122,6 +122,7 @@ fn config_revisions_and_steps_round_trip() {
     let overlay = serde_json::json!({ "notebook": { "cpus": 2 } });
     let id = state
         .save_config_revision(
+            None,
             "uid 0",
             "admin API",
             &overlay,
@@ -135,6 +136,21 @@ fn config_revisions_and_steps_round_trip() {
         (id, &overlay, "uid 0")
     );
     assert_eq!(state.events(None, 1).unwrap()[0].action, "config.revision");
+    // Compare-and-set: a writer that built on an older revision (or on none) is refused, and
+    // nothing of it is stored.
+    for stale in [None, Some(id - 1)] {
+        match state.save_config_revision(stale, "uid 0", "files", &overlay, &overlay, &overlay) {
+            Err(crate::state::StateError::RevisionConflict { expected, found }) => {
+                assert_eq!((expected, found), (stale, Some(id)))
+            }
+            other => panic!("a stale writer was not refused: {other:?}"),
+        }
+    }
+    assert_eq!(state.latest_config_revision().unwrap().unwrap().id, id);
+    let next = state
+        .save_config_revision(Some(id), "uid 0", "files", &overlay, &overlay, &overlay)
+        .unwrap();
+    assert_eq!(next, id + 1);
 
     let mut step = StepRecord {
         name: "config".into(),

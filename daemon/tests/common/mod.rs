@@ -16,6 +16,9 @@ pub const CA: &str = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE---
 pub struct TestDaemon {
     pub dir: tempfile::TempDir,
     pub child: Option<Child>,
+    /// pangeod's stderr, drained by a thread as it comes (a full pipe would block its logging).
+    log: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+    drain: Option<std::thread::JoinHandle<()>>,
 }
 
 impl TestDaemon {
@@ -24,7 +27,12 @@ impl TestDaemon {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("ipa-password"), "secret\n").unwrap();
         std::fs::write(dir.path().join("ipa-ca.pem"), CA).unwrap();
-        let daemon = Self { dir, child: None };
+        let daemon = Self {
+            dir,
+            child: None,
+            log: Default::default(),
+            drain: None,
+        };
         daemon.write_main(&format!("{}{extra}", Self::main_text()));
         daemon
     }
@@ -152,7 +160,22 @@ mode = "off"
     /// Starts pangeod with a command of the test's own (a umask, another user) and waits until
     /// it answers.
     pub fn start_command(&mut self, mut command: Command) {
-        let child = command.spawn().unwrap();
+        let mut child = command.spawn().unwrap();
+        if let Some(mut stderr) = child.stderr.take() {
+            let log = self.log.clone();
+            self.drain = Some(std::thread::spawn(move || {
+                use std::io::Read;
+                let mut buf = [0u8; 8192];
+                while let Ok(n) = stderr.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    log.lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .extend_from_slice(&buf[..n]);
+                }
+            }));
+        }
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
@@ -188,13 +211,26 @@ mode = "off"
         panic!("pangeod did not exit within {within:?}");
     }
 
+    /// What pangeod wrote to stderr so far (all of it once it has exited).
     pub fn stderr(&mut self) -> String {
-        use std::io::Read;
-        let mut text = String::new();
-        if let Some(stderr) = self.child.as_mut().and_then(|c| c.stderr.as_mut()) {
-            let _ = stderr.read_to_string(&mut text);
+        let exited = self
+            .child
+            .as_mut()
+            .is_none_or(|c| c.try_wait().ok().flatten().is_some());
+        if exited && let Some(drain) = self.drain.take() {
+            let _ = drain.join();
         }
-        text
+        // A child spawned by the test itself (not through start_command) is read here.
+        if let Some(stderr) = self.child.as_mut().and_then(|c| c.stderr.as_mut()) {
+            use std::io::Read;
+            let mut rest = Vec::new();
+            let _ = stderr.read_to_end(&mut rest);
+            self.log
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .extend_from_slice(&rest);
+        }
+        String::from_utf8_lossy(&self.log.lock().unwrap_or_else(|p| p.into_inner())).into_owned()
     }
 
     pub fn request(
