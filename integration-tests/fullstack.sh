@@ -456,6 +456,11 @@ elif grep -q 'scheduler-connection-lost' "$DASK_OUT"; then
     # of this check is a FAIL.
     skip "4 the dask.array sum: KNOWN FAILURE on the stand-in images, the client lost its connection to the scheduler during compute (scheduler-connection-lost); the scheduler's and workers' logs follow"
     K -n pangeo logs -l gateway.dask.org/cluster --all-containers --tail=25 --prefix 2>&1 | sed 's/^/  /' | tail -n 60 || true
+    # The client's path to the scheduler: the notebook pod -> the gateway's Traefik (TCP, SNI) ->
+    # the scheduler. What the proxy logged, and the cluster's route objects' history.
+    echo "  the gateway's Traefik (deployment traefik-dask-gateway) logged:"
+    K -n pangeo logs deployment/traefik-dask-gateway --tail=30 2>&1 | sed 's/^/    /' || true
+    K -n pangeo get ingressroutetcps.traefik.io,ingressroutes.traefik.io -o custom-columns='KIND:.kind,NAME:.metadata.name,CREATED:.metadata.creationTimestamp,RV:.metadata.resourceVersion,GEN:.metadata.generation' 2>&1 | sed 's/^/    /' || true
 else
     fail "4 the dask.array sum on the 2 workers is 4000000 (exit $DASK_RC)"
     tail -n 30 "$DASK_OUT"
