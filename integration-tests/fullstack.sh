@@ -555,13 +555,29 @@ cap=$(K -n pangeo get pvc "claim-$MEMBER" -o jsonpath='{.status.capacity.storage
 skip "5 the volume itself grows (status.capacity $cap): local-path-provisioner has no resizer (no CSI, no ExpandVolume), so the stand-in cannot grow it; the LVM path is covered by the VM test"
 
 # --- 7. level-triggered reconcile (issue 16)
+# helm-controller uninstalls a deleted HelmChart's release (job helm-delete-jupyterhub, which
+# also deletes the hub's database claim); pangeod puts the chart back once that has finished,
+# and the hub comes back with a new database that pangeod's hub sync fills again.
+OLD_CHART=$(K -n pangeo get helmchart jupyterhub -o jsonpath='{.metadata.uid}')
+T7_ISO=$(date -u +%Y-%m-%dT%H:%M:%S)
 K -n pangeo delete helmchart jupyterhub --wait=false >/dev/null
 t0=$(date +%s.%N)
-if wait_for 60 "pangeod to put the HelmChart back" bash -c "'$KUBECTL' -n pangeo get helmchart jupyterhub >/dev/null 2>&1"; then
-    pass "7 kubectl delete helmchart jupyterhub: pangeod put it back without a reload ($(elapsed "$t0")s)"
+chart_back() {
+    local uid
+    uid=$(K -n pangeo get helmchart jupyterhub -o jsonpath='{.metadata.uid}' 2>/dev/null) || return 1
+    [ -n "$uid" ] && [ "$uid" != "$OLD_CHART" ]
+}
+if wait_for 300 "pangeod to put the HelmChart back" chart_back; then
+    pass "7 kubectl delete helmchart jupyterhub: pangeod put it back without a reload, after helm-controller's uninstall ($(elapsed "$t0")s)"
 else
-    echo "SKIPPED (not built: issue 16): kubectl delete helmchart jupyterhub: not put back within 60 s without a reload (pangeod reconciles on config changes and boot only)"
+    fail "7 kubectl delete helmchart jupyterhub: not put back within 300 s"
 fi
+hub_back() {
+    job_ok jupyterhub && deployments_ready \
+        && [ "$(st "bool(d['hub']['last_success_at'] and d['hub']['last_success_at'] > '$T7_ISO')")" = True ]
+}
+wait_for 300 "the hub to come back and pangeod's hub sync to reach it" hub_back || K -n pangeo get pods,jobs,pvc
+check "7 the release is installed again: the hub Ready on a new database claim, pangeod's hub sync reached it ($(elapsed "$t0")s after the delete)" hub_back
 
 # --- 8. kill -9 in the middle of an install, then a restart
 # The dask-gateway release is uninstalled while pangeod is down (kubectl delete helmchart: helm-
@@ -571,6 +587,7 @@ HELM="$NODE_BIN/helm"
 H() { "$HELM" --kubeconfig "$KUBECONFIG" -n pangeo "$@"; }
 values_sum() { K -n pangeo get helmchart "$1" -o jsonpath='{.spec.valuesContent}' 2>/dev/null | sha256sum | cut -c1-16; }
 VALUES_BEFORE="$(values_sum jupyterhub) $(values_sum dask-gateway)"
+K -n pangeo get helmchart jupyterhub -o jsonpath='{.spec.valuesContent}' >"$WD/jupyterhub-values.before" 2>/dev/null || true
 REVISION_BEFORE=$(st 'd["config_revision"]')
 USERS_BEFORE=$(st 'd["directory"]["active_users"]')
 # event_ids [BEFORE]: the ids of the newest 500 events (older than BEFORE)
@@ -600,8 +617,14 @@ else
 fi
 job_done_new() { new_install_job && job_ok dask-gateway; }
 wait_for 300 "the install to complete after the restart" job_done_new || true
-wait_for 300 "the gateway's pods Ready" deployments_ready || K -n pangeo get pods
-installed_again() { job_done_new && deployments_ready; }
+wait_for 300 "the gateway's pods Ready" gateway_ready || K -n pangeo get pods
+gateway_ready() {
+    local d
+    for d in api-dask-gateway controller-dask-gateway traefik-dask-gateway; do
+        [ "$(K -n pangeo get deployment "$d" -o jsonpath='{.status.readyReplicas}' 2>/dev/null)" = 1 ] || return 1
+    done
+}
+installed_again() { job_done_new && gateway_ready; }
 check "8 after the restart the install completed: helm-install-dask-gateway succeeded, the gateway's pods are Ready" installed_again
 one_release() {
     local list
@@ -621,6 +644,8 @@ nothing_lost() {
 wait_for 60 "the restarted pangeod's components step" components_done || true
 wait_for 60 "the restarted pangeod's status to settle" nothing_lost >/dev/null || true
 check "8 nothing lost: the same HelmChart values (no secret regenerated), config revision, active users, and every event kept" nothing_lost
+nothing_lost >/dev/null \
+    || { K -n pangeo get helmchart jupyterhub -o jsonpath='{.spec.valuesContent}' 2>/dev/null | diff -u "$WD/jupyterhub-values.before" - | head -n 30 | sed 's/^/  /'; }
 
 echo "== benchmarks (warm cache; this machine: $(nproc) CPUs, $(awk '/MemTotal/{printf "%.0f GiB", $2/1048576}' /proc/meminfo))"
 printf 'BENCH %s\n' "${BENCH[@]}"

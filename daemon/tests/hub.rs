@@ -443,3 +443,132 @@ fn after_a_hub_restart_the_admins_are_still_right() {
         s.hub_user("bob").is_some_and(|u| u["admin"] == false)
     });
 }
+
+/// Directory entries a test adds (with their membership of the users group), deleted again
+/// even when an assertion fails.
+struct AddedUsers<'a> {
+    setup: &'a Setup,
+    uids: Vec<&'static str>,
+}
+
+impl AddedUsers<'_> {
+    fn add(&mut self, uid: &'static str) {
+        let dn = self.setup.user_dn(uid);
+        common::ldap_modify(
+            &self.setup.ldap,
+            &format!(
+                "dn: {dn}\nchangetype: add\nobjectClass: top\nobjectClass: person\nobjectClass: organizationalperson\nobjectClass: inetorgperson\nobjectClass: inetuser\nuid: {uid}\ncn: {uid}\nsn: {uid}\nuserPassword: pw-{uid}\n"
+            ),
+        );
+        self.uids.push(uid);
+        self.setup.membership("demo_notebook_users", uid, true);
+    }
+}
+
+impl Drop for AddedUsers<'_> {
+    fn drop(&mut self) {
+        for uid in self.uids.drain(..) {
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                self.setup.membership("demo_notebook_users", uid, false);
+                common::ldap_modify(
+                    &self.setup.ldap,
+                    &format!("dn: {}\nchangetype: delete\n", self.setup.user_dn(uid)),
+                );
+            }));
+        }
+    }
+}
+
+/// Issue 19, item 1: the sync and the login form follow one rule for user names (FreeIPA's).
+/// Members named `Mixed.Case` (typed either way: one hub user), `9lives`, `_svc` and `a.b-c`
+/// get a hub user and log in through the real form; a uid that no hub can hold (`sl/ash`) is
+/// skipped by the sync, named in status and the event log, refused at login, and holds back
+/// no one: a new member beside it still gets a hub user.
+#[test]
+fn one_username_rule_for_sync_and_login() {
+    let Some(s) = setup() else { return };
+    s.first_enforcement();
+    let mut added = AddedUsers {
+        setup: &s,
+        uids: vec![],
+    };
+    for uid in [
+        "Mixed.Case",
+        "9lives",
+        "_svc",
+        "a.b-c",
+        "sl/ash",
+        "newbie19",
+    ] {
+        added.add(uid);
+    }
+    s.sync();
+    let admitted = ["mixed.case", "9lives", "_svc", "a.b-c", "newbie19"];
+    s.eventually(
+        "the admitted members are hub users",
+        Duration::from_secs(60),
+        || admitted.iter().all(|n| s.hub_user(n).is_some()),
+    );
+    let (code, listed) = s.hub_api("GET", "/users?limit=200", &s.admin_token(), None);
+    assert_eq!(code, 200, "{listed}");
+    let names: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|u| u["name"].as_str())
+        .collect();
+    assert!(!names.iter().any(|n| n.contains('/')), "{names:?}");
+
+    let status = s.daemon.get_json("/v1/status");
+    let skipped = status["directory"]["skipped"].as_array().unwrap();
+    assert_eq!(skipped.len(), 1, "{skipped:?}");
+    assert_eq!(skipped[0]["uid"], "sl/ash");
+    assert!(
+        skipped[0]["reason"].as_str().unwrap().contains("'/'"),
+        "{skipped:?}"
+    );
+    assert!(
+        status["degraded_reasons"].to_string().contains("sl/ash"),
+        "{status:#}"
+    );
+    let events = s.daemon.get_json("/v1/events?limit=200");
+    assert!(
+        events["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["action"] == "user.skipped" && e["details"]["uid"] == "sl/ash"),
+        "{events:#}"
+    );
+
+    let jar = s.daemon.dir.path().join("jar");
+    for (typed, password) in [
+        ("Mixed.Case", "pw-Mixed.Case"),
+        ("mixed.case", "pw-Mixed.Case"),
+        ("9lives", "pw-9lives"),
+        ("_svc", "pw-_svc"),
+        ("a.b-c", "pw-a.b-c"),
+        ("newbie19", "pw-newbie19"),
+    ] {
+        assert!(
+            s.hub.login(typed, password, &jar).is_some(),
+            "{typed} could not log in"
+        );
+    }
+    assert!(
+        s.hub.login("sl/ash", "pw-sl/ash", &jar).is_none(),
+        "sl/ash logged in"
+    );
+    let (_, listed) = s.hub_api("GET", "/users?limit=200", &s.admin_token(), None);
+    let mixed = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|u| {
+            u["name"]
+                .as_str()
+                .is_some_and(|n| n.eq_ignore_ascii_case("mixed.case"))
+        })
+        .count();
+    assert_eq!(mixed, 1, "Mixed.Case typed both ways is one hub user");
+}

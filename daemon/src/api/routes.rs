@@ -151,6 +151,40 @@ fn degraded_reasons(
     if let Some(error) = hub.last_error.as_ref().filter(|_| !hub.waiting_for_install) {
         reasons.push(format!("the hub sync is failing: {error}"));
     }
+    let listed = |names: Vec<String>| {
+        let more = names.len().saturating_sub(5);
+        let mut text = names.into_iter().take(5).collect::<Vec<_>>().join("; ");
+        if more > 0 {
+            text.push_str(&format!("; and {more} more"));
+        }
+        text
+    };
+    if !directory.skipped.is_empty() {
+        reasons.push(format!(
+            "{} member(s) of the users group cannot log in, as no hub can hold their user name (rename them in FreeIPA): {}",
+            directory.skipped.len(),
+            listed(
+                directory
+                    .skipped
+                    .iter()
+                    .map(|s| format!("{:?}: {}", s.uid, s.reason))
+                    .collect()
+            )
+        ));
+    }
+    if let Some(report) = hub.last_report.as_ref().filter(|r| !r.refused.is_empty()) {
+        reasons.push(format!(
+            "the hub refused to create {} member(s); the others were created: {}",
+            report.refused.len(),
+            listed(
+                report
+                    .refused
+                    .iter()
+                    .map(|(name, why)| format!("{name:?}: {why}"))
+                    .collect()
+            )
+        ));
+    }
     reasons
 }
 

@@ -21,6 +21,8 @@ pub const RESYNC: Duration = Duration::from_secs(300);
 /// Events closer together than this are one reconcile.
 const DEBOUNCE: Duration = Duration::from_millis(500);
 const APPLY_DEADLINE: Duration = Duration::from_secs(60);
+/// How long a deleted HelmChart waits for helm-controller's uninstall before it is put back.
+const UNINSTALL_WAIT: Duration = Duration::from_secs(600);
 
 /// Why the loop applies again.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,8 +74,55 @@ pub(super) async fn run(kube: Kube, namespace: String, tracker: Tracker) {
         };
         // Let a burst (a delete and its re-creation, several charts) settle into one apply.
         tokio::time::sleep(DEBOUNCE).await;
+        if let Drift::Deleted(name) = &drift {
+            wait_for_uninstall(&kube, &namespace, name).await;
+        }
         apply_again(&kube, &tracker, &drift).await;
     }
+}
+
+/// A deleted HelmChart makes helm-controller uninstall its release (job `helm-delete-<name>`,
+/// `helm uninstall --wait`, which also deletes the release's volume claims, the hub's database
+/// among them). Applying the chart again while that runs races it: the install re-creates what
+/// the uninstall waits to see gone, the uninstall never ends, and the hub's pod waits forever
+/// for a claim that is being deleted (seen on the test cluster). So the chart is put back once
+/// the uninstall has finished (or after [`UNINSTALL_WAIT`], or when the job cannot be read).
+async fn wait_for_uninstall(kube: &Kube, namespace: &str, chart: &str) {
+    use k8s_openapi::api::batch::v1::Job;
+    let jobs: kube::Api<Job> = kube::Api::namespaced(kube.client().clone(), namespace);
+    let job_name = format!("helm-delete-{chart}");
+    let started = tokio::time::Instant::now();
+    let mut told = false;
+    while started.elapsed() < UNINSTALL_WAIT {
+        let running = match jobs.get_opt(&job_name).await {
+            // A job without a status yet has not run yet: it is running as far as this goes.
+            Ok(Some(job)) => job.status.is_none_or(|s| {
+                s.completion_time.is_none()
+                    && !s
+                        .conditions
+                        .unwrap_or_default()
+                        .iter()
+                        .any(|c| c.type_ == "Failed" && c.status == "True")
+            }),
+            Ok(None) => false,
+            Err(error) => {
+                tracing::debug!(%error, job = %job_name, "cannot read the uninstall job; putting the chart back now");
+                false
+            }
+        };
+        if !running {
+            if told {
+                tracing::info!(chart, waited_s = started.elapsed().as_secs(), "helm-controller's uninstall finished; putting the chart back");
+            }
+            return;
+        }
+        if !told {
+            tracing::warn!(chart, job = %job_name, "HelmChart deleted outside pangeod: waiting for helm-controller's uninstall to finish before putting it back (the release's volume claims, the hub's database among them, are deleted by it; home volumes are not part of the release)");
+            told = true;
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    tracing::warn!(chart, job = %job_name, "the uninstall did not finish in time; putting the chart back anyway");
 }
 
 async fn apply_again(kube: &Kube, tracker: &Tracker, drift: &Drift) {

@@ -136,6 +136,10 @@ pub fn hub_config_with_ca(config: &Config, ca_path: &str) -> Value {
             // Then the user searches for themself: exactly one entry must match.
             "user_search_base": users,
             "user_attribute": "uid",
+            // The sync's rule for user names (FreeIPA's), not ldapauthenticator's lowercase-only
+            // default: a member the sync admits logs in typing their name in any case (the hub
+            // then lowercases it, as the sync does), and a name the sync skips is refused.
+            "valid_username_regex": crate::directory::USERNAME_PATTERN,
             "search_filter": login_filter(config),
             // ldap3's Tls(): verify the server against the FreeIPA CA (ssl.CERT_REQUIRED).
             "tls_kwargs": { "ca_certs_file": ca_path, "validate": 2 },

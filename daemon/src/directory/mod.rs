@@ -59,12 +59,56 @@ impl From<StateError> for DirectoryError {
     }
 }
 
-/// Turns what the directory says into the appliance's members and their admin rights.
+/// FreeIPA's rule for user names (its default `ipausersearchfields` check): letters, digits,
+/// `.`, `_` and `-`, a trailing `$`, any case, up to 255 characters. The hub's login form checks
+/// the same pattern (`valid_username_regex`, components/values.rs), so a member the sync
+/// admits can log in, and a name it refuses is refused at login too.
+pub const USERNAME_PATTERN: &str = r"^[a-zA-Z0-9_.][a-zA-Z0-9_.-]{0,252}[a-zA-Z0-9_.$-]?$";
+
+/// Whether a hub can hold this uid as a user name; why not, if not.
+pub fn admissible_uid(uid: &str) -> Result<(), String> {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+    let body = uid.strip_suffix('$').unwrap_or(uid);
+    let Some(first) = body.chars().next() else {
+        return Err("it is empty".into());
+    };
+    if uid.len() > 254 {
+        return Err(format!(
+            "it is {} characters long, more than 254",
+            uid.len()
+        ));
+    }
+    if first == '-' {
+        return Err("it starts with '-'".into());
+    }
+    match body.chars().find(|c| !allowed(*c)) {
+        Some(c) => Err(format!(
+            "it holds {}, and a user name may hold only letters, digits, '.', '_', '-' and a trailing '$'",
+            match c {
+                ' ' => "a space".to_string(),
+                c if c.is_control() => format!("the control character U+{:04X}", c as u32),
+                c => format!("'{}'", c.escape_debug()),
+            }
+        )),
+        None => Ok(()),
+    }
+}
+
+/// A directory entry the sync does not admit, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct SkippedEntry {
+    pub uid: String,
+    pub reason: String,
+}
+
+/// Turns what the directory says into the appliance's members and their admin rights, and the
+/// entries no hub could hold a user for (skipped, with the reason).
 pub fn members_from(
     snapshot: &Snapshot,
     config: &Config,
     api_admins: &std::collections::BTreeSet<String>,
-) -> Vec<Member> {
+) -> (Vec<Member>, Vec<SkippedEntry>) {
+    let mut skipped = Vec::new();
     let configured: std::collections::BTreeSet<String> = config
         .hub
         .admin_users
@@ -74,6 +118,16 @@ pub fn members_from(
     let mut members: Vec<Member> = snapshot
         .users
         .iter()
+        .filter(|user| match admissible_uid(&user.uid) {
+            Ok(()) => true,
+            Err(reason) => {
+                skipped.push(SkippedEntry {
+                    uid: user.uid.clone(),
+                    reason,
+                });
+                false
+            }
+        })
         .map(|user| {
             let name = user.uid.to_lowercase();
             let mut sources = Vec::new();
@@ -100,7 +154,8 @@ pub fn members_from(
         .collect();
     members.sort_by(|a, b| a.name.cmp(&b.name));
     members.dedup_by(|a, b| a.name == b.name);
-    members
+    skipped.sort_by(|a, b| a.uid.cmp(&b.uid));
+    (members, skipped)
 }
 
 /// A result held because it would drop more than half the active users.
@@ -123,6 +178,9 @@ pub struct SyncStatus {
     pub last_error: Option<String>,
     pub pending: Option<PendingSync>,
     pub active_users: i64,
+    /// Directory entries in the users group that the last read did not admit (a name no hub
+    /// could hold), with the reason. They cannot log in either.
+    pub skipped: Vec<SkippedEntry>,
 }
 
 /// The outcome of one run.
@@ -294,7 +352,8 @@ impl DirectorySync {
             tracing::info!(group = %tree.admins_group, "the admins group does not exist; admins come from the config and the API only");
         }
         let api_admins = self.state.api_admins()?;
-        let members = members_from(&snapshot, config, &api_admins);
+        let (members, skipped) = members_from(&snapshot, config, &api_admins);
+        self.note_skipped(skipped);
         let active_after = members.iter().filter(|m| !m.disabled).count() as i64;
         let (changes, active_before) = self.state.diff_members(&members)?;
         if active_before > 0 && active_after * 2 < active_before {
@@ -385,6 +444,31 @@ impl DirectorySync {
             },
             changes,
         })
+    }
+
+    /// Publishes the entries the read did not admit; each newly skipped one is logged and
+    /// recorded once (not at every run).
+    fn note_skipped(&self, skipped: Vec<SkippedEntry>) {
+        let before = self.status.borrow().skipped.clone();
+        let new: Vec<&SkippedEntry> = skipped.iter().filter(|s| !before.contains(s)).collect();
+        if !new.is_empty() {
+            let events: Vec<(&str, serde_json::Value)> = new
+                .iter()
+                .map(|entry| {
+                    tracing::warn!(uid = %entry.uid.escape_debug(), reason = %entry.reason, "a directory member is not admitted: no hub can hold this user name; rename the user in FreeIPA");
+                    (
+                        "user.skipped",
+                        serde_json::json!({ "uid": entry.uid, "reason": entry.reason }),
+                    )
+                })
+                .collect();
+            if let Err(error) = self.state.record_events("directory-sync", &events) {
+                tracing::error!(%error, "cannot record the skipped directory entries");
+            }
+        }
+        if before != skipped {
+            self.status.send_modify(|s| s.skipped = skipped);
+        }
     }
 
     fn finish_run(
@@ -485,5 +569,39 @@ pub async fn watch_directory(config: Arc<Config>, changes: Arc<tokio::sync::Noti
         }
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(300));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::admissible_uid;
+
+    #[test]
+    fn user_names_follow_freeipas_rule() {
+        for good in [
+            "alice",
+            "Mixed.Case",
+            "9lives",
+            "_svc",
+            "a.b-c",
+            "host$",
+            "x",
+        ] {
+            assert_eq!(admissible_uid(good), Ok(()), "{good}");
+        }
+        for (bad, why) in [
+            ("sl/ash", "'/'"),
+            ("admin ", "a space"),
+            ("", "empty"),
+            ("-lead", "starts with '-'"),
+            ("tab\tx", "U+0009"),
+            ("ümlaut", "'ü'"),
+            ("mid$dle", "'$'"),
+        ] {
+            let reason = admissible_uid(bad).expect_err(bad);
+            assert!(reason.contains(why), "{bad}: {reason}");
+        }
+        assert!(admissible_uid(&"a".repeat(255)).is_err());
+        assert_eq!(admissible_uid(&"a".repeat(254)), Ok(()));
     }
 }

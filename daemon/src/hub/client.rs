@@ -373,8 +373,14 @@ impl HubClient {
     }
 
     /// Creates users in bulk (`POST /users`), with the given admin flag. Names that exist are
-    /// skipped by the hub.
-    pub async fn create_users(&self, names: &[String], admin: bool) -> Result<(), HubError> {
+    /// skipped by the hub. Returns the names the hub refused, with its reason: a batch the hub
+    /// refuses is tried again name by name.
+    pub async fn create_users(
+        &self,
+        names: &[String],
+        admin: bool,
+    ) -> Result<Vec<(String, String)>, HubError> {
+        let mut refused = Vec::new();
         for chunk in names.chunks(CREATE_BATCH) {
             let what = format!("create {} hub users", chunk.len());
             match self
@@ -389,10 +395,46 @@ impl HubClient {
                 Ok(_) => {}
                 // All of them exist already: what was wanted.
                 Err(HubError::Status { status: 409, .. }) => {}
+                // The hub refuses the whole request for one name it cannot hold: one by one,
+                // so that the others are not held back.
+                Err(HubError::Status { status: 400, .. }) if chunk.len() > 1 => {
+                    for name in chunk {
+                        if let Some(reason) = self.create_user(name, admin).await? {
+                            refused.push((name.clone(), reason));
+                        }
+                    }
+                }
+                Err(HubError::Status {
+                    status: 400,
+                    message,
+                    ..
+                }) => refused.extend(chunk.iter().map(|n| (n.clone(), message.clone()))),
                 Err(error) => return Err(error),
             }
         }
-        Ok(())
+        Ok(refused)
+    }
+
+    /// Creates one hub user; the hub's reason if it refuses the name.
+    async fn create_user(&self, name: &str, admin: bool) -> Result<Option<String>, HubError> {
+        let what = format!("create hub user {name}");
+        match self
+            .call(
+                Method::POST,
+                &format!("/users/{}", enc(name)),
+                Some(json!({ "admin": admin })),
+                &what,
+            )
+            .await
+        {
+            Ok(_) | Err(HubError::Status { status: 409, .. }) => Ok(None),
+            Err(HubError::Status {
+                status: 400,
+                message,
+                ..
+            }) => Ok(Some(message)),
+            Err(error) => Err(error),
+        }
     }
 
     /// Sets a user's admin flag.

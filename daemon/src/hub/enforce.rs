@@ -80,6 +80,8 @@ pub struct EnforceReport {
     pub failed: usize,
     /// Changes a run cut short had made, recorded by this one from their intents.
     pub settled: usize,
+    /// Members the hub refused to create (name, the hub's reason); the others were created.
+    pub refused: Vec<(String, String)>,
     /// HTTP requests to the hub, the listing and retries included.
     pub requests: usize,
     pub duration_ms: u64,
@@ -161,9 +163,25 @@ pub async fn run(
             continue;
         }
         match retried(|| client.create_users(names, admin)).await {
-            Ok(_) => {
-                report.created += names.len();
-                complete(state, changes).await;
+            Ok(refused) => {
+                let refused_names: std::collections::BTreeSet<&str> =
+                    refused.iter().map(|(n, _)| n.as_str()).collect();
+                let (made, not_made): (Vec<Change>, Vec<Change>) = changes
+                    .into_iter()
+                    .partition(|(name, _, _)| !refused_names.contains(name.as_str()));
+                report.created += made.len();
+                complete(state, made).await;
+                if !not_made.is_empty() {
+                    let dropped = not_made
+                        .iter()
+                        .map(|(n, a, _)| (n.clone(), a.to_string()))
+                        .collect::<Vec<_>>();
+                    if let Err(error) = on_state(state, move |s| s.drop_intents(&dropped)).await {
+                        tracing::error!(%error, "cannot drop the intents of refused users");
+                    }
+                    note_refused(state, &refused).await;
+                    report.refused.extend(refused);
+                }
             }
             Err(error) => {
                 tracing::warn!(%error, users = names.len(), "creating hub users failed");
@@ -304,6 +322,47 @@ async fn complete(state: &Arc<State>, changes: Vec<Change>) {
     let count = changes.len();
     if let Err(error) = on_state(state, move |s| s.complete_intents(ACTOR, &changes)).await {
         tracing::error!(%error, changes = count, "cannot record hub changes just made; the next run records them from their intents");
+    }
+}
+
+/// Logs and records the names the hub refused, each once per process (a refused name is
+/// refused again at every run, which would flood the log and the event log).
+async fn note_refused(state: &Arc<State>, refused: &[(String, String)]) {
+    static NOTED: std::sync::Mutex<std::collections::BTreeSet<String>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    let new: Vec<(String, String)> = {
+        let mut noted = NOTED.lock().unwrap_or_else(|p| p.into_inner());
+        refused
+            .iter()
+            .filter(|(name, _)| noted.insert(name.clone()))
+            .cloned()
+            .collect()
+    };
+    if new.is_empty() {
+        return;
+    }
+    for (name, reason) in &new {
+        tracing::warn!(user = %name.escape_debug(), %reason, "the hub refused to create this member; the others were created");
+    }
+    let events: Vec<(String, serde_json::Value)> = new
+        .into_iter()
+        .map(|(name, reason)| {
+            (
+                "hub.user-refused".to_string(),
+                serde_json::json!({ "user": name, "reason": reason }),
+            )
+        })
+        .collect();
+    if let Err(error) = on_state(state, move |s| {
+        let events: Vec<(&str, serde_json::Value)> = events
+            .iter()
+            .map(|(a, d)| (a.as_str(), d.clone()))
+            .collect();
+        s.record_events(ACTOR, &events)
+    })
+    .await
+    {
+        tracing::error!(%error, "cannot record the refused users");
     }
 }
 
