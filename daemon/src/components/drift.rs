@@ -112,7 +112,11 @@ async fn wait_for_uninstall(kube: &Kube, namespace: &str, chart: &str) {
         };
         if !running {
             if told {
-                tracing::info!(chart, waited_s = started.elapsed().as_secs(), "helm-controller's uninstall finished; putting the chart back");
+                tracing::info!(
+                    chart,
+                    waited_s = started.elapsed().as_secs(),
+                    "helm-controller's uninstall finished; putting the chart back"
+                );
             }
             return;
         }
