@@ -779,3 +779,49 @@ fn patches_and_reloads_racing_lose_no_acknowledged_change() {
         "the last acknowledged PATCH is in force at the end"
     );
 }
+
+/// Issue 19, item 5: what the OpenAPI document declares nullable is accepted, with one meaning:
+/// `null` reverts to the files' value, for a key and for a whole section; an unknown key is
+/// refused whatever its value, naming it and the keys there are.
+#[test]
+fn null_reverts_a_key_or_a_section_and_unknown_keys_are_refused_whatever_their_value() {
+    let mut daemon = TestDaemon::new("");
+    daemon.start();
+    let response = patch(
+        &daemon,
+        r#"{"dask": {"max_worker_cores": 2, "max_worker_memory_gb": 3}, "notebook": {"cpus": 3}}"#,
+    );
+    assert_eq!(response.status, 200, "{response:?}");
+    let body: serde_json::Value = response.json().unwrap();
+    assert_eq!(body["overlay"]["dask"]["max_worker_cores"], 2);
+
+    let response = patch(&daemon, r#"{"dask": null}"#);
+    assert_eq!(response.status, 200, "{response:?}");
+    let body: serde_json::Value = response.json().unwrap();
+    assert!(body["overlay"].get("dask").is_none(), "{body}");
+    assert_eq!(
+        body["overlay"]["notebook"]["cpus"], 3,
+        "other sections stay"
+    );
+    assert_eq!(body["changed"], true);
+
+    let response = patch(&daemon, r#"{"notebook": {"cpus": null}}"#);
+    assert_eq!(response.status, 200, "{response:?}");
+    let body: serde_json::Value = response.json().unwrap();
+    assert!(body["overlay"].get("notebook").is_none(), "{body}");
+
+    for (body, key) in [
+        (r#"{"dask": {"foo": null}}"#, "dask.foo"),
+        (r#"{"dask": {"foo": 1}}"#, "dask.foo"),
+        (r#"{"foo": null}"#, "foo"),
+        (r#"{"foo": {"bar": null}}"#, "foo.bar"),
+    ] {
+        let response = patch(&daemon, body);
+        assert_eq!(response.status, 422, "{body}: {response:?}");
+        let problem = common::problem(&response);
+        let detail = problem["detail"].as_str().unwrap();
+        assert!(detail.contains(key), "{body}: {detail}");
+        assert!(!detail.contains("invalid type: null"), "{body}: {detail}");
+    }
+    daemon.stop();
+}

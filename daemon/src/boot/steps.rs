@@ -606,6 +606,47 @@ fn patch_config(
     };
     let latest = state.latest_config_revision()?;
     let expected = latest.as_ref().map(|l| l.id);
+    // `null` for a whole section reverts each of its keys set through the API to the files'
+    // value, as `null` for one key does (what the OpenAPI document declares).
+    let sections: serde_json::Map<String, serde_json::Value> = sections
+        .iter()
+        .map(|(section, entries)| {
+            if !entries.is_null() {
+                return Ok((section.clone(), entries.clone()));
+            }
+            if !UPDATABLE_KEYS
+                .iter()
+                .chain(crate::config::WRITE_ONLY_KEYS)
+                .any(|k| k.split_once('.').is_some_and(|(s, _)| s == section))
+            {
+                return Err(shape(
+                    section,
+                    format!(
+                        "\"{}\" is not a section the API may change; the sections are notebook, dask, freeipa and hub",
+                        section.escape_debug()
+                    ),
+                ));
+            }
+            let set: serde_json::Map<String, serde_json::Value> = latest
+                .as_ref()
+                .and_then(|l| l.overlay.get(section))
+                .and_then(serde_json::Value::as_object)
+                .map(|keys| {
+                    keys.keys()
+                        .map(|key| {
+                            let key = match key.as_str() {
+                                "password_file" => PASSWORD_KEY.to_string(),
+                                "ca_file" => CA_PEM_KEY.to_string(),
+                                other => other.to_string(),
+                            };
+                            (key, serde_json::Value::Null)
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            Ok((section.clone(), serde_json::Value::Object(set)))
+        })
+        .collect::<Result<_, PatchError>>()?;
     let mut overlay = match latest.as_ref().map(|l| &l.overlay) {
         Some(serde_json::Value::Object(map)) => map.clone(),
         _ => serde_json::Map::new(),
@@ -614,7 +655,7 @@ fn patch_config(
     let state_dir = state.dir();
     let mut password_given = false;
     let mut destination_touched = false;
-    for (section, entries) in sections {
+    for (section, entries) in &sections {
         if let Some((outer, inner)) = section.split_once('.') {
             return Err(shape(
                 section,
@@ -685,6 +726,31 @@ fn patch_config(
             let known = crate::config::is_known_key(&full);
             if known && !UPDATABLE_KEYS.contains(&full.as_str()) {
                 return Err(PatchError::FileOnly { key: full });
+            }
+            // An unknown key is refused whatever its value (a `null` would otherwise pass, as
+            // removing nothing).
+            if !known {
+                let keys: Vec<&str> = UPDATABLE_KEYS
+                    .iter()
+                    .chain(crate::config::WRITE_ONLY_KEYS)
+                    .filter(|k| k.split_once('.').is_some_and(|(s, _)| s == section))
+                    .copied()
+                    .collect();
+                return Err(shape(
+                    &full,
+                    if keys.is_empty() {
+                        format!(
+                            "{} is not a setting; the sections the API may change are notebook, dask, freeipa and hub",
+                            full.escape_debug()
+                        )
+                    } else {
+                        format!(
+                            "{} is not a setting; the API may change {}",
+                            full.escape_debug(),
+                            keys.join(", ")
+                        )
+                    },
+                ));
             }
             let target = overlay
                 .entry(section.clone())
