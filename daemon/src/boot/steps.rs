@@ -727,9 +727,10 @@ fn patch_config(
             if known && !UPDATABLE_KEYS.contains(&full.as_str()) {
                 return Err(PatchError::FileOnly { key: full });
             }
-            // An unknown key is refused whatever its value (a `null` would otherwise pass, as
-            // removing nothing).
-            if !known {
+            // An unknown key is refused whatever its value: with a value, the config's own
+            // check below names it (with a spelling suggestion); a `null` would pass there, as
+            // removing nothing, so it is refused here.
+            if !known && value.is_null() {
                 let keys: Vec<&str> = UPDATABLE_KEYS
                     .iter()
                     .chain(crate::config::WRITE_ONLY_KEYS)
@@ -740,12 +741,12 @@ fn patch_config(
                     &full,
                     if keys.is_empty() {
                         format!(
-                            "{} is not a setting; the sections the API may change are notebook, dask, freeipa and hub",
+                            "{}: unknown key; remove it or correct the spelling (the sections the API may change are notebook, dask, freeipa and hub)",
                             full.escape_debug()
                         )
                     } else {
                         format!(
-                            "{} is not a setting; the API may change {}",
+                            "{}: unknown key; remove it or correct the spelling (the API may change {})",
                             full.escape_debug(),
                             keys.join(", ")
                         )
