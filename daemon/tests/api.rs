@@ -825,3 +825,35 @@ fn null_reverts_a_key_or_a_section_and_unknown_keys_are_refused_whatever_their_v
     }
     daemon.stop();
 }
+
+/// Issue 19, item 3: a failed `pangeoctl sync` prints the error and nothing that looks like a
+/// result, and exits 1; status names the failing sync as a degraded reason.
+#[test]
+fn a_failed_sync_prints_its_error_and_no_result() {
+    let mut daemon = TestDaemon::new("");
+    daemon.start();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_pangeoctl"))
+        .arg("--socket")
+        .arg(daemon.socket())
+        .arg("sync")
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "{out}");
+    assert!(out.starts_with("sync failed after "), "{out}");
+    assert!(out.contains("nothing changed: freeipa.ca_file"), "{out}");
+    assert!(!out.contains("members"), "{out}");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_pangeoctl"))
+        .arg("--socket")
+        .arg(daemon.socket())
+        .arg("status")
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("DEGRADED: the directory sync is failing: freeipa.ca_file")),
+        "{out}"
+    );
+    daemon.stop();
+}

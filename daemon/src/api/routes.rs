@@ -148,6 +148,16 @@ fn degraded_reasons(
     if let Some(error) = &directory.last_error {
         reasons.push(format!("the directory sync is failing: {error}"));
     }
+    if let Some(pending) = &directory.pending {
+        reasons.push(format!(
+            "a directory sync result is held since {}: it would take the active users from {} to {} ({} removed, {} disabled); nothing of it is applied until `pangeoctl sync --confirm` (POST /v1/sync/confirm), if the removals are meant",
+            pending.found_at,
+            pending.active_before,
+            pending.active_after,
+            pending.would_remove,
+            pending.would_disable
+        ));
+    }
     if let Some(error) = hub.last_error.as_ref().filter(|_| !hub.waiting_for_install) {
         reasons.push(format!("the hub sync is failing: {error}"));
     }

@@ -528,6 +528,21 @@ fn render(command: &Command, json: &Value) -> String {
                 ));
             }
         }
+        Command::Sync { .. } if json["run"]["outcome"] == "failed" => {
+            // Nothing was read or changed: the error, and nothing that looks like a result.
+            out.push_str(&format!(
+                "sync failed after {} ms, nothing changed: {}\n",
+                json["run"]["duration_ms"],
+                json["run"]["error"]
+                    .as_str()
+                    .unwrap_or("(no reason recorded)")
+            ));
+        }
+        Command::Sync { .. } if json["run"]["outcome"] == "held" => {
+            out.push_str(
+                "sync held: the result would drop more than half the active users, so nothing was changed; see pangeoctl status, and `pangeoctl sync --confirm` applies it if the removals are meant\n",
+            );
+        }
         Command::Sync { .. } => {
             let run = &json["run"];
             out.push_str(&format!(
