@@ -39,11 +39,24 @@ pub fn drift_of(tracker: &Tracker, event: &watcher::Event<HelmChart>) -> Option<
             let name = chart.metadata.name.clone().unwrap_or_default();
             tracker.owns(&name).then_some(Drift::Deleted(name))
         }
+        // A chart being deleted is left alone until it is gone (its Delete event comes then):
+        // an apply to it now would make helm-controller install while it uninstalls.
+        watcher::Event::Apply(chart) | watcher::Event::InitApply(chart)
+            if chart.metadata.deletion_timestamp.is_some() =>
+        {
+            None
+        }
         watcher::Event::Apply(chart) | watcher::Event::InitApply(chart) => {
             let name = chart.metadata.name.clone().unwrap_or_default();
             let generation = chart.metadata.generation.unwrap_or(0);
             match tracker.applied_generation(&name) {
-                Some(applied) if applied != generation => Some(Drift::Changed { name, generation }),
+                // pangeod's own apply (a reload's) is seen before its generation is recorded:
+                // the same spec as the desired one is not drift.
+                Some(applied)
+                    if applied != generation && !tracker.is_desired_spec(&name, chart) =>
+                {
+                    Some(Drift::Changed { name, generation })
+                }
                 _ => None,
             }
         }
@@ -74,10 +87,46 @@ pub(super) async fn run(kube: Kube, namespace: String, tracker: Tracker) {
         };
         // Let a burst (a delete and its re-creation, several charts) settle into one apply.
         tokio::time::sleep(DEBOUNCE).await;
-        if let Drift::Deleted(name) = &drift {
-            wait_for_uninstall(&kube, &namespace, name).await;
-        }
+        wait_for_deletions(&kube, &namespace).await;
         apply_again(&kube, &tracker, &drift).await;
+    }
+}
+
+/// Waits until no HelmChart in `namespace` is being deleted and no uninstall job runs, so that
+/// nothing is applied into the middle of an uninstall (see [`wait_for_uninstall`]). Called
+/// before every apply of the components, by this loop and by the components step.
+pub async fn wait_for_deletions(kube: &Kube, namespace: &str) {
+    let api: kube::Api<HelmChart> = kube::Api::namespaced(kube.client().clone(), namespace);
+    let started = tokio::time::Instant::now();
+    let mut told = false;
+    while started.elapsed() < UNINSTALL_WAIT {
+        let terminating: Vec<String> = match api.list(&Default::default()).await {
+            Ok(list) => list
+                .items
+                .into_iter()
+                .filter(|c| c.metadata.deletion_timestamp.is_some())
+                .filter_map(|c| c.metadata.name)
+                .collect(),
+            Err(error) => {
+                tracing::debug!(%error, "cannot list the HelmCharts; applying without waiting");
+                return;
+            }
+        };
+        if terminating.is_empty() {
+            break;
+        }
+        if !told {
+            tracing::warn!(charts = ?terminating, "HelmCharts are being deleted (helm-controller uninstalls their releases); pangeod applies again once they are gone");
+            told = true;
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    for chart in [
+        super::HUB_RELEASE,
+        super::GATEWAY_RELEASE,
+        super::STORAGE_RELEASE,
+    ] {
+        wait_for_uninstall(kube, namespace, chart).await;
     }
 }
 

@@ -353,6 +353,8 @@ pub async fn reconcile(
 ) -> Result<ReconcileReport, ComponentsError> {
     rendered.validate()?;
     let objects = rendered.objects()?;
+    // Never into the middle of an uninstall (a chart someone deleted): see drift.rs.
+    drift::wait_for_deletions(kube, &rendered.namespace).await;
     let report = kube.apply_all(&objects, Duration::from_secs(120)).await?;
     let charts = report
         .stored

@@ -115,6 +115,20 @@ impl Tracker {
         self.lock().desired.clone()
     }
 
+    /// Whether `chart` (as stored) has the spec pangeod wants for `name`: then a new
+    /// generation of it is pangeod's own apply, not drift.
+    pub fn is_desired_spec(&self, name: &str, chart: &crate::k8s::HelmChart) -> bool {
+        let Ok(stored) = serde_json::to_value(&chart.spec) else {
+            return false;
+        };
+        self.lock().desired.iter().any(|d| {
+            let object = d.object();
+            object.types.as_ref().is_some_and(|t| t.kind == "HelmChart")
+                && object.metadata.name.as_deref() == Some(name)
+                && object.data.get("spec") == Some(&stored)
+        })
+    }
+
     /// Whether `name` is a HelmChart pangeod applied.
     pub fn owns(&self, name: &str) -> bool {
         self.lock()
