@@ -157,6 +157,8 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
+# A command that stops the script (set -e) says where, before the cleanup's output.
+trap 'echo "fullstack.sh: stopped by a failed command at line $LINENO (exit $?)"' ERR
 
 echo "== 389-ds fixture"
 if [ -n "${LDAP_WORKDIR:-}" ] && [ -s "$LDAP_WORKDIR/env" ] \
