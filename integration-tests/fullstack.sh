@@ -560,6 +560,11 @@ skip "5 the volume itself grows (status.capacity $cap): local-path-provisioner h
 # helm-controller uninstalls a deleted HelmChart's release (job helm-delete-jupyterhub, which
 # also deletes the hub's database claim); pangeod puts the chart back once that has finished,
 # and the hub comes back with a new database that pangeod's hub sync fills again.
+# First let the storage change's upgrade finish: an uninstall that starts while an upgrade job
+# re-creates the release's objects waits for them forever (helm uninstall --wait).
+sleep 5
+upgrade_settled() { job_ok jupyterhub && deployments_ready; }
+wait_for 300 "the jupyterhub upgrade of the storage change to finish" upgrade_settled || true
 OLD_CHART=$(K -n pangeo get helmchart jupyterhub -o jsonpath='{.metadata.uid}')
 T7_ISO=$(date -u +%Y-%m-%dT%H:%M:%S)
 K -n pangeo delete helmchart jupyterhub --wait=false >/dev/null
@@ -618,14 +623,14 @@ else
     fail "8 no new install job within 120 s of pangeod's start"
 fi
 job_done_new() { new_install_job && job_ok dask-gateway; }
-wait_for 300 "the install to complete after the restart" job_done_new || true
-wait_for 300 "the gateway's pods Ready" gateway_ready || K -n pangeo get pods
 gateway_ready() {
     local d
     for d in api-dask-gateway controller-dask-gateway traefik-dask-gateway; do
         [ "$(K -n pangeo get deployment "$d" -o jsonpath='{.status.readyReplicas}' 2>/dev/null)" = 1 ] || return 1
     done
 }
+wait_for 300 "the install to complete after the restart" job_done_new || true
+wait_for 300 "the gateway's pods Ready" gateway_ready || K -n pangeo get pods
 installed_again() { job_done_new && gateway_ready; }
 check "8 after the restart the install completed: helm-install-dask-gateway succeeded, the gateway's pods are Ready" installed_again
 one_release() {
