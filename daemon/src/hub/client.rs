@@ -204,8 +204,13 @@ impl HubClient {
             .http
             .request(method, &url)
             .timeout(timeout)
-            .header("Authorization", format!("token {}", self.token))
             .header("Accept", "application/jupyterhub-pagination+json");
+        // JupyterHub's API root is public. The probe that checks who answers on the hub's
+        // address (`version`) therefore carries no token, so a stranger that answers there (a
+        // Service address used before kube-proxy translated it) never sees it.
+        if path != "/" {
+            request = request.header("Authorization", format!("token {}", self.token));
+        }
         if let Some(body) = body {
             request = request.json(&body);
         }
@@ -654,20 +659,27 @@ mod tests {
     /// stranger behind a default route did), and counts the connections.
     async fn serve_forever(
         answer: &'static str,
-    ) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    ) -> (
+        String,
+        std::sync::Arc<std::sync::atomic::AtomicUsize>,
+        std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+    ) {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
         let connections = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let counted = connections.clone();
+        let received = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (counted, kept) = (connections.clone(), received.clone());
         tokio::spawn(async move {
             while let Ok((mut socket, _)) = listener.accept().await {
                 counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let kept = kept.clone();
                 tokio::spawn(async move {
                     let mut buf = vec![0u8; 4096];
                     while let Ok(n) = socket.read(&mut buf).await {
+                        kept.lock().expect("lock").extend_from_slice(&buf[..n]);
                         if n == 0 || socket.write_all(answer.as_bytes()).await.is_err() {
                             break;
                         }
@@ -675,7 +687,7 @@ mod tests {
                 });
             }
         });
-        (format!("http://{addr}/hub/api"), connections)
+        (format!("http://{addr}/hub/api"), connections, received)
     }
 
     #[tokio::test]
@@ -685,16 +697,22 @@ mod tests {
             "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}",
             "HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n",
         ] {
-            let (url, _) = serve_forever(answer).await;
-            let client = HubClient::new(&url, "t".into(), None).expect("client");
+            let (url, _, received) = serve_forever(answer).await;
+            let client = HubClient::new(&url, "secret-token".into(), None).expect("client");
             match client.version().await {
                 Err(HubError::Unreachable { reason, .. }) => {
                     assert!(reason.contains("not the hub"), "{answer}: {reason}")
                 }
                 other => panic!("{answer}: expected unreachable, got {other:?}"),
             }
+            let sent = String::from_utf8_lossy(&received.lock().expect("lock")).to_lowercase();
+            assert!(sent.starts_with("get /hub/api/ "), "{sent}");
+            assert!(
+                !sent.contains("authorization") && !sent.contains("secret-token"),
+                "the probe carried the token: {sent}"
+            );
         }
-        let (url, connections) = serve_forever(
+        let (url, connections, _) = serve_forever(
             "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 19\r\n\r\n{\"version\":\"5.3.0\"}",
         )
         .await;
