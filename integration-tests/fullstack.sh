@@ -583,7 +583,10 @@ hub_back() {
     job_ok jupyterhub && deployments_ready \
         && [ "$(st "bool(d['hub']['last_success_at'] and d['hub']['last_success_at'] > '$T7_ISO')")" = True ]
 }
-wait_for 300 "the hub to come back and pangeod's hub sync to reach it" hub_back || K -n pangeo get pods,jobs,pvc
+release_back() { job_ok jupyterhub && deployments_ready; }
+wait_for 300 "the hub to come back" release_back || K -n pangeo get pods,jobs,pvc
+note "the hub Ready again $(elapsed "$t0")s after the delete; pangeod's hub sync: $(st 'd["hub"]["last_error"] or "no error"')"
+wait_for 300 "pangeod's hub sync to reach the new hub" hub_back || true
 check "7 the release is installed again: the hub Ready on a new database claim, pangeod's hub sync reached it ($(elapsed "$t0")s after the delete)" hub_back
 
 # --- 8. kill -9 in the middle of an install, then a restart
