@@ -64,7 +64,11 @@ CP_USED_PORTS=""
 cp_free_port() {
   local var="$1" p i
   for i in $(seq 1 200); do
-    p=$(( 20000 + (RANDOM * 32768 + RANDOM) % 40000 ))
+    # Below the NodePort range (30000-32767, which kube-proxy answers on 127.0.0.1 too) and
+    # Linux's ephemeral range (32768-60999, where an outgoing connection can hold a port
+    # between this check and the server's bind: dask-gateway's proxy once got
+    # "address already in use" for a port the check had found free).
+    p=$(( 20000 + (RANDOM * 32768 + RANDOM) % 10000 ))
     case " $CP_USED_PORTS " in *" $p "*) continue ;; esac
     if command -v ss >/dev/null 2>&1; then
       [ -n "$(ss -Htan "( sport = :$p )" 2>/dev/null)" ] && continue
