@@ -85,6 +85,19 @@ pub async fn run(config_path: PathBuf) -> Result<(), DaemonError> {
     let k3s = crate::k3s::K3sRuntime::default();
     let components = crate::components::Tracker::default();
     let hub = crate::hub::HubSync::new(state.clone(), k3s.clone());
+    // A hub installed again (its HelmChart was deleted and put back) starts on an empty
+    // database: the hub sync runs at once, and retries with its backoff until the hub is up,
+    // instead of waiting for its next period (up to 5 minutes without users or admin flags).
+    {
+        let (components, hub) = (components.clone(), hub.clone());
+        tokio::spawn(async move {
+            loop {
+                components.reinstalled().await;
+                tracing::info!("a release was installed again; the hub sync runs now");
+                hub.kick();
+            }
+        });
+    }
     let (runner, boot) = BootRunner::new(
         config_path.clone(),
         state.clone(),

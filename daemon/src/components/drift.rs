@@ -196,6 +196,9 @@ async fn apply_again(kube: &Kube, tracker: &Tracker, drift: &Drift) {
     }
     match kube.apply_all(&desired, APPLY_DEADLINE).await {
         Ok(report) => {
+            if matches!(drift, Drift::Deleted(_)) {
+                tracker.notify_reinstalled();
+            }
             for object in report
                 .stored
                 .iter()

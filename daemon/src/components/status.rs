@@ -36,6 +36,9 @@ pub struct ComponentStatus {
 #[derive(Clone, Default)]
 pub struct Tracker {
     inner: Arc<Mutex<Inner>>,
+    /// Notified when a release that was uninstalled (its HelmChart deleted) is applied again:
+    /// the hub then comes back with an empty database, which the hub sync fills.
+    reinstalled: Arc<tokio::sync::Notify>,
 }
 
 #[derive(Default)]
@@ -109,6 +112,15 @@ impl Tracker {
                 self.clone(),
             )));
         }
+    }
+
+    /// Waits until a release is applied again after an uninstall.
+    pub async fn reinstalled(&self) {
+        self.reinstalled.notified().await
+    }
+
+    pub(super) fn notify_reinstalled(&self) {
+        self.reinstalled.notify_one();
     }
 
     pub fn desired(&self) -> Vec<crate::k8s::Desired> {
