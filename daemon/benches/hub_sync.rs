@@ -92,19 +92,7 @@ fn member(name: &str, admin: bool) -> Member {
 }
 
 fn run_record() -> SyncRun {
-    SyncRun {
-        id: 0,
-        started_at: pangeod::state::now(),
-        duration_ms: 0,
-        trigger: "bench".into(),
-        outcome: "applied".into(),
-        members: 0,
-        added: 0,
-        removed: 0,
-        disabled: 0,
-        reenabled: 0,
-        error: None,
-    }
+    SyncRun::applied_now("bench")
 }
 
 /// The hub config pangeod renders (the LDAP authenticator; creating users asks nothing of the

@@ -33,29 +33,8 @@ fn setup() -> Option<Setup> {
     let mut daemon = common::TestDaemon::new("");
     daemon.write_main(&common::TestDaemon::ldap_main_text(&ldap));
     // The hub runs the config pangeod renders from this very config.
-    let layer = pangeod::config::Layer::from_str(
-        "pangeod.toml",
-        Some(daemon.dir.path().to_path_buf()),
-        &std::fs::read_to_string(daemon.config_path()).unwrap(),
-    )
-    .unwrap();
-    let config = pangeod::config::Config::from_layers(&[layer], &Default::default()).unwrap();
-    let config_py = daemon.dir.path().join("jupyterhub_config.py");
-    std::fs::write(
-        &config_py,
-        pangeod::components::values::hub_config_py(&config),
-    )
-    .unwrap();
-    let hub = HubFixture::start(&config_py)?;
-    let token_file = hub.token_file(daemon.dir.path());
-    daemon.write_dropin(
-        "50-hub.toml",
-        &format!(
-            "[hub]\napi_url = \"{}\"\napi_token_file = \"{}\"\n",
-            hub.get("HUB_API_URL"),
-            token_file.display()
-        ),
-    );
+    let hub = HubFixture::for_daemon(&daemon)?;
+    hub.attach(&daemon);
     daemon.start();
     Some(Setup {
         ldap,

@@ -588,6 +588,25 @@ fn bad_input_is_refused_with_escaped_messages() {
             "the message carries a raw control character: {detail:?}"
         );
     }
+    // Keys and values other than DNs, echoed back: escaped too, in the detail and the field.
+    for body in [
+        serde_json::json!({"notebook": {"cpu\u{1b}[31m": 2}}),
+        serde_json::json!({"n\u{1b}x": {"a": 1}}),
+        serde_json::json!({"hub": {"admin_users": ["a\u{1b}[2Jb"]}}),
+        serde_json::json!({"freeipa": {"server": "h\u{1b}[2J:636"}}),
+        serde_json::json!({"notebook": {"cpus": "x\u{7}y"}}),
+    ] {
+        let response = patch(&daemon, &body);
+        assert_eq!(response.status, 422, "{body}: {response:?}");
+        let problem = problem(&response);
+        for part in ["detail", "field"] {
+            let text = problem[part].as_str().unwrap_or_default();
+            assert!(
+                !text.chars().any(|c| c.is_control() && c != '\n'),
+                "{body}: the {part} carries a raw control character: {text:?}"
+            );
+        }
+    }
     let response = patch(&daemon, &serde_json::json!({"notebook.cpus": 2}));
     assert_eq!(response.status, 422, "{response:?}");
     let detail = problem(&response)["detail"].as_str().unwrap().to_string();
@@ -652,23 +671,7 @@ fn deletions_recorded(state_dir: &std::path::Path) -> (Vec<String>, Vec<String>)
 fn kill_9_in_the_middle_of_1000_removals_loses_no_event() {
     const USERS: usize = 1000;
     let mut daemon = TestDaemon::new("");
-    let config = pangeod::config::Config::from_layers(
-        &[pangeod::config::Layer::from_str(
-            "pangeod.toml",
-            Some(daemon.dir.path().to_path_buf()),
-            &std::fs::read_to_string(daemon.config_path()).unwrap(),
-        )
-        .unwrap()],
-        &Default::default(),
-    )
-    .unwrap();
-    let config_py = daemon.dir.path().join("jupyterhub_config.py");
-    std::fs::write(
-        &config_py,
-        pangeod::components::values::hub_config_py(&config),
-    )
-    .unwrap();
-    let Some(hub) = common::hub::HubFixture::start(&config_py) else {
+    let Some(hub) = common::hub::HubFixture::for_daemon(&daemon) else {
         return;
     };
     // 1,000 hub users whom the user table knows as removed.
@@ -691,31 +694,11 @@ fn kill_9_in_the_middle_of_1000_removals_loses_no_event() {
                 admin_sources: vec![],
             })
             .collect();
-        let run = pangeod::state::SyncRun {
-            id: 0,
-            started_at: pangeod::state::now(),
-            duration_ms: 0,
-            trigger: "test".into(),
-            outcome: "applied".into(),
-            members: 0,
-            added: 0,
-            removed: 0,
-            disabled: 0,
-            reenabled: 0,
-            error: None,
-        };
+        let run = pangeod::state::SyncRun::applied_now("test");
         state.apply_members(&members, &run).unwrap();
         state.apply_members(&[], &run).unwrap();
     }
-    let token_file = hub.token_file(daemon.dir.path());
-    daemon.write_dropin(
-        "50-hub.toml",
-        &format!(
-            "[hub]\napi_url = \"{}\"\napi_token_file = \"{}\"\n",
-            hub.get("HUB_API_URL"),
-            token_file.display()
-        ),
-    );
+    hub.attach(&daemon);
     daemon.start();
 
     // kill -9 once a good part is deleted.

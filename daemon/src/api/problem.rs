@@ -23,13 +23,13 @@ impl Problem {
             kind: format!("urn:pangeod:problem:{code}"),
             title: title.to_string(),
             status: status.as_u16(),
-            detail: detail.into(),
+            detail: escape_controls(&detail.into()),
             field: None,
         }
     }
 
     pub fn with_field(mut self, field: impl Into<String>) -> Self {
-        self.field = Some(field.into());
+        self.field = Some(escape_controls(&field.into()));
         self
     }
 
@@ -41,6 +41,25 @@ impl Problem {
             detail,
         )
     }
+}
+
+/// Control characters in a message, escaped (`\u{1b}`): a key or value echoed back from a
+/// request must not repaint the terminal of whoever reads the message. Newlines and tabs stay
+/// (several errors are listed one a line).
+pub fn escape_controls(text: &str) -> String {
+    let escaped = |c: char| c.is_control() && c != '\n' && c != '\t';
+    if !text.chars().any(escaped) {
+        return text.to_string();
+    }
+    text.chars()
+        .map(|c| {
+            if escaped(c) {
+                c.escape_unicode().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }
 
 impl IntoResponse for Problem {

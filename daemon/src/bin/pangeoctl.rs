@@ -188,7 +188,7 @@ fn main() -> ExitCode {
             }
         },
     };
-    print!("{text}");
+    print!("{}", printable(&text));
     if sync_failed {
         ExitCode::from(EXIT_API)
     } else {
@@ -196,8 +196,22 @@ fn main() -> ExitCode {
     }
 }
 
+/// What pangeod sent, with control characters escaped but the line structure kept: a user
+/// name or a message holding an ESC sequence must not repaint the terminal.
+fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_control() && c != '\n' && c != '\t' {
+                c.escape_unicode().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
 fn fail(code: u8, message: &str) -> ExitCode {
-    eprintln!("pangeoctl: {message}");
+    eprintln!("pangeoctl: {}", printable(message));
     ExitCode::from(code)
 }
 

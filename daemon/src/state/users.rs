@@ -67,6 +67,26 @@ pub struct Member {
     pub admin_sources: Vec<String>,
 }
 
+impl SyncRun {
+    /// A run record for a sync applied now, by `trigger`, before its counts are known (what
+    /// tests and benches use to fill the user table without a directory).
+    pub fn applied_now(trigger: &str) -> Self {
+        Self {
+            id: 0,
+            started_at: super::now(),
+            duration_ms: 0,
+            trigger: trigger.into(),
+            outcome: "applied".into(),
+            members: 0,
+            added: 0,
+            removed: 0,
+            disabled: 0,
+            reenabled: 0,
+            error: None,
+        }
+    }
+}
+
 /// The changes an applied sync made.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct SyncChanges {

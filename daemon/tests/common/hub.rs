@@ -51,6 +51,38 @@ impl HubFixture {
             .unwrap_or_else(|| panic!("{key} missing from the hub fixture's env"))
     }
 
+    /// Starts the fixture on the hub config pangeod renders from `daemon`'s config (the hub
+    /// then checks logins with the product's rules).
+    pub fn for_daemon(daemon: &super::TestDaemon) -> Option<Self> {
+        let layer = pangeod::config::Layer::from_str(
+            "pangeod.toml",
+            Some(daemon.dir.path().to_path_buf()),
+            &std::fs::read_to_string(daemon.config_path()).unwrap(),
+        )
+        .unwrap();
+        let config = pangeod::config::Config::from_layers(&[layer], &Default::default()).unwrap();
+        let config_py = daemon.dir.path().join("jupyterhub_config.py");
+        std::fs::write(
+            &config_py,
+            pangeod::components::values::hub_config_py(&config),
+        )
+        .unwrap();
+        Self::start(&config_py)
+    }
+
+    /// Points `daemon` at this hub (`hub.api_url`, `hub.api_token_file`), with a drop-in.
+    pub fn attach(&self, daemon: &super::TestDaemon) {
+        let token_file = self.token_file(daemon.dir.path());
+        daemon.write_dropin(
+            "50-hub.toml",
+            &format!(
+                "[hub]\napi_url = \"{}\"\napi_token_file = \"{}\"\n",
+                self.get("HUB_API_URL"),
+                token_file.display()
+            ),
+        );
+    }
+
     /// A call to the hub's REST API as the `pangeo-appliance` service (admin): the status and
     /// the JSON body.
     pub fn api(&self, method: &str, path: &str, body: Option<&str>) -> (u16, serde_json::Value) {
