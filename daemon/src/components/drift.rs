@@ -21,7 +21,7 @@ pub const RESYNC: Duration = Duration::from_secs(300);
 /// Events closer together than this are one reconcile.
 const DEBOUNCE: Duration = Duration::from_millis(500);
 const APPLY_DEADLINE: Duration = Duration::from_secs(60);
-/// How long a deleted HelmChart waits for helm-controller's uninstall before it is put back.
+/// How long an apply waits for helm-controller's uninstalls before it goes ahead.
 const UNINSTALL_WAIT: Duration = Duration::from_secs(600);
 
 /// Why the loop applies again.
@@ -93,89 +93,91 @@ pub(super) async fn run(kube: Kube, namespace: String, tracker: Tracker) {
 }
 
 /// Waits until no HelmChart in `namespace` is being deleted and no uninstall job runs, so that
-/// nothing is applied into the middle of an uninstall (see [`wait_for_uninstall`]). Called
-/// before every apply of the components, by this loop and by the components step.
+/// nothing is applied into the middle of an uninstall. Called before every apply of the
+/// components, by this loop and by the components step.
+///
+/// A deleted HelmChart makes helm-controller uninstall its release (job `helm-delete-<name>`,
+/// `helm uninstall --wait`, which also deletes the release's volume claims, the hub's database
+/// among them). Applying the chart again while that runs races it: the install re-creates what
+/// the uninstall waits to see gone, the uninstall never ends, and the hub's pod waits forever
+/// for a claim that is being deleted (seen on the test cluster). So the charts are applied once
+/// the uninstalls have finished, or after [`UNINSTALL_WAIT`], or when that cannot be read.
 pub async fn wait_for_deletions(kube: &Kube, namespace: &str) {
-    let api: kube::Api<HelmChart> = kube::Api::namespaced(kube.client().clone(), namespace);
-    let started = tokio::time::Instant::now();
-    let mut told = false;
-    while started.elapsed() < UNINSTALL_WAIT {
-        let terminating: Vec<String> = match api.list(&Default::default()).await {
-            Ok(list) => list
-                .items
-                .into_iter()
-                .filter(|c| c.metadata.deletion_timestamp.is_some())
-                .filter_map(|c| c.metadata.name)
-                .collect(),
-            Err(error) => {
-                tracing::debug!(%error, "cannot list the HelmCharts; applying without waiting");
-                return;
-            }
-        };
-        if terminating.is_empty() {
-            break;
-        }
-        if !told {
-            tracing::warn!(charts = ?terminating, "HelmCharts are being deleted (helm-controller uninstalls their releases); pangeod applies again once they are gone");
-            told = true;
-        }
-        tokio::time::sleep(Duration::from_secs(2)).await;
-    }
+    use k8s_openapi::api::batch::v1::Job;
+    let charts: kube::Api<HelmChart> = kube::Api::namespaced(kube.client().clone(), namespace);
+    wait_while("HelmCharts being deleted", || async {
+        let list = charts
+            .list(&Default::default())
+            .await
+            .map_err(|e| e.to_string())?;
+        let terminating: Vec<String> = list
+            .items
+            .into_iter()
+            .filter(|c| c.metadata.deletion_timestamp.is_some())
+            .filter_map(|c| c.metadata.name)
+            .collect();
+        Ok((!terminating.is_empty()).then(|| format!("{terminating:?}")))
+    })
+    .await;
+    let jobs: kube::Api<Job> = kube::Api::namespaced(kube.client().clone(), namespace);
     for chart in [
         super::HUB_RELEASE,
         super::GATEWAY_RELEASE,
         super::STORAGE_RELEASE,
     ] {
-        wait_for_uninstall(kube, namespace, chart).await;
+        let name = format!("helm-delete-{chart}");
+        wait_while("helm-controller's uninstall", || async {
+            let job = jobs.get_opt(&name).await.map_err(|e| e.to_string())?;
+            // A job without a status yet has not run yet: it is running as far as this goes.
+            let running = job.is_some_and(|job| {
+                job.status.is_none_or(|s| {
+                    s.completion_time.is_none()
+                        && !s
+                            .conditions
+                            .unwrap_or_default()
+                            .iter()
+                            .any(|c| c.type_ == "Failed" && c.status == "True")
+                })
+            });
+            Ok(running.then(|| format!("job {name}")))
+        })
+        .await;
     }
 }
 
-/// A deleted HelmChart makes helm-controller uninstall its release (job `helm-delete-<name>`,
-/// `helm uninstall --wait`, which also deletes the release's volume claims, the hub's database
-/// among them). Applying the chart again while that runs races it: the install re-creates what
-/// the uninstall waits to see gone, the uninstall never ends, and the hub's pod waits forever
-/// for a claim that is being deleted (seen on the test cluster). So the chart is put back once
-/// the uninstall has finished (or after [`UNINSTALL_WAIT`], or when the job cannot be read).
-async fn wait_for_uninstall(kube: &Kube, namespace: &str, chart: &str) {
-    use k8s_openapi::api::batch::v1::Job;
-    let jobs: kube::Api<Job> = kube::Api::namespaced(kube.client().clone(), namespace);
-    let job_name = format!("helm-delete-{chart}");
+/// Polls `check` every 2 s while it names something still in the way (`Ok(Some(what))`), up
+/// to [`UNINSTALL_WAIT`]; an error ends the wait (the apply goes ahead rather than stall).
+async fn wait_while<F, Fut>(waiting_for: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<Option<String>, String>>,
+{
     let started = tokio::time::Instant::now();
     let mut told = false;
     while started.elapsed() < UNINSTALL_WAIT {
-        let running = match jobs.get_opt(&job_name).await {
-            // A job without a status yet has not run yet: it is running as far as this goes.
-            Ok(Some(job)) => job.status.is_none_or(|s| {
-                s.completion_time.is_none()
-                    && !s
-                        .conditions
-                        .unwrap_or_default()
-                        .iter()
-                        .any(|c| c.type_ == "Failed" && c.status == "True")
-            }),
-            Ok(None) => false,
+        match check().await {
+            Ok(None) => {
+                if told {
+                    tracing::info!(
+                        waited_s = started.elapsed().as_secs(),
+                        "{waiting_for}: done; applying the components"
+                    );
+                }
+                return;
+            }
+            Ok(Some(what)) if !told => {
+                tracing::warn!(%what, "{waiting_for}: pangeod applies the components once that has finished (an uninstall deletes the release's claims, the hub's database among them; home volumes are not part of a release)");
+                told = true;
+            }
+            Ok(Some(_)) => {}
             Err(error) => {
-                tracing::debug!(%error, job = %job_name, "cannot read the uninstall job; putting the chart back now");
-                false
+                tracing::debug!(%error, "{waiting_for}: cannot be read; applying without waiting");
+                return;
             }
-        };
-        if !running {
-            if told {
-                tracing::info!(
-                    chart,
-                    waited_s = started.elapsed().as_secs(),
-                    "helm-controller's uninstall finished; putting the chart back"
-                );
-            }
-            return;
-        }
-        if !told {
-            tracing::warn!(chart, job = %job_name, "HelmChart deleted outside pangeod: waiting for helm-controller's uninstall to finish before putting it back (the release's volume claims, the hub's database among them, are deleted by it; home volumes are not part of the release)");
-            told = true;
         }
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
-    tracing::warn!(chart, job = %job_name, "the uninstall did not finish in time; putting the chart back anyway");
+    tracing::warn!("{waiting_for}: not finished within {UNINSTALL_WAIT:?}; applying anyway");
 }
 
 async fn apply_again(kube: &Kube, tracker: &Tracker, drift: &Drift) {

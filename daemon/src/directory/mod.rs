@@ -355,23 +355,17 @@ impl DirectorySync {
         let (members, skipped) = members_from(&snapshot, config, &api_admins);
         self.note_skipped(skipped);
         let active_after = members.iter().filter(|m| !m.disabled).count() as i64;
-        let (changes, active_before) = self.state.diff_members(&members)?;
+        let crate::state::MemberDiff {
+            changes,
+            active_before,
+            active_missing,
+        } = self.state.diff_members(&members)?;
         if active_before > 0 && active_after * 2 < active_before {
-            // Who would lose access by their absence: users already disabled lose nothing.
-            let would_remove = changes
-                .removed
-                .iter()
-                .filter(|name| {
-                    self.state.user(name).is_ok_and(|u| {
-                        u.is_some_and(|u| u.state == crate::state::UserState::Active)
-                    })
-                })
-                .count();
             let pending = PendingSync {
                 found_at: started_at.to_string(),
                 active_before,
                 active_after,
-                would_remove,
+                would_remove: active_missing,
                 would_disable: changes.disabled.len(),
                 members,
             };

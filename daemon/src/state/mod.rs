@@ -8,7 +8,7 @@ mod migrations;
 mod users;
 
 pub use intents::{Change, Intent};
-pub use users::{Member, SyncChanges, SyncRun, UserRecord, UserState};
+pub use users::{Member, MemberDiff, SyncChanges, SyncRun, UserRecord, UserState};
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};

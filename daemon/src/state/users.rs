@@ -131,7 +131,7 @@ const MAX_USER_EVENTS: usize = 1000;
 
 impl State {
     /// The changes applying `members` would make, without making them.
-    pub fn diff_members(&self, members: &[Member]) -> Result<(SyncChanges, i64), StateError> {
+    pub fn diff_members(&self, members: &[Member]) -> Result<MemberDiff, StateError> {
         let conn = self.conn();
         let known = load_states(&conn).map_err(|e| self.err(e))?;
         Ok(diff(&known, members))
@@ -147,7 +147,7 @@ impl State {
         let mut conn = self.conn();
         let tx = conn.transaction().map_err(|e| self.err(e))?;
         let known = load_states(&tx).map_err(|e| self.err(e))?;
-        let (changes, _) = diff(&known, members);
+        let MemberDiff { changes, .. } = diff(&known, members);
         let at = now();
         {
             let mut upsert = tx
@@ -414,8 +414,18 @@ fn load_states(
     rows.collect()
 }
 
-/// Changes, and the number of active users before them.
-fn diff(known: &BTreeMap<String, (UserState, String)>, members: &[Member]) -> (SyncChanges, i64) {
+/// What a sync result would change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberDiff {
+    pub changes: SyncChanges,
+    /// Active users before the change.
+    pub active_before: i64,
+    /// Active users missing from the result: who would lose access by their absence (users
+    /// already disabled lose nothing, though `changes.removed` lists them too).
+    pub active_missing: usize,
+}
+
+fn diff(known: &BTreeMap<String, (UserState, String)>, members: &[Member]) -> MemberDiff {
     let mut changes = SyncChanges::default();
     let previously_active = known
         .values()
@@ -440,12 +450,18 @@ fn diff(known: &BTreeMap<String, (UserState, String)>, members: &[Member]) -> (S
             }
         }
     }
+    let mut active_missing = 0;
     for (name, (state, _)) in known {
         if *state != UserState::Removed && !present.contains(name.as_str()) {
             changes.removed.push(name.clone());
+            active_missing += usize::from(*state == UserState::Active);
         }
     }
-    (changes, previously_active)
+    MemberDiff {
+        changes,
+        active_before: previously_active,
+        active_missing,
+    }
 }
 
 fn insert_run(
@@ -470,4 +486,37 @@ fn insert_run(
         ],
     )?;
     Ok(conn.last_insert_rowid())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn member(name: &str, disabled: bool) -> Member {
+        Member {
+            name: name.into(),
+            uid: name.into(),
+            cn: name.into(),
+            mail: String::new(),
+            disabled,
+            admin_sources: vec![],
+        }
+    }
+
+    #[test]
+    fn only_active_users_missing_from_a_result_lose_access() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = State::open(dir.path()).unwrap();
+        let run = SyncRun::applied_now("test");
+        state
+            .apply_members(&[member("active", false), member("locked", true)], &run)
+            .unwrap();
+        let diff = state.diff_members(&[]).unwrap();
+        assert_eq!(diff.changes.removed, ["active", "locked"]);
+        assert_eq!(diff.active_before, 1);
+        assert_eq!(
+            diff.active_missing, 1,
+            "the disabled user had no access to lose"
+        );
+    }
 }
