@@ -28,7 +28,7 @@ vm_guest() { python3 "$VM_HERE/guest-exec" "$@"; }
 # vm_wait_health VMDIR TIMEOUT: wait until pangeod's admin API answers
 # GET /v1/health with 200 on the unix socket inside the guest. 0 ok, 1 timeout.
 vm_wait_health() {
-    local dir=$1 timeout=$2 start
+    local dir=$1 timeout=$2 start crash
     start=$(date +%s)
     while :; do
         if python3 "$VM_HERE/guest-exec" --wait-agent 5 --timeout 20 "$dir" -- \
@@ -38,9 +38,24 @@ vm_wait_health() {
         fi
         vm_load_env "$dir"
         vm_pid_alive "$QEMU_PID" || { vm_log "qemu (pid $QEMU_PID) exited"; return 1; }
+        if crash=$(vm_guest_crash "$dir"); then
+            vm_log "the guest kernel crashed (serial console: $crash)"; return 1
+        fi
         [ $(( $(date +%s) - start )) -lt "$timeout" ] || return 1
         sleep 2
     done
+}
+
+# vm_guest_crash VMDIR: prints the serial console's first line that reports a crash of the
+# guest kernel (an oops, a BUG or a panic) and succeeds; fails when there is none. Under TCG
+# the guest kernel has been seen to oops in early boot (an int3 in kmem_cache_free in PID 1,
+# once in many boots): no guest agent or unit answers after that, so waiting on is pointless.
+vm_guest_crash() {
+    local log=$1/serial.log line
+    [ -f "$log" ] || return 1
+    line=$(tr -d '\r' < "$log" | sed 's/\x1b\[[0-9;?]*[A-Za-z]//g' |
+        grep -a -m1 -E 'Kernel panic - not syncing|Oops: |BUG: (unable|kernel)|general protection fault' ) || return 1
+    printf '%s\n' "$line"
 }
 
 # vm_show_serial VMDIR [LINES]: print the tail of the serial console log

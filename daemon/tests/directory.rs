@@ -479,11 +479,15 @@ fn a_drop_of_more_than_half_is_held_until_confirmed() {
     });
     let report = rt.block_on(s.sync.run(&emptied, "test", true)).unwrap();
     assert_eq!(report.run.outcome, "held");
-    assert_eq!(
-        active_names(&s.state),
-        before,
-        "a held result changes nothing"
+    // Nobody is removed; the other group's members (frank and two more) are added at once.
+    let after = active_names(&s.state);
+    let added: Vec<_> = after.iter().filter(|n| !before.contains(n)).collect();
+    assert!(
+        before.iter().all(|n| after.contains(n)),
+        "a held result removes nobody"
     );
+    assert_eq!(added.len() as i64, report.run.added);
+    assert!(added.iter().any(|n| n.as_str() == "frank"), "{added:?}");
     let pending = s.sync.status().borrow().pending.clone().unwrap();
     assert_eq!(pending.active_before, before.len() as i64);
     assert!(pending.would_remove > before.len() / 2);

@@ -551,3 +551,118 @@ fn one_username_rule_for_sync_and_login() {
         .count();
     assert_eq!(mixed, 1, "Mixed.Case typed both ways is one hub user");
 }
+
+/// Runs the closure when dropped (restores the directory even when an assertion fails).
+struct Restore<F: FnMut()>(F);
+
+impl<F: FnMut()> Drop for Restore<F> {
+    fn drop(&mut self) {
+        (self.0)();
+    }
+}
+
+/// Issue 19, item 2: a held drop holds only the removals by absence. Most of the users group's
+/// members vanish from the directory's answer (their memberships deleted) while an admin is
+/// disabled (`nsAccountLock: TRUE`) and a newcomer is added, all at once: the sync is held, yet
+/// within that one sync the disabled admin's token is refused and the newcomer is a hub user,
+/// while every missing member keeps access until the drop is confirmed.
+#[test]
+fn a_held_drop_holds_only_the_removals() {
+    let Some(s) = setup() else { return };
+    s.first_enforcement();
+    // The generated direct members of the users group (gen-ldif.py's pattern by index i).
+    let direct: Vec<String> = (1..=100u32)
+        .filter(|i| i % 10 >= 2 && i % 50 != 7)
+        .map(|i| format!("user{i:06}"))
+        .collect();
+    let missing = "user000004"; // direct, enabled, not an admin
+    assert!(s.hub_user(missing).is_some(), "{missing} is a hub user");
+    let token = s.user_token("alice");
+    assert_eq!(s.hub_api("GET", "/user", &token, None).0, 200);
+    let active_names = || -> std::collections::BTreeSet<String> {
+        let users = s.daemon.get_json("/v1/users?state=active&limit=1000");
+        users["users"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|u| u["name"].as_str().map(String::from))
+            .collect()
+    };
+    let before = active_names();
+    let group = s.group_dn("demo_notebook_users");
+    let values: String = direct
+        .iter()
+        .map(|u| format!("member: {}\n", s.user_dn(u)))
+        .collect();
+    let (alice, mallory) = (s.user_dn("alice"), s.user_dn("mallory"));
+    let _restore = Restore(|| {
+        for ldif in [
+            format!("dn: {group}\nchangetype: modify\nadd: member\n{values}"),
+            format!("dn: {alice}\nchangetype: modify\ndelete: nsAccountLock\n"),
+            format!("dn: {group}\nchangetype: modify\ndelete: member\nmember: {mallory}\n"),
+        ] {
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                common::ldap_modify(&s.ldap, &ldif)
+            }));
+        }
+    });
+    common::ldap_modify(
+        &s.ldap,
+        &format!(
+            "dn: {group}\nchangetype: modify\ndelete: member\n{values}-\nadd: member\nmember: {mallory}\n\n\
+             dn: {alice}\nchangetype: modify\nreplace: nsAccountLock\nnsAccountLock: TRUE\n"
+        ),
+    );
+    let report = s
+        .daemon
+        .request(Method::POST, "/v1/sync", &[], None)
+        .json()
+        .unwrap();
+    assert_eq!(report["run"]["outcome"], "held", "{report}");
+    assert_eq!(report["run"]["removed"], 0, "{report}");
+    assert!(report["run"]["disabled"].as_u64() >= Some(1), "{report}");
+    assert!(report["run"]["added"].as_u64() >= Some(1), "{report}");
+    // Within that one sync (the hub sync it sets off), not at the next period.
+    s.eventually(
+        "the disabled admin's token is refused",
+        Duration::from_secs(30),
+        || s.hub_api("GET", "/user", &token, None).0 == 403,
+    );
+    assert!(
+        s.hub_user("alice").is_none_or(|u| u["admin"] == false),
+        "alice is no admin at the hub"
+    );
+    s.eventually(
+        "the newcomer is a hub user",
+        Duration::from_secs(30),
+        || s.hub_user("mallory").is_some(),
+    );
+    // The removals wait: every missing member is still active, at pangeod and at the hub.
+    let status = s.daemon.get_json("/v1/status");
+    let pending = &status["directory"]["pending"];
+    assert!(
+        pending["would_remove"].as_u64() >= Some(direct.len() as u64 - 10),
+        "{pending}"
+    );
+    let mut expected = before.clone();
+    expected.remove("alice");
+    expected.insert("mallory".to_string());
+    assert_eq!(
+        active_names(),
+        expected,
+        "only alice (disabled) and mallory (added) changed; the missing members are kept"
+    );
+    assert!(
+        s.hub_user(missing).is_some(),
+        "{missing} keeps the hub user"
+    );
+    let (code, out) = s.ctl(&["status"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.lines().any(
+            |l| l.starts_with("DEGRADED: the directory's removals are held")
+                && l.contains("pangeoctl sync --confirm")
+        ),
+        "{out}"
+    );
+}

@@ -150,12 +150,11 @@ fn degraded_reasons(
     }
     if let Some(pending) = &directory.pending {
         reasons.push(format!(
-            "a directory sync result is held since {}: it would take the active users from {} to {} ({} removed, {} disabled); nothing of it is applied until `pangeoctl sync --confirm` (POST /v1/sync/confirm), if the removals are meant",
+            "the directory's removals are held since {}: {} active users are missing from its answer (active users {} -> {}); they keep their access until `pangeoctl sync --confirm` (POST /v1/sync/confirm) confirms the removals, if they are meant; additions, disables and admin changes are applied meanwhile",
             pending.found_at,
+            pending.would_remove,
             pending.active_before,
             pending.active_after,
-            pending.would_remove,
-            pending.would_disable
         ));
     }
     if let Some(error) = hub.last_error.as_ref().filter(|_| !hub.waiting_for_install) {

@@ -553,9 +553,11 @@ fn render(command: &Command, json: &Value) -> String {
             ));
         }
         Command::Sync { .. } if json["run"]["outcome"] == "held" => {
-            out.push_str(
-                "sync held: the result would drop more than half the active users, so nothing was changed; see pangeoctl status, and `pangeoctl sync --confirm` applies it if the removals are meant\n",
-            );
+            let run = &json["run"];
+            out.push_str(&format!(
+                "sync held: {} members, +{} disabled {} re-enabled {} applied; the removals are held, as the active users missing from the directory's answer are more than half: they keep their access (`pangeoctl status` counts them), and `pangeoctl sync --confirm` removes them if that is meant\n",
+                run["members"], run["added"], run["disabled"], run["reenabled"]
+            ));
         }
         Command::Sync { .. } => {
             let run = &json["run"];

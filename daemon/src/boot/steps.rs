@@ -389,7 +389,7 @@ async fn directory_sync(ctx: &mut StepContext<'_>) -> Result<String, StepError> 
     // A cheap check when nothing relevant changed; a full read after a change of the tree.
     match ctx.directory.run(&config, trigger, false).await {
         Ok(report) if report.run.outcome == "held" => Ok(format!(
-            "a sync that would drop more than half the users is held: confirm it with POST /v1/sync/confirm; {} active users kept",
+            "the removals of a sync that would drop more than half the users are held (the rest is applied): confirm them with POST /v1/sync/confirm; {} active users",
             ctx.state
                 .count_users(crate::state::UserState::Active)
                 .unwrap_or(0)

@@ -1,8 +1,9 @@
 //! Directory sync with FreeIPA: who may log in, and who is a hub admin.
 //!
 //! Fail-safe by construction: the user table changes only after a complete, error-free read,
-//! and a result that would drop more than half the active users is held until an admin
-//! confirms it. A directory error never revokes anyone.
+//! and the removals of a result that would drop more than half the active users are held until
+//! an admin confirms them (the rest of that result, disables included, applies at once). A
+//! directory error never revokes anyone.
 
 mod ldap;
 
@@ -158,16 +159,26 @@ pub fn members_from(
     (members, skipped)
 }
 
-/// A result held because it would drop more than half the active users.
+/// A result whose removals are held because they would drop more than half the active users.
+/// The rest of it (additions, disables, re-enables, admin changes) was applied when it was read.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct PendingSync {
     pub found_at: String,
     pub active_before: i64,
+    /// Active users once the removals are confirmed.
     pub active_after: i64,
+    /// Active users missing from the result, who keep their access until it is confirmed.
     pub would_remove: usize,
-    pub would_disable: usize,
     #[serde(skip)]
     members: Vec<Member>,
+}
+
+/// What of a sync result waits for an admin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Hold {
+    Nothing,
+    /// The removals by absence.
+    Removals,
 }
 
 /// What status shows about the sync.
@@ -356,39 +367,37 @@ impl DirectorySync {
         self.note_skipped(skipped);
         let active_after = members.iter().filter(|m| !m.disabled).count() as i64;
         let crate::state::MemberDiff {
-            changes,
+            changes: _,
             active_before,
             active_missing,
         } = self.state.diff_members(&members)?;
-        if active_before > 0 && active_after * 2 < active_before {
-            let pending = PendingSync {
-                found_at: started_at.to_string(),
-                active_before,
-                active_after,
-                would_remove: active_missing,
-                would_disable: changes.disabled.len(),
-                members,
-            };
+        if active_before > 0 && active_after * 2 < active_before && active_missing > 0 {
+            // Only the removals by absence wait: a directory that answers with half its members
+            // missing may be wrong, but what it says of the members it does return (disabled,
+            // added, admin or not) is applied at once, so a disabled admin loses access now.
             tracing::warn!(
                 active_before,
                 active_after,
-                "directory sync held: it would drop more than half the users; POST /v1/sync/confirm to apply"
+                would_remove = active_missing,
+                "directory sync held: its removals would drop more than half the users; they wait for POST /v1/sync/confirm, the rest is applied"
             );
             let _ = self.state.record_event(
                 "directory-sync",
                 "sync.held",
-                serde_json::json!({ "active_before": active_before, "active_after": active_after, "would_remove": pending.would_remove }),
+                serde_json::json!({ "active_before": active_before, "active_after": active_after, "would_remove": active_missing }),
             );
-            engine.pending = Some(pending);
-            let run = self.finish_run(started_at, started, trigger, "held", active_after);
-            let id = self.state.record_sync_run(&run)?;
-            return Ok(SyncReport {
-                run: SyncRun { id, ..run },
-                changes: SyncChanges::default(),
+            let report = self.apply(started_at, started, trigger, &members, Hold::Removals)?;
+            engine.pending = Some(PendingSync {
+                found_at: started_at.to_string(),
+                active_before,
+                active_after,
+                would_remove: active_missing,
+                members,
             });
+            return Ok(report);
         }
         engine.pending = None;
-        let report = self.apply(started_at, started, trigger, &members, active_after)?;
+        let report = self.apply(started_at, started, trigger, &members, Hold::Nothing)?;
         engine.usn = snapshot.usn.map(|usn| (tree_key, usn));
         engine.runs_since_full = 0;
         Ok(report)
@@ -407,7 +416,7 @@ impl DirectorySync {
             started,
             "confirm",
             &pending.members,
-            pending.active_after,
+            Hold::Nothing,
         )?;
         engine.usn = None;
         self.status.send_modify(|s| {
@@ -424,10 +433,21 @@ impl DirectorySync {
         started: Instant,
         trigger: &str,
         members: &[Member],
-        active: i64,
+        hold: Hold,
     ) -> Result<SyncReport, DirectoryError> {
-        let run = self.finish_run(started_at, started, trigger, "applied", active);
-        let (changes, id) = self.state.apply_members(members, &run)?;
+        let active = members.iter().filter(|m| !m.disabled).count() as i64;
+        let (run, (changes, id)) = match hold {
+            Hold::Nothing => {
+                let run = self.finish_run(started_at, started, trigger, "applied", active);
+                let applied = self.state.apply_members(members, &run)?;
+                (run, applied)
+            }
+            Hold::Removals => {
+                let run = self.finish_run(started_at, started, trigger, "held", active);
+                let applied = self.state.apply_members_keeping_missing(members, &run)?;
+                (run, applied)
+            }
+        };
         if !changes.is_empty() {
             tracing::info!(
                 added = changes.added.len(),

@@ -144,10 +144,33 @@ impl State {
         members: &[Member],
         run: &SyncRun,
     ) -> Result<(SyncChanges, i64), StateError> {
+        self.apply_result(members, run, Missing::Remove)
+    }
+
+    /// Applies a held sync result except its removals by absence: members, disables, re-enables
+    /// and admin changes are applied and recorded like [`State::apply_members`] does, while users
+    /// missing from the result keep their state until the result is confirmed.
+    pub fn apply_members_keeping_missing(
+        &self,
+        members: &[Member],
+        run: &SyncRun,
+    ) -> Result<(SyncChanges, i64), StateError> {
+        self.apply_result(members, run, Missing::Keep)
+    }
+
+    fn apply_result(
+        &self,
+        members: &[Member],
+        run: &SyncRun,
+        missing: Missing,
+    ) -> Result<(SyncChanges, i64), StateError> {
         let mut conn = self.conn();
         let tx = conn.transaction().map_err(|e| self.err(e))?;
         let known = load_states(&tx).map_err(|e| self.err(e))?;
-        let MemberDiff { changes, .. } = diff(&known, members);
+        let MemberDiff { mut changes, .. } = diff(&known, members);
+        if missing == Missing::Keep {
+            changes.removed.clear();
+        }
         let at = now();
         {
             let mut upsert = tx
@@ -414,6 +437,13 @@ fn load_states(
     rows.collect()
 }
 
+/// What becomes of users missing from a sync result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Missing {
+    Remove,
+    Keep,
+}
+
 /// What a sync result would change.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MemberDiff {
@@ -518,5 +548,40 @@ mod tests {
             diff.active_missing, 1,
             "the disabled user had no access to lose"
         );
+    }
+
+    #[test]
+    fn a_held_result_applies_everything_but_the_removals() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = State::open(dir.path()).unwrap();
+        let run = SyncRun::applied_now("test");
+        let mut admin = member("admin", false);
+        admin.admin_sources = vec!["group".into()];
+        state
+            .apply_members(&[admin, member("kept", false), member("gone", false)], &run)
+            .unwrap();
+        // The held result: admin disabled, a newcomer, and "gone" (and "kept") missing.
+        let result = [member("admin", true), member("new", false)];
+        let (changes, _) = state.apply_members_keeping_missing(&result, &run).unwrap();
+        assert_eq!(changes.disabled, ["admin"]);
+        assert_eq!(changes.added, ["new"]);
+        assert!(changes.removed.is_empty(), "{changes:?}");
+        let state_of = |name: &str| state.user(name).unwrap().unwrap().state;
+        assert_eq!(state_of("admin"), UserState::Disabled);
+        assert!(
+            state
+                .user("admin")
+                .unwrap()
+                .unwrap()
+                .admin_sources
+                .is_empty()
+        );
+        assert_eq!(state_of("new"), UserState::Active);
+        assert_eq!(state_of("kept"), UserState::Active, "a removal waits");
+        assert_eq!(state_of("gone"), UserState::Active, "a removal waits");
+        // Confirmed: the removals are made.
+        let (changes, _) = state.apply_members(&result, &run).unwrap();
+        assert_eq!(changes.removed, ["gone", "kept"]);
+        assert_eq!(state_of("gone"), UserState::Removed);
     }
 }
