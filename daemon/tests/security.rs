@@ -189,79 +189,65 @@ fn a_token_cannot_make_pangeod_read_or_send_a_file() {
     daemon.stop();
 }
 
+/// Issue 19, item 4: new directory settings are in force only once they bind and find their
+/// tree. A new server with its password and CA, where the server is a listener that speaks no
+/// LDAP: the check goes there (over TLS, so the password is never sent), the PATCH is refused
+/// with 422 naming the key and the directory's answer, and nothing is stored or in force.
 #[test]
-fn the_password_is_a_write_only_value() {
+fn settings_the_directory_refuses_are_not_taken() {
     let trap = Trap::new();
     let mut daemon = TestDaemon::new("");
     daemon.start();
     daemon.wait_status("booted", common::booted);
+    let before = daemon.get_json("/v1/config");
     let server = format!("127.0.0.1:{}", trap.port);
     let secret = "s3cret-Value-7f3a";
-    let ca = ca_pem();
-
-    // A new server with its password and CA, in one request: taken.
     let response = patch(
         &daemon,
-        &serde_json::json!({"freeipa": {"server": server, "password": secret, "ca_pem": ca}}),
+        &serde_json::json!({"freeipa": {"server": server, "password": secret, "ca_pem": ca_pem()}}),
     );
-    assert_eq!(response.status, 200, "{response:?}");
-    let files = credential_files(&daemon);
-    assert_eq!(files.len(), 2, "{files:?}");
-    for file in &files {
-        let mode = std::fs::metadata(file).unwrap().permissions().mode() & 0o777;
-        assert_eq!(mode, 0o600, "{}", file.display());
-    }
+    assert_eq!(response.status, 422, "{response:?}");
+    let problem = problem(&response);
+    assert_eq!(
+        problem["type"]
+            .as_str()
+            .map(|t| t.ends_with("directory-check-failed")),
+        Some(true),
+        "{problem}"
+    );
     assert!(
-        files
-            .iter()
-            .any(|f| std::fs::read_to_string(f).unwrap() == secret)
+        ["freeipa.server", "freeipa.ca_file"]
+            .contains(&problem["field"].as_str().unwrap_or_default()),
+        "{problem}"
     );
-    // Never shown: not in the config, the events, the status or the log.
-    for path in ["/v1/config", "/v1/events?limit=50", "/v1/status"] {
-        let body = daemon.request(Method::GET, path, &[], None).body;
-        let text = String::from_utf8_lossy(&body);
-        assert!(!text.contains(secret), "{path} shows the password: {text}");
-    }
-    let config = daemon.get_json("/v1/config");
-    assert_eq!(config["config"]["freeipa"]["server"], server);
-    // The sync goes to the new server now (the listener speaks no TLS, so it fails there).
-    let _ = daemon.request(Method::POST, "/v1/sync", &[], None);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while trap.connections() == 0 && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    assert!(trap.connections() > 0, "the sync went to the new server");
-    std::thread::sleep(Duration::from_millis(500));
+    let detail = problem["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("nothing was changed") && detail.contains(&server),
+        "{detail}"
+    );
+    assert!(trap.connections() > 0, "the check went to the new server");
     let sent = trap.received.lock().unwrap().clone();
     assert!(
         !String::from_utf8_lossy(&sent).contains(secret),
         "the password was sent before TLS"
     );
-
-    // Back to the files' password and CA (and so the files' server too, or it is refused).
-    let response = patch(
-        &daemon,
-        &serde_json::json!({"freeipa": {"password": null, "ca_pem": null}}),
-    );
-    assert_eq!(response.status, 422, "{response:?}");
-    let response = patch(
-        &daemon,
-        &serde_json::json!({"freeipa": {"server": null, "password": null, "ca_pem": null}}),
-    );
-    assert_eq!(response.status, 200, "{response:?}");
+    assert_eq!(daemon.get_json("/v1/config"), before, "nothing is in force");
     assert!(
         credential_files(&daemon).is_empty(),
-        "unused credential files are removed: {:?}",
+        "nothing is stored: {:?}",
         credential_files(&daemon)
     );
+    for path in ["/v1/config", "/v1/events?limit=50", "/v1/status"] {
+        let body = daemon.request(Method::GET, path, &[], None).body;
+        let text = String::from_utf8_lossy(&body);
+        assert!(!text.contains(secret), "{path} shows the password: {text}");
+    }
     daemon.signal(nix::sys::signal::Signal::SIGTERM);
     assert_eq!(daemon.wait_exit(Duration::from_secs(15)), Some(0));
-    let stderr = daemon.stderr();
     assert!(
-        stderr.contains("config changed through the API"),
-        "{stderr}"
+        !daemon.stderr().contains(secret),
+        "the log shows the password"
     );
-    assert!(!stderr.contains(secret), "the log shows the password");
 }
 
 /// The password and CA given as values reach the real directory: the files hold a wrong
@@ -290,9 +276,10 @@ fn credentials_by_value_bind_to_the_real_directory() {
     });
     let password = std::fs::read_to_string(&ldap["LDAP_BIND_PASSWORD_FILE"]).unwrap();
     let ca = std::fs::read_to_string(&ldap["LDAP_CA"]).unwrap();
+    let password = password.trim_end();
     let response = patch(
         &daemon,
-        &serde_json::json!({"freeipa": {"password": password.trim_end(), "ca_pem": ca}}),
+        &serde_json::json!({"freeipa": {"password": password, "ca_pem": ca}}),
     );
     assert_eq!(response.status, 200, "{response:?}");
     let status = daemon.wait_status_within(
@@ -303,6 +290,126 @@ fn credentials_by_value_bind_to_the_real_directory() {
     assert!(
         status["directory"]["active_users"].as_u64().unwrap_or(0) > 0,
         "{status}"
+    );
+    // The password is a write-only value: stored 0600, never shown.
+    let files = credential_files(&daemon);
+    assert_eq!(files.len(), 2, "{files:?}");
+    for file in &files {
+        let mode = std::fs::metadata(file).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{}", file.display());
+    }
+    assert!(
+        files
+            .iter()
+            .any(|f| std::fs::read_to_string(f).unwrap() == password)
+    );
+    for path in ["/v1/config", "/v1/events?limit=50", "/v1/status"] {
+        let body = daemon.request(Method::GET, path, &[], None).body;
+        let text = String::from_utf8_lossy(&body);
+        assert!(
+            !text.contains(password),
+            "{path} shows the password: {text}"
+        );
+    }
+    // Back to the files' wrong password and CA: the directory refuses them, so the values in
+    // force stay; the same values again replace the stored files (no unused file is left).
+    let before = daemon.get_json("/v1/config");
+    let response = patch(
+        &daemon,
+        &serde_json::json!({"freeipa": {"password": null, "ca_pem": null}}),
+    );
+    assert_eq!(response.status, 422, "{response:?}");
+    assert_eq!(
+        problem(&response)["field"],
+        "freeipa.ca_file",
+        "{response:?}"
+    );
+    assert_eq!(daemon.get_json("/v1/config"), before);
+    let response = patch(
+        &daemon,
+        &serde_json::json!({"freeipa": {"password": password, "ca_pem": ca}}),
+    );
+    assert_eq!(response.status, 200, "{response:?}");
+    assert_eq!(
+        credential_files(&daemon).len(),
+        2,
+        "{:?}",
+        credential_files(&daemon)
+    );
+    daemon.signal(nix::sys::signal::Signal::SIGTERM);
+    assert_eq!(daemon.wait_exit(Duration::from_secs(15)), Some(0));
+    assert!(
+        !daemon.stderr().contains(password),
+        "the log shows the password"
+    );
+}
+
+/// Issue 19, item 4: a change of `freeipa.*` is checked against the real directory before it
+/// is in force. A PATCH of a base DN that does not exist gets 422 naming freeipa.base_dn and
+/// the DN; the same change through a drop-in and SIGHUP is refused as a reload, with status and
+/// the event log saying why, and the values in force keep syncing.
+#[test]
+fn a_freeipa_change_is_checked_before_it_is_in_force() {
+    let Some(ldap) = common::ldap_env() else {
+        return;
+    };
+    let mut daemon = TestDaemon::new("");
+    daemon.write_main(&TestDaemon::ldap_main_text(&ldap));
+    daemon.start();
+    let booted = daemon.wait_status("booted", common::booted);
+    let revision = booted["config_revision"].clone();
+    let before = daemon.get_json("/v1/config");
+    let wrong = "dc=wrong,dc=test";
+    let response = patch(&daemon, &serde_json::json!({"freeipa": {"base_dn": wrong}}));
+    assert_eq!(response.status, 422, "{response:?}");
+    let problem = problem(&response);
+    assert_eq!(problem["field"], "freeipa.base_dn", "{problem}");
+    let detail = problem["detail"].as_str().unwrap();
+    assert!(
+        detail.contains(wrong) && detail.contains("nothing was changed"),
+        "{detail}"
+    );
+    assert_eq!(daemon.get_json("/v1/config"), before);
+
+    daemon.write_dropin(
+        "70-wrong.toml",
+        &format!("[freeipa]\nbase_dn = \"{wrong}\"\n"),
+    );
+    daemon.signal(nix::sys::signal::Signal::SIGHUP);
+    let refused = daemon.wait_status("a refused reload", |s| !s["reload_error"].is_null());
+    let error = refused["reload_error"].as_str().unwrap();
+    assert!(
+        error.contains("the ones in force are kept") && error.contains(wrong),
+        "{error}"
+    );
+    assert_eq!(refused["config_revision"], revision);
+    assert!(
+        refused["degraded_reasons"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r
+                .as_str()
+                .is_some_and(|r| r.contains("the last config reload was refused"))),
+        "{refused}"
+    );
+    let events = daemon.get_json("/v1/events?limit=20");
+    assert!(
+        events["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["action"] == "config.reload_refused"
+                && e["details"]["key"] == "freeipa.base_dn"),
+        "{events}"
+    );
+    let sync = daemon
+        .request(Method::POST, "/v1/sync", &[], None)
+        .json()
+        .unwrap();
+    assert!(
+        ["applied", "unchanged"].contains(&sync["run"]["outcome"].as_str().unwrap_or_default()),
+        "the values in force still sync: {sync}"
     );
     daemon.stop();
 }

@@ -402,11 +402,20 @@ async fn patch_config(
     let state = app.state.clone();
     let config_path = app.config_path.clone();
     let who = actor.0.clone();
-    let outcome =
-        tokio::task::spawn_blocking(move || apply_config_patch(&config_path, &state, &who, &patch))
-            .await
-            .map_err(|e| Problem::internal(e.to_string()))?
-            .map_err(patch_problem)?;
+    // The directory check runs on this blocking thread, on the runtime's I/O.
+    let runtime = tokio::runtime::Handle::current();
+    let check = move |config: &crate::config::Config| {
+        runtime.block_on(crate::directory::check_settings(config))
+    };
+    if patch.get("freeipa").is_some() {
+        crate::waits::note(|| "the directory server, checking the new freeipa settings".into());
+    }
+    let outcome = tokio::task::spawn_blocking(move || {
+        apply_config_patch(&config_path, &state, &who, &patch, &check)
+    })
+    .await
+    .map_err(|e| Problem::internal(e.to_string()))?
+    .map_err(patch_problem)?;
     if outcome.changed {
         tracing::info!(actor = %actor.0, revision = outcome.revision, "config changed through the API");
         app.boot.request_reload(&actor.0);
@@ -448,6 +457,12 @@ fn patch_problem(error: PatchError) -> Problem {
             StatusCode::CONFLICT,
             "file-only-value",
             "Value is set in the config files only",
+            detail,
+        ),
+        PatchError::Directory { .. } => Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "directory-check-failed",
+            "The directory did not accept the new settings",
             detail,
         ),
         PatchError::NeedsPassword { .. } => Problem::new(

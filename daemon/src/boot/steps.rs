@@ -55,7 +55,7 @@ pub(super) enum StepOutcome {
 
 pub(super) async fn run(step: Step, ctx: &mut StepContext<'_>) -> Result<StepOutcome, StepError> {
     match step {
-        Step::Config => config(ctx),
+        Step::Config => config(ctx).await,
         Step::Preflight => preflight::run(ctx).await.map(StepOutcome::Done),
         Step::DirectorySync => directory_sync(ctx).await.map(StepOutcome::Done),
         Step::Storage => storage(ctx).await,
@@ -294,7 +294,7 @@ const CAS_ATTEMPTS: usize = 8;
 
 /// Loads the files and the API overlay, refuses changes to locked keys, and stores a new
 /// revision when the effective config changed.
-fn config(ctx: &mut StepContext<'_>) -> Result<StepOutcome, StepError> {
+async fn config(ctx: &mut StepContext<'_>) -> Result<StepOutcome, StepError> {
     let state_error = |error: crate::state::StateError| StepError {
         message: error.to_string(),
         key: None,
@@ -341,6 +341,21 @@ fn config(ctx: &mut StepContext<'_>) -> Result<StepOutcome, StepError> {
             key: None,
             retry_after: None,
         })?;
+        // A reload that changes the directory's settings (the API's changes were checked
+        // when they were made) puts them in force only once they bind and find their tree.
+        if ctx.reload
+            && let Some(latest) = &latest
+            && latest.effective["freeipa"] != effective["freeipa"]
+            && let Err(error) = crate::directory::check_settings(&config).await
+        {
+            return Ok(StepOutcome::ReloadRefused(StepError {
+                key: Some(error.key().to_string()),
+                message: format!(
+                    "the directory did not accept the new freeipa settings, so the ones in force are kept: {error}"
+                ),
+                retry_after: None,
+            }));
+        }
         let revision = match latest {
             Some(latest) if latest.effective == effective => latest.id,
             latest => {
@@ -473,9 +488,21 @@ pub enum PatchError {
     Invalid(ConfigError),
     #[error("the config files have errors, so no change can be validated; fix them first: {0}")]
     FilesBroken(ConfigError),
+    #[error(
+        "{key}: the directory did not accept the new freeipa settings, so nothing was changed: {error}"
+    )]
+    Directory {
+        key: String,
+        error: crate::directory::DirectoryError,
+    },
     #[error(transparent)]
     State(#[from] crate::state::StateError),
 }
+
+/// Checks new directory settings before they are in force (see
+/// `directory::check_settings`); the API passes one that binds and reads, tests may pass their own.
+pub type DirectoryCheck<'a> =
+    &'a (dyn Fn(&Config) -> Result<(), crate::directory::DirectoryError> + Sync);
 
 /// What to do instead of changing a file-only key through the API.
 fn file_only_fix(key: &str) -> String {
@@ -494,6 +521,7 @@ impl PatchError {
         match self {
             PatchError::Immutable { key }
             | PatchError::FileOnly { key }
+            | PatchError::Directory { key, .. }
             | PatchError::Shape { key, .. } => Some(key),
             PatchError::Shrink { .. } => Some("notebook.storage_gb"),
             PatchError::PlainTls => Some("freeipa.tls"),
@@ -553,21 +581,39 @@ pub struct PatchOutcome {
 /// Applies a JSON merge patch (`{"notebook": {"cpus": 2}}`; `null` reverts a key to the files'
 /// value) of updatable keys on top of the files, validates the result with the same rules as
 /// the files, and stores it as a revision with its event. Nothing is stored on any error.
+///
+/// A change of the directory's settings (`freeipa.*`) is in force only once `check_directory`
+/// has bound with the new values and read their base DN and users group.
 pub fn apply_config_patch(
     config_path: &Path,
     state: &State,
     actor: &str,
     patch: &serde_json::Value,
+    check_directory: DirectoryCheck<'_>,
 ) -> Result<PatchOutcome, PatchError> {
     let mut stored = Vec::new();
     // Compare-and-set with the reloads (see `State::save_config_revision`): a conflict means a
     // reload or another writer stored a revision since this one read the latest, so the patch
     // is applied again on top of it; only a config that keeps changing is refused.
-    let mut outcome = patch_config(config_path, state, actor, patch, &mut stored);
+    let mut outcome = patch_config(
+        config_path,
+        state,
+        actor,
+        patch,
+        check_directory,
+        &mut stored,
+    );
     for _ in 1..CAS_ATTEMPTS {
         match outcome {
             Err(PatchError::State(crate::state::StateError::RevisionConflict { .. })) => {
-                outcome = patch_config(config_path, state, actor, patch, &mut stored);
+                outcome = patch_config(
+                    config_path,
+                    state,
+                    actor,
+                    patch,
+                    check_directory,
+                    &mut stored,
+                );
             }
             _ => break,
         }
@@ -589,6 +635,7 @@ fn patch_config(
     state: &State,
     actor: &str,
     patch: &serde_json::Value,
+    check_directory: DirectoryCheck<'_>,
     stored: &mut Vec<std::path::PathBuf>,
 ) -> Result<PatchOutcome, PatchError> {
     use crate::config::{IMMUTABLE_KEYS, UPDATABLE_KEYS};
@@ -812,13 +859,30 @@ fn patch_config(
     }
     let effective = serde_json::to_value(&config)
         .map_err(|error| shape("(body)", format!("cannot encode the config: {error}")))?;
-    if let Some(latest) = latest.filter(|l| l.effective == effective && l.overlay == overlay) {
+    if let Some(latest) = latest
+        .as_ref()
+        .filter(|l| l.effective == effective && l.overlay == overlay)
+    {
         return Ok(PatchOutcome {
             revision: latest.id,
             changed: false,
             config: effective,
             overlay,
         });
+    }
+    if latest
+        .as_ref()
+        .is_none_or(|l| l.effective["freeipa"] != effective["freeipa"])
+    {
+        check_directory(&config).map_err(|error| {
+            let key = match &error {
+                crate::directory::DirectoryError::Bind { .. } if password_given => {
+                    "freeipa.password".to_string()
+                }
+                error => error.key().to_string(),
+            };
+            PatchError::Directory { key, error }
+        })?;
     }
     let changes = credentials::redacted(patch);
     let revision =

@@ -424,6 +424,15 @@ impl DirectoryClient {
         }
     }
 
+    /// Whether the tree the settings name is there: the base DN and the users group (read
+    /// after a successful bind). What a change of `freeipa.*` must pass before it is in force.
+    pub async fn check_tree(&mut self, tree: &Tree) -> Result<(), DirectoryError> {
+        self.require_entry(&tree.base, "freeipa.base_dn", true)
+            .await?;
+        self.require_entry(&tree.users_group, "freeipa.base_dn", false)
+            .await
+    }
+
     /// RFC 4533 content sync in refreshAndPersist mode over the entries that decide membership:
     /// after the initial refresh, every change the server reports calls `on_change`. Used only
     /// as a trigger (the sync itself stays the checked, fail-safe read). Returns when the

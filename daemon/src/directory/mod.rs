@@ -60,6 +60,41 @@ impl From<StateError> for DirectoryError {
     }
 }
 
+/// How long checking new directory settings may take in all: inside an API request's deadline.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Checks directory settings before they are put in force: binds with them (TLS verified
+/// against their CA) and reads their base DN and users group. Changes nothing.
+pub async fn check_settings(config: &Config) -> Result<(), DirectoryError> {
+    let server = ldap::host_port(config);
+    let check = async {
+        let mut client = DirectoryClient::connect(config).await?;
+        let checked = client.check_tree(&Tree::from_config(config)).await;
+        client.close().await;
+        checked
+    };
+    tokio::time::timeout(CHECK_TIMEOUT, check)
+        .await
+        .unwrap_or_else(|_| {
+            Err(DirectoryError::Timeout {
+                server: format!("{}:{}", server.0, server.1),
+            })
+        })
+}
+
+impl DirectoryError {
+    /// The setting an error of a directory check points at.
+    pub fn key(&self) -> &str {
+        match self {
+            DirectoryError::Connect { .. } | DirectoryError::Timeout { .. } => "freeipa.server",
+            DirectoryError::Tls { .. } => "freeipa.ca_file",
+            DirectoryError::Bind { .. } => "freeipa.bind_dn",
+            DirectoryError::Missing { key, .. } => key,
+            _ => "freeipa.server",
+        }
+    }
+}
+
 /// FreeIPA's rule for user names (its default `ipausersearchfields` check): letters, digits,
 /// `.`, `_` and `-`, a trailing `$`, any case, up to 255 characters. The hub's login form checks
 /// the same pattern (`valid_username_regex`, components/values.rs), so a member the sync
