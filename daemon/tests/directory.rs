@@ -346,6 +346,13 @@ fn assert_failsafe(
     after();
     let error = outcome.expect_err("the sync must fail");
     assert!(check(&error), "unexpected error: {error}");
+    // Status labels say what was seen: "unreachable" only for a server that was not reached.
+    assert_eq!(
+        error.label() == "FreeIPA unreachable",
+        matches!(error, DirectoryError::Connect { .. }),
+        "label {:?} for {error}",
+        error.label()
+    );
     assert_eq!(
         active_names(&s.state),
         before,
@@ -523,8 +530,22 @@ fn the_size_limit_is_an_error_not_a_short_list() {
             }
         },
         |e| {
+            let text = e.to_string();
+            // The result code and every limit to grant, and no empty "()" (issue 19, item 3).
             matches!(e, DirectoryError::SizeLimit { .. })
-                && e.to_string().contains("grant the sync account")
+                && e.label() == "a FreeIPA limit cut the member search short"
+                && (text.contains("LDAP result 4, sizeLimitExceeded")
+                    || text.contains("LDAP result 11, adminLimitExceeded"))
+                && [
+                    "nsSizeLimit,",
+                    "nsPagedSizeLimit,",
+                    "nsLookThroughLimit,",
+                    "nsPagedLookThroughLimit",
+                    "nsIDListScanLimit",
+                ]
+                .iter()
+                .all(|limit| text.contains(limit))
+                && !text.contains("()")
         },
     );
 }

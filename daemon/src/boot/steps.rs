@@ -420,7 +420,8 @@ async fn directory_sync(ctx: &mut StepContext<'_>) -> Result<String, StepError> 
                 .unwrap_or(0);
             if kept > 0 {
                 Ok(format!(
-                    "FreeIPA unreachable ({error}); keeping the {kept} active users of the last sync"
+                    "{} ({error}); keeping the {kept} active users of the last sync",
+                    error.label()
                 ))
             } else {
                 Err(StepError {

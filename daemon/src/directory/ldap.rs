@@ -330,6 +330,7 @@ impl DirectoryClient {
             4 | 11 => {
                 return Err(DirectoryError::SizeLimit {
                     read: users.len(),
+                    rc: result.rc,
                     text: result.text,
                 });
             }
@@ -561,6 +562,7 @@ fn classify(url: &str, error: LdapError) -> DirectoryError {
         LdapError::LdapResult { result } if result.rc == 4 || result.rc == 11 => {
             DirectoryError::SizeLimit {
                 read: 0,
+                rc: result.rc,
                 text: result.text,
             }
         }

@@ -41,9 +41,11 @@ pub enum DirectoryError {
     )]
     Missing { dn: String, key: String },
     #[error(
-        "the directory's size limit stopped the member search after {read} entries ({text}); grant the sync account nsPagedSizeLimit and nsLookThroughLimit of -1, see docs/FREEIPA.md"
+        "a directory limit stopped the member search after {read} entries (LDAP result {rc}, {}{}); grant the sync account nsSizeLimit, nsPagedSizeLimit, nsLookThroughLimit, nsPagedLookThroughLimit and nsIDListScanLimit of -1, see docs/FREEIPA.md",
+        if *.rc == 11 { "adminLimitExceeded: a look-through or ID-list scan limit" } else { "sizeLimitExceeded: a size limit" },
+        if .text.is_empty() { String::new() } else { format!(": {}", .text) }
     )]
-    SizeLimit { read: usize, text: String },
+    SizeLimit { read: usize, rc: u32, text: String },
     #[error("{what} failed with LDAP result {rc}{}", if .text.is_empty() { String::new() } else { format!(": {}", .text) })]
     Search { what: String, rc: u32, text: String },
     #[error("{0}")]
@@ -83,6 +85,23 @@ pub async fn check_settings(config: &Config) -> Result<(), DirectoryError> {
 }
 
 impl DirectoryError {
+    /// What was seen, in a few words, for status lines ("FreeIPA unreachable" only when it was).
+    pub fn label(&self) -> &'static str {
+        match self {
+            DirectoryError::Connect { .. } => "FreeIPA unreachable",
+            DirectoryError::Timeout { .. } | DirectoryError::Overall(_) => {
+                "FreeIPA did not answer in time"
+            }
+            DirectoryError::Tls { .. } => "TLS with FreeIPA failed",
+            DirectoryError::Bind { .. } => "FreeIPA refused the sync account's bind",
+            DirectoryError::Missing { .. } => "an entry the sync needs is missing in FreeIPA",
+            DirectoryError::SizeLimit { .. } => "a FreeIPA limit cut the member search short",
+            DirectoryError::Search { .. } => "a FreeIPA search failed",
+            DirectoryError::Config(_) => "the freeipa settings cannot be used",
+            DirectoryError::State(_) => "the state database failed",
+        }
+    }
+
     /// The setting an error of a directory check points at.
     pub fn key(&self) -> &str {
         match self {
