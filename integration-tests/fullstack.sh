@@ -11,7 +11,7 @@
 #   6 the member removed in 389-ds + `pangeoctl sync`: pod and Dask cluster gone, hub user
 #     deleted, the PVC and its file kept; re-added: the same home
 #   5 `pangeoctl config set notebook.cpus`: the HelmChart and the next server; storage growth
-#   7 `kubectl delete helmchart jupyterhub` put back without a reload (issue 16: SKIPPED if not)
+#   7 `kubectl delete helmchart jupyterhub`, and an edit of its values: both put back without a reload
 #   8 benchmarks (seconds), printed as BENCH lines
 # (6 runs before 5: the Dask cluster and the server of step 4 are what step 6 removes.)
 #
@@ -588,6 +588,24 @@ wait_for 300 "the hub to come back" release_back || K -n pangeo get pods,jobs,pv
 note "the hub Ready again $(elapsed "$t0")s after the delete; pangeod's hub sync: $(st 'd["hub"]["last_error"] or "no error"')"
 wait_for 300 "pangeod's hub sync to reach the new hub" hub_back || true
 check "7 the release is installed again: the hub Ready on a new database claim, pangeod's hub sync reached it ($(elapsed "$t0")s after the delete)" hub_back
+
+# An edit of the hub's HelmChart values outside pangeod (what `kubectl edit` does): pangeod puts
+# its own values back, without a reload.
+wait_for 300 "the release to settle before the edit" upgrade_settled || true
+K -n pangeo get helmchart jupyterhub -o jsonpath='{.spec.valuesContent}' >"$WD/jupyterhub-values.desired"
+edited=$(python3 -c 'import json,sys; v=json.load(open(sys.argv[1])); v["singleuser"]["cpu"]["limit"]=64; print(json.dumps({"spec":{"valuesContent":json.dumps(v)}}))' "$WD/jupyterhub-values.desired")
+t0=$(date +%s.%N)
+K -n pangeo patch helmchart jupyterhub --type merge -p "$edited" >/dev/null
+values_back() {
+    K -n pangeo get helmchart jupyterhub -o jsonpath='{.spec.valuesContent}' 2>/dev/null | cmp -s - "$WD/jupyterhub-values.desired"
+}
+if wait_for 120 "pangeod to put the values back" values_back; then
+    pass "7 an edit of the hub's HelmChart values (singleuser.cpu.limit 64): pangeod put its values back without a reload ($(elapsed "$t0")s)"
+else
+    fail "7 an edit of the hub's HelmChart values: not put back within 120 s"
+fi
+sleep 5
+wait_for 300 "the upgrades of the edit and its undoing to finish" upgrade_settled || true
 
 # --- 8. kill -9 in the middle of an install, then a restart
 # The dask-gateway release is uninstalled while pangeod is down (kubectl delete helmchart: helm-

@@ -362,6 +362,213 @@ fn removal(rt: &tokio::runtime::Runtime, work: &Path, ldap_dir: &str) -> Vec<Str
     ]
 }
 
+/// Removal at scale (issue 19, item 6): `n` hub users whose members the directory removed, as
+/// pangeod's hub sync removes them, against the hub's own `DELETE /users/{name}` for the same
+/// users at the same concurrency (8), in the same run; with request counts.
+fn mass_removal(rt: &tokio::runtime::Runtime, work: &Path, n: usize) -> Vec<String> {
+    let config = rendered_hub_config(work);
+    let Some(hub) = Hub::start(&work.join(format!("hub-mass-{n}")), &config) else {
+        return vec![];
+    };
+    let client = hub.client();
+    let state = Arc::new(State::open(&work.join(format!("mass-state-{n}"))).unwrap());
+    let members: Vec<Member> = (0..n)
+        .map(|i| member(&format!("gone{i:05}"), false))
+        .collect();
+    let enforce = |state: &Arc<State>| {
+        rt.block_on(pangeod::hub::enforce::run(
+            &client,
+            state,
+            &pangeod::hub::enforce::all_users(state).unwrap(),
+        ))
+        .unwrap()
+    };
+    state.apply_members(&members, &run_record()).unwrap();
+    let created = enforce(&state);
+    assert_eq!(created.created, n, "{created:?}");
+    // Every member removed by the directory: the hub sync deletes them.
+    state.apply_members(&[], &run_record()).unwrap();
+    let started = Instant::now();
+    let removed = enforce(&state);
+    let ours = started.elapsed();
+    assert_eq!(removed.purged, n, "{removed:?}");
+    assert_eq!(removed.failed, 0, "{removed:?}");
+    let left = rt.block_on(client.users()).unwrap();
+    assert!(
+        left.iter().all(|u| !u.name.starts_with("gone")),
+        "all deleted"
+    );
+
+    // Baseline: the same users again (untimed), deleted with the hub's own DELETE.
+    state.apply_members(&members, &run_record()).unwrap();
+    assert_eq!(enforce(&state).created, n);
+    let http = reqwest::Client::new();
+    let api = hub.env["HUB_API_URL"].clone();
+    let token = hub.env["HUB_ADMIN_TOKEN"].clone();
+    let started = Instant::now();
+    rt.block_on(async {
+        use futures_util::StreamExt;
+        futures_util::stream::iter(&members)
+            .map(|member| {
+                http.delete(format!("{api}/users/{}", member.name))
+                    .header("Authorization", format!("token {token}"))
+                    .send()
+            })
+            .buffer_unordered(8)
+            .for_each(|response| async move {
+                assert_eq!(response.unwrap().status(), 204);
+            })
+            .await;
+    });
+    let baseline = started.elapsed();
+    let ratio = ours.as_secs_f64() / baseline.as_secs_f64();
+    eprintln!("mass removal of {n}: pangeod {ours:?} ({removed:?}); hub DELETE {baseline:?}");
+    vec![
+        format!(
+            "| baseline: {n} hub users deleted with the hub's own `DELETE /users/{{name}}`, 8 at a time | {:.2} s, {n} requests | |",
+            baseline.as_secs_f64()
+        ),
+        format!(
+            "| hub sync: the same {n} users removed by the directory | **{:.2} s**, {} requests (listing included), ratio **{ratio:.2}** | ≤ 1.2: **{}** |",
+            ours.as_secs_f64(),
+            removed.requests,
+            if ratio <= 1.2 { "met" } else { "missed" }
+        ),
+    ]
+}
+
+/// `GET /v1/users` pages at scale (issue 19, item 6): the real pangeod with `n` active members
+/// who are all hub users, a page of 100 at a random place, 500 times; p50/p99. Baseline, same
+/// hub, same run: one listing of the hub's users, which is what every page cost before pages
+/// were served from the last listing.
+fn users_page(rt: &tokio::runtime::Runtime, work: &Path, n: usize) -> Vec<String> {
+    let config = rendered_hub_config(work);
+    let Some(hub) = Hub::start(&work.join(format!("hub-page-{n}")), &config) else {
+        return vec![];
+    };
+    let client = hub.client();
+    let dir = work.join(format!("page-{n}"));
+    let state_dir = dir.join("state");
+    let names: Vec<String> = (0..n).map(|i| format!("page{i:05}")).collect();
+    {
+        let state = Arc::new(State::open(&state_dir).unwrap());
+        let members: Vec<Member> = names.iter().map(|name| member(name, false)).collect();
+        state.apply_members(&members, &run_record()).unwrap();
+        let created = rt
+            .block_on(pangeod::hub::enforce::run(
+                &client,
+                &state,
+                &pangeod::hub::enforce::all_users(&state).unwrap(),
+            ))
+            .unwrap();
+        assert_eq!(created.created, n, "{created:?}");
+    }
+    let token_file = dir.join("hub-token");
+    std::fs::write(&token_file, &hub.env["HUB_ADMIN_TOKEN"]).unwrap();
+    std::fs::write(dir.join("password"), "unused\n").unwrap();
+    std::fs::copy(work.join("ca.pem"), dir.join("ca.pem")).unwrap();
+    let config = dir.join("pangeod.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[cluster]\nname = \"demo\"\nexternal_ip = \"192.0.2.10\"\n[freeipa]\nserver = \"127.0.0.1:1636\"\n\
+             base_dn = \"dc=example,dc=test\"\nbind_dn = \"uid=pangeod,cn=sysaccounts,cn=etc,dc=example,dc=test\"\n\
+             password_file = \"password\"\nca_file = \"ca.pem\"\n[hub]\napi_url = \"{}\"\napi_token_file = \"{}\"\n\
+             [api]\nsocket = \"run/admin.sock\"\n[daemon]\nstate_dir = \"state\"\ndata_dir = \".\"\n\
+             require_data_disk = false\nmin_free_gb = 0\n[k3s]\nmode = \"off\"\n",
+            hub.env["HUB_API_URL"],
+            token_file.display()
+        ),
+    )
+    .unwrap();
+    let socket = dir.join("run/admin.sock");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pangeod"))
+        .arg("--config")
+        .arg(&config)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let get = |path: &str| {
+        rt.block_on(pangeod::client::request(
+            &socket,
+            hyper::Method::GET,
+            path,
+            &[],
+            None,
+            Duration::from_secs(30),
+        ))
+    };
+    // Until the daemon's hub sync has run once (it lists the hub, and finds nothing to change).
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let synced = get("/v1/status")
+            .ok()
+            .and_then(|r| r.json().ok())
+            .is_some_and(|s| !s["hub"]["last_success_at"].is_null());
+        if synced {
+            break;
+        }
+        assert!(Instant::now() < deadline, "pangeod's hub sync never ran");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let mut samples = Vec::new();
+    let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+    for _ in 0..500 {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let after = &names[(seed % n as u64) as usize];
+        let started = Instant::now();
+        let page = get(&format!("/v1/users?limit=100&after={after}")).unwrap();
+        samples.push(started.elapsed());
+        assert_eq!(page.status, 200);
+        let page = page.json().unwrap();
+        assert!(page["hub_error"].is_null(), "{}", page["hub_error"]);
+        let users = page["users"].as_array().unwrap();
+        assert!(
+            users.iter().all(|u| u["hub"]["server"] == "stopped"),
+            "every listed member shows the hub's view"
+        );
+    }
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    let _ = child.wait();
+    let listings: Vec<Duration> = (0..5)
+        .map(|_| {
+            let started = Instant::now();
+            let listed = rt.block_on(client.users()).unwrap();
+            assert!(listed.len() >= n);
+            started.elapsed()
+        })
+        .collect();
+    let listing = median(listings);
+    samples.sort();
+    let p50 = samples[samples.len() / 2];
+    let p99 = samples[samples.len() * 99 / 100];
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    vec![
+        format!(
+            "| baseline: one listing of the hub's {n} users (what each `GET /v1/users` page cost before), median of 5 | {:.0} ms | |",
+            ms(listing)
+        ),
+        format!(
+            "| `GET /v1/users?limit=100` at {n} members, 500 pages at random places: p50 / p99 | {:.2} / **{:.2} ms**, 0 hub requests per page, ratio p99/baseline **{:.4}** | p99 < 50 ms: **{}** |",
+            ms(p50),
+            ms(p99),
+            ms(p99) / ms(listing),
+            if p99 < Duration::from_millis(50) {
+                "met"
+            } else {
+                "missed"
+            }
+        ),
+    ]
+}
+
 fn main() {
     let work = tempfile::Builder::new()
         .prefix("pangeo-hub-bench.")
@@ -373,6 +580,21 @@ fn main() {
         .build()
         .unwrap();
     let mut rows = bulk(&rt, work.path());
+    // PANGEO_BENCH_REMOVALS: the sizes of the removal at scale, comma-separated (default 1000).
+    let sizes = std::env::var("PANGEO_BENCH_REMOVALS").unwrap_or_else(|_| "1000".into());
+    for n in sizes
+        .split(',')
+        .filter_map(|n| n.trim().parse::<usize>().ok())
+    {
+        rows.extend(mass_removal(&rt, work.path(), n));
+    }
+    // PANGEO_BENCH_PAGES: the member count of the users-page measurement (default 20000).
+    let pages = std::env::var("PANGEO_BENCH_PAGES").unwrap_or_else(|_| "20000".into());
+    if let Ok(n) = pages.trim().parse::<usize>()
+        && n > 0
+    {
+        rows.extend(users_page(&rt, work.path(), n));
+    }
     match std::env::var("LDAP_WORKDIR") {
         Ok(dir) => rows.extend(removal(&rt, work.path(), &dir)),
         Err(_) => {

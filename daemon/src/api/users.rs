@@ -43,6 +43,10 @@ pub struct UsersPage {
     pub next_after: Option<String>,
     /// Why the hub's view is missing (the hub is down, or not installed yet).
     pub hub_error: Option<String>,
+    /// When the hub's users shown were listed (RFC 3339). Pages are served from the last
+    /// listing (the hub sync's, or a refresh), and one older than 15 s is listed again in the
+    /// background, so a page costs no hub request.
+    pub hub_listed_at: Option<String>,
 }
 
 /// A user as the directory sync knows them, with the hub's view.
@@ -159,31 +163,42 @@ pub async fn list_users(
     let next_after = (users.len() == limit as usize)
         .then(|| users.last().map(|u| u.name.clone()))
         .flatten();
-    // The hub's view: one listing (200 users a request), bounded so a slow hub cannot hold the
-    // directory's view hostage.
-    let hub = match hub_client(&app).await {
-        Ok(client) => match tokio::time::timeout(HUB_VIEW_TIMEOUT, client.users()).await {
-            Ok(Ok(users)) => Ok(users),
-            Ok(Err(error)) => Err(error.to_string()),
-            Err(_) => Err(format!(
-                "the hub did not list its users within {HUB_VIEW_TIMEOUT:?}"
-            )),
+    // The hub's view, from the last listing; only when there has never been one does the page
+    // wait for it, bounded so a slow hub cannot hold the directory's view hostage.
+    let listing = match app.hub.listing() {
+        Some(listing) => {
+            if listing.at.elapsed() > crate::hub::LISTING_FRESH
+                && let Ok(client) = hub_client(&app).await
+            {
+                app.hub.refresh_listing_later(client);
+            }
+            Ok(listing)
+        }
+        None => match hub_client(&app).await {
+            Ok(client) => {
+                match tokio::time::timeout(HUB_VIEW_TIMEOUT, app.hub.refresh_listing(&client)).await
+                {
+                    Ok(Ok(listing)) => Ok(listing),
+                    Ok(Err(error)) => Err(error.to_string()),
+                    Err(_) => Err(format!(
+                        "the hub did not list its users within {HUB_VIEW_TIMEOUT:?}"
+                    )),
+                }
+            }
+            Err(problem) => Err(problem.detail),
         },
-        Err(problem) => Err(problem.detail),
     };
-    let (by_name, hub_error) = match hub {
-        Ok(list) => (
-            list.into_iter()
-                .map(|u| (u.name.clone(), u))
-                .collect::<std::collections::HashMap<_, _>>(),
-            None,
-        ),
-        Err(error) => (Default::default(), Some(error)),
+    let (listing, hub_error) = match listing {
+        Ok(listing) => (Some(listing), None),
+        Err(error) => (None, Some(error)),
     };
     let users = users
         .into_iter()
         .map(|user| UserView {
-            hub: by_name.get(&user.name).map(HubView::from),
+            hub: listing
+                .as_ref()
+                .and_then(|l| l.users.get(&user.name))
+                .map(HubView::from),
             user,
         })
         .collect();
@@ -191,6 +206,7 @@ pub async fn list_users(
         users,
         next_after,
         hub_error,
+        hub_listed_at: listing.map(|l| l.listed_at.clone()),
     }))
 }
 
@@ -261,8 +277,15 @@ async fn server_change(
         Err(error) => return Err(hub_problem(error)),
     };
     let server = match client.user(&user).await {
-        Ok(Some(hub_user)) => hub_user.server_state().to_string(),
-        Ok(None) => "stopped".to_string(),
+        Ok(Some(hub_user)) => {
+            let server = hub_user.server_state().to_string();
+            app.hub.update_listed_user(&user, Some(hub_user));
+            server
+        }
+        Ok(None) => {
+            app.hub.update_listed_user(&user, None);
+            "stopped".to_string()
+        }
         Err(error) => return Err(hub_problem(error)),
     };
     let (status, outcome) = match outcome {

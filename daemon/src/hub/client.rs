@@ -492,24 +492,6 @@ impl HubClient {
         Ok(Self::decode::<Tokens>(value, &what)?.api_tokens)
     }
 
-    /// Revokes one token. True if it existed.
-    pub async fn revoke_token(&self, name: &str, id: &str) -> Result<bool, HubError> {
-        let what = format!("revoke token {id} of hub user {name}");
-        match self
-            .call(
-                Method::DELETE,
-                &format!("/users/{}/tokens/{}", enc(name), enc(id)),
-                None,
-                &what,
-            )
-            .await
-        {
-            Ok(_) => Ok(true),
-            Err(HubError::NotFound { .. }) => Ok(false),
-            Err(error) => Err(error),
-        }
-    }
-
     /// Starts the user's default server and waits, up to `wait`, until it is ready.
     pub async fn start_server(
         &self,

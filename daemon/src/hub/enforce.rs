@@ -33,8 +33,9 @@ pub struct Plan {
     pub create_admins: Vec<String>,
     /// Hub users whose admin flag differs from the computed one.
     pub set_admin: Vec<(String, bool)>,
-    /// Hub users the directory has removed or disabled.
-    pub purge: Vec<(String, UserState)>,
+    /// Hub users the directory has removed or disabled, with whether the hub listed a server
+    /// of theirs (running, starting or stopping).
+    pub purge: Vec<(String, UserState, bool)>,
 }
 
 impl Plan {
@@ -60,7 +61,11 @@ pub fn plan(users: &[UserRecord], hub: &[HubUser]) -> Plan {
                 plan.set_admin.push((user.name.clone(), admin));
             }
             (UserState::Active, Some(_)) => {}
-            (state, Some(_)) => plan.purge.push((user.name.clone(), state)),
+            (state, Some(existing)) => plan.purge.push((
+                user.name.clone(),
+                state,
+                existing.server.is_some() || existing.pending.is_some(),
+            )),
             (_, None) => {}
         }
     }
@@ -75,7 +80,6 @@ pub struct EnforceReport {
     pub admin_changed: usize,
     pub purged: usize,
     pub servers_stopped: usize,
-    pub tokens_revoked: usize,
     /// Changes that failed after their retries; the next run tries again.
     pub failed: usize,
     /// Changes a run cut short had made, recorded by this one from their intents.
@@ -132,10 +136,24 @@ pub async fn run(
     state: &Arc<State>,
     users: &[UserRecord],
 ) -> Result<EnforceReport, HubError> {
+    run_with_listing(client, state, users)
+        .await
+        .map(|(report, _)| report)
+}
+
+/// [`run`], which also returns the hub's users as the run leaves them: its listing with the
+/// changes it made applied (created users added, admin flags set, deleted users gone).
+pub async fn run_with_listing(
+    client: &HubClient,
+    state: &Arc<State>,
+    users: &[UserRecord],
+) -> Result<(EnforceReport, Vec<HubUser>), HubError> {
     let started = Instant::now();
     let requests_before = client.requests();
     let hub = retried(|| client.users()).await?;
     let plan = plan(users, &hub);
+    let mut after: BTreeMap<String, HubUser> =
+        hub.iter().map(|u| (u.name.clone(), u.clone())).collect();
     let mut report = EnforceReport {
         hub_users: hub.len(),
         ..Default::default()
@@ -170,6 +188,18 @@ pub async fn run(
                     .into_iter()
                     .partition(|(name, _, _)| !refused_names.contains(name.as_str()));
                 report.created += made.len();
+                for (name, _, _) in &made {
+                    after.insert(
+                        name.clone(),
+                        HubUser {
+                            name: name.clone(),
+                            admin,
+                            server: None,
+                            pending: None,
+                            last_activity: None,
+                        },
+                    );
+                }
                 complete(state, made).await;
                 if !not_made.is_empty() {
                     let dropped = not_made
@@ -212,9 +242,14 @@ pub async fn run(
         .buffer_unordered(CONCURRENCY)
         .collect::<Vec<_>>()
         .await;
-    for (name, _, outcome) in admin_changes {
+    for (name, admin, outcome) in admin_changes {
         match outcome {
-            Ok(()) => report.admin_changed += 1,
+            Ok(()) => {
+                report.admin_changed += 1;
+                if let Some(user) = after.get_mut(&name) {
+                    user.admin = admin;
+                }
+            }
             Err(error) => {
                 tracing::warn!(%error, user = %name, "setting the admin flag failed");
                 report.failed += 1;
@@ -223,7 +258,7 @@ pub async fn run(
     }
 
     let purges = futures_util::stream::iter(plan.purge.clone())
-        .map(|(name, why)| {
+        .map(|(name, why, server)| {
             let client = client.clone();
             async move {
                 let intent = vec![(
@@ -238,7 +273,7 @@ pub async fn run(
                 if !begin(state, &intent).await {
                     return (name, why, Err(unrecorded()));
                 }
-                let outcome = purge(&client, &name).await;
+                let outcome = purge(&client, &name, server).await;
                 if let Ok(purged) = &outcome {
                     let done = vec![(
                         name.clone(),
@@ -247,7 +282,7 @@ pub async fn run(
                             "user": name,
                             "because": why.as_str(),
                             "server_stopped": purged.server_stopped,
-                            "tokens_revoked": purged.tokens_revoked,
+                            "tokens": "deleted with the hub user",
                             "home_volume": "kept",
                         }),
                     )];
@@ -263,8 +298,8 @@ pub async fn run(
         match outcome {
             Ok(purged) => {
                 report.purged += 1;
+                after.remove(&name);
                 report.servers_stopped += usize::from(purged.server_stopped);
-                report.tokens_revoked += purged.tokens_revoked;
             }
             Err(error) => {
                 tracing::warn!(%error, user = %name, "removing the hub user failed; retried on the next run");
@@ -286,7 +321,7 @@ pub async fn run(
             "hub sync applied"
         );
     }
-    Ok(report)
+    Ok((report, after.into_values().collect()))
 }
 
 /// Runs a state call on the blocking pool: SQLite waits for the disk (each commit is synced),
@@ -434,25 +469,23 @@ async fn settle(state: &Arc<State>, hub: &[HubUser]) -> usize {
 
 struct Purged {
     server_stopped: bool,
-    tokens_revoked: usize,
 }
 
-/// Revokes every token (API access ends at once), stops the server, then deletes the hub user
-/// (which ends the login cookie). Each step is idempotent, so a run cut short is finished by
-/// the next one.
-async fn purge(client: &HubClient, name: &str) -> Result<Purged, HubError> {
-    let tokens = retried(|| client.tokens(name)).await?;
-    let mut revoked = 0;
-    for token in &tokens {
-        if retried(|| client.revoke_token(name, &token.id)).await? {
-            revoked += 1;
-        }
-    }
-    let stopped = retried(|| client.stop_server(name, STOP_WAIT)).await?;
+/// Stops the user's server if the hub listed one, then deletes the hub user: one request for a
+/// user without a server (most removals). Deleting a user deletes their API tokens with it, in
+/// the hub's own transaction (JupyterHub's `User.api_tokens` cascade), and ends the login
+/// cookie, so access ends at once without a request per token. A server started after the
+/// listing is stopped by the hub's own DELETE. Each step is idempotent, so a run cut short is
+/// finished by the next one.
+async fn purge(client: &HubClient, name: &str, server: bool) -> Result<Purged, HubError> {
+    let stopped = if server {
+        retried(|| client.stop_server(name, STOP_WAIT)).await? == super::ServerOutcome::Done
+    } else {
+        false
+    };
     retried(|| client.delete_user(name)).await?;
     Ok(Purged {
-        server_stopped: stopped == super::ServerOutcome::Done,
-        tokens_revoked: revoked,
+        server_stopped: stopped,
     })
 }
 
@@ -501,7 +534,10 @@ mod tests {
             hub("demote", true),
             hub("same", true),
             hub("gone", false),
-            hub("locked", true),
+            HubUser {
+                pending: Some("spawn".into()),
+                ..hub("locked", true)
+            },
             hub("made-by-hand", false),
         ];
         let plan = plan(&users, &hub_users);
@@ -514,9 +550,10 @@ mod tests {
         assert_eq!(
             plan.purge,
             [
-                ("gone".to_string(), UserState::Removed),
-                ("locked".to_string(), UserState::Disabled)
-            ]
+                ("gone".to_string(), UserState::Removed, false),
+                ("locked".to_string(), UserState::Disabled, true)
+            ],
+            "a server that is starting is stopped before the user is deleted"
         );
     }
 

@@ -49,6 +49,19 @@ pub struct HubStatus {
 }
 
 /// Keeps the hub equal to the user table, and hands out the hub client to the API.
+/// The hub's users as last listed (by a hub sync run, with its own changes applied, or by a
+/// refresh for the API), so that `GET /v1/users` pages cost no hub request.
+#[derive(Debug)]
+pub struct Listing {
+    pub at: Instant,
+    /// When, as RFC 3339.
+    pub listed_at: String,
+    pub users: std::collections::HashMap<String, HubUser>,
+}
+
+/// How old a listing may be before a reader sets off a refresh (it is served meanwhile).
+pub const LISTING_FRESH: Duration = Duration::from_secs(15);
+
 #[derive(Clone)]
 pub struct HubSync {
     state: Arc<State>,
@@ -57,6 +70,8 @@ pub struct HubSync {
     status: watch::Sender<HubStatus>,
     client: Arc<Mutex<Option<(crate::config::Hub, HubClient)>>>,
     run_lock: Arc<Mutex<()>>,
+    listing: Arc<std::sync::RwLock<Option<Arc<Listing>>>>,
+    refreshing: Arc<Mutex<()>>,
 }
 
 impl HubSync {
@@ -68,7 +83,80 @@ impl HubSync {
             status: watch::channel(HubStatus::default()).0,
             client: Arc::new(Mutex::new(None)),
             run_lock: Arc::new(Mutex::new(())),
+            listing: Arc::new(std::sync::RwLock::new(None)),
+            refreshing: Arc::new(Mutex::new(())),
         }
+    }
+
+    /// The hub's users as last listed, if they ever were.
+    pub fn listing(&self) -> Option<Arc<Listing>> {
+        self.listing
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Keeps `users`, the hub as it was at `as_of`, unless a newer listing is kept already (a
+    /// slow refresh must not undo what a hub sync run did after it began).
+    fn set_listing(&self, users: Vec<HubUser>, as_of: Instant) -> Arc<Listing> {
+        let mut slot = self.listing.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(current) = slot.as_ref().filter(|c| c.at > as_of) {
+            return current.clone();
+        }
+        let listing = Arc::new(Listing {
+            at: as_of,
+            listed_at: crate::state::now(),
+            users: users.into_iter().map(|u| (u.name.clone(), u)).collect(),
+        });
+        *slot = Some(listing.clone());
+        listing
+    }
+
+    /// One user as the hub reports them now (after a server start or stop), or gone.
+    pub fn update_listed_user(&self, name: &str, user: Option<HubUser>) {
+        let mut slot = self.listing.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(current) = slot.as_ref() {
+            let mut users = current.users.clone();
+            match user {
+                Some(user) => users.insert(name.to_string(), user),
+                None => users.remove(name),
+            };
+            *slot = Some(Arc::new(Listing {
+                at: current.at,
+                listed_at: current.listed_at.clone(),
+                users,
+            }));
+        }
+    }
+
+    /// Lists the hub's users again, one listing at a time: a caller that waited for another's
+    /// listing takes that one.
+    pub async fn refresh_listing(&self, client: &HubClient) -> Result<Arc<Listing>, HubError> {
+        let asked = Instant::now();
+        let _one = self.refreshing.lock().await;
+        if let Some(listing) = self.listing().filter(|l| l.at >= asked) {
+            return Ok(listing);
+        }
+        let as_of = Instant::now();
+        Ok(self.set_listing(client.users().await?, as_of))
+    }
+
+    /// A refresh in the background unless one runs already (for readers of a stale listing).
+    pub fn refresh_listing_later(&self, client: HubClient) {
+        let Ok(guard) = self.refreshing.clone().try_lock_owned() else {
+            return;
+        };
+        let this = self.clone();
+        tokio::spawn(async move {
+            let as_of = Instant::now();
+            match client.users().await {
+                Ok(users) => {
+                    this.set_listing(users, as_of);
+                }
+                Err(error) => tracing::debug!(%error, "refreshing the hub's user listing failed"),
+            }
+            drop(guard);
+        });
     }
 
     pub fn status(&self) -> HubStatus {
@@ -219,7 +307,9 @@ impl HubSync {
             let client = self.client(config).await?;
             let version = client.version().await?;
             self.status.send_modify(|s| s.version = Some(version));
-            enforce::run(&client, &self.state, &users).await
+            let (report, listing) = enforce::run_with_listing(&client, &self.state, &users).await?;
+            self.set_listing(listing, Instant::now());
+            Ok(report)
         }
         .await;
         if let Err(HubError::Unreachable { .. } | HubError::Unauthorized { .. }) = &outcome {
