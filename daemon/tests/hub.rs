@@ -666,3 +666,127 @@ fn a_held_drop_holds_only_the_removals() {
         "{out}"
     );
 }
+
+/// Issue 17, item 2, as the user documentation has it: "JupyterHub allows admin users to manage
+/// the notebooks running in the system, and even to impersonate other users." JupyterHub 5's
+/// admin role carries `access:servers` and `admin-ui`: an admin's token reaches a member's
+/// running server, and another member's token is refused there.
+#[test]
+fn admins_reach_members_servers_and_members_do_not() {
+    let Some(s) = setup() else { return };
+    s.first_enforcement();
+    let (code, out) = s.ctl(&["server", "start", "bob"]);
+    assert_eq!(code, Some(0), "{out}");
+    s.eventually("bob's server runs", Duration::from_secs(60), || {
+        s.hub_user("bob")
+            .is_some_and(|u| u["server"].is_string() && u["pending"].is_null())
+    });
+    let admin = s.user_token("alice");
+    let member = s.user_token("carol");
+    let (code, body) = s.user_server("bob", "GET", "/api/status", &admin, None);
+    assert_eq!(code, 200, "an admin reaches bob's server: {body}");
+    let (code, body) = s.user_server("bob", "GET", "/api/contents", &admin, None);
+    assert_eq!(code, 200, "and his files: {body}");
+    let (code, body) = s.user_server("bob", "GET", "/api/status", &member, None);
+    assert_eq!(code, 403, "another member is refused: {body}");
+    let (code, out) = s.ctl(&["server", "stop", "bob"]);
+    assert_eq!(code, Some(0), "{out}");
+}
+
+/// Issue 17, item 1: admin flags set in the hub's own admin page last. An admin (alice, by the
+/// admins group) makes bob admin and takes judy's flag (judy is admin by the admins group too),
+/// with the request the Edit User dialogue sends; the next syncs notice both, record them
+/// with their source, and keep them. Leaving the users group ends the grant.
+#[test]
+fn admin_grants_made_in_the_hub_last() {
+    let Some(s) = setup() else { return };
+    s.first_enforcement();
+    let alice = s.user_token("alice");
+    for (user, admin) in [("bob", true), ("judy", false)] {
+        let (code, body) = s.hub_api(
+            "PATCH",
+            &format!("/users/{user}"),
+            &alice,
+            Some(&format!(r#"{{"admin": {admin}}}"#)),
+        );
+        assert_eq!(code, 200, "{user}: {body}");
+    }
+    let noticed = |action: &str, user: &str| {
+        let events = s.daemon.get_json("/v1/events?limit=200");
+        events["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["action"] == action && e["details"]["user"] == user)
+    };
+    s.sync();
+    s.eventually(
+        "the hub sync noticed both changes",
+        Duration::from_secs(30),
+        || noticed("admin.hub-granted", "bob") && noticed("admin.hub-revoked", "judy"),
+    );
+    // More syncs (directory and hub) keep them.
+    for _ in 0..2 {
+        s.sync();
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    assert_eq!(
+        s.hub_user("bob").unwrap()["admin"],
+        true,
+        "bob's grant lasts"
+    );
+    assert_eq!(
+        s.hub_user("judy").unwrap()["admin"],
+        false,
+        "judy's revocation lasts"
+    );
+    let users = s.daemon.get_json("/v1/users?limit=1000");
+    let user = |name: &str| {
+        users["users"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|u| u["name"] == name)
+            .cloned()
+            .unwrap()
+    };
+    assert_eq!(user("bob")["hub_grant"], true);
+    assert_eq!(user("judy")["hub_grant"], false);
+    assert_eq!(user("judy")["admin_sources"], serde_json::json!(["group"]));
+    let (code, out) = s.ctl(&["users", "--state", "active"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("bob ") && l.ends_with("admin (granted in the hub)")),
+        "{out}"
+    );
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("judy ") && l.ends_with("not admin (revoked in the hub; group)")),
+        "{out}"
+    );
+
+    // Leaving the users group ends the grant: back, bob is no admin.
+    let mut undo = Undo {
+        setup: &s,
+        changes: vec![],
+    };
+    s.membership("demo_notebook_users", "bob", false);
+    undo.changes.push(("demo_notebook_users", "bob", true));
+    s.sync();
+    s.eventually("bob's hub user is gone", Duration::from_secs(30), || {
+        s.hub_user("bob").is_none()
+    });
+    assert!(noticed("admin.hub-grant-ended", "bob"));
+    s.membership("demo_notebook_users", "bob", true);
+    undo.changes.clear();
+    s.sync();
+    s.eventually("bob is a hub user again", Duration::from_secs(30), || {
+        s.hub_user("bob").is_some()
+    });
+    assert_eq!(
+        s.hub_user("bob").unwrap()["admin"],
+        false,
+        "the grant ended"
+    );
+}

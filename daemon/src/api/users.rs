@@ -61,7 +61,8 @@ pub struct UserView {
 /// What the hub says about a user.
 #[derive(Serialize, ToSchema)]
 pub struct HubView {
-    /// The hub's admin flag (pangeod keeps it equal to `admin_sources` being non-empty).
+    /// The hub's admin flag (pangeod keeps it equal to `hub_grant` if set, else to
+    /// `admin_sources` being non-empty).
     pub admin: bool,
     /// `running`, `starting`, `stopping` or `stopped`.
     pub server: String,

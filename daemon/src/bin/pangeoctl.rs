@@ -520,25 +520,25 @@ fn render(command: &Command, json: &Value) -> String {
         Command::Metrics | Command::TlsCa => {}
         Command::Users { .. } => {
             for user in json["users"].as_array().into_iter().flatten() {
-                let admin = user["admin_sources"]
+                let sources: Vec<&str> = user["admin_sources"]
                     .as_array()
-                    .map(|s| {
-                        s.iter()
-                            .filter_map(|v| v.as_str())
-                            .collect::<Vec<_>>()
-                            .join(",")
-                    })
+                    .map(|s| s.iter().filter_map(|v| v.as_str()).collect())
                     .unwrap_or_default();
+                // A flag set in the hub's admin page outranks the sources (kept while a member).
+                let admin = match user["hub_grant"].as_bool() {
+                    Some(true) if sources.is_empty() => "admin (granted in the hub)".to_string(),
+                    Some(true) => format!("admin (granted in the hub; {})", sources.join(",")),
+                    Some(false) if sources.is_empty() => String::new(),
+                    Some(false) => format!("not admin (revoked in the hub; {})", sources.join(",")),
+                    None if sources.is_empty() => String::new(),
+                    None => format!("admin ({})", sources.join(",")),
+                };
                 out.push_str(&format!(
                     "{:<24} {:<9} {:<30} {}\n",
                     user["name"].as_str().unwrap_or_default(),
                     user["state"].as_str().unwrap_or_default(),
                     user["cn"].as_str().unwrap_or_default(),
-                    if admin.is_empty() {
-                        String::new()
-                    } else {
-                        format!("admin ({admin})")
-                    }
+                    admin
                 ));
             }
         }

@@ -117,7 +117,10 @@ pub fn hub_config_with_ca(config: &Config, ca_path: &str) -> Value {
     json!({
         "JupyterHub": {
             "authenticator_class": "ldapauthenticator.LDAPAuthenticator",
-            "admin_access": false,
+            // Deprecated in JupyterHub 5, whose admin role carries access:servers and admin-ui
+            // (admins reach users' servers, as the documentation says); kept true so that the
+            // old admin-access API agrees.
+            "admin_access": true,
         },
         "Authenticator": {
             // search_filter only narrows; JupyterHub 5 admits nobody unless allowed.

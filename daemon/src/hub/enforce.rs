@@ -1,7 +1,7 @@
 //! One enforcement run: the plan (a pure function of the user table and the hub's users) and
 //! its execution with bounded concurrency, retries and one event per change.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -36,6 +36,13 @@ pub struct Plan {
     /// Hub users the directory has removed or disabled, with whether the hub listed a server
     /// of theirs (running, starting or stopping).
     pub purge: Vec<(String, UserState, bool)>,
+    /// Admin flags changed in the hub's own admin page since pangeod last left them: kept as
+    /// grants (or revocations) while the user is a member.
+    pub noticed: Vec<(String, bool)>,
+    /// Flags found at the hub as expected, not yet written down as what pangeod left there.
+    pub seen: Vec<(String, bool)>,
+    /// Grants made in the hub of users who are no longer members: they end.
+    pub ended: Vec<String>,
 }
 
 impl Plan {
@@ -49,24 +56,47 @@ impl Plan {
 
 /// The difference between the user table and the hub. Hub users the table does not know are
 /// left alone; a user is only ever purged for a state a complete sync wrote.
-pub fn plan(users: &[UserRecord], hub: &[HubUser]) -> Plan {
+///
+/// An admin flag at the hub that differs from the one pangeod last left there was changed in
+/// the hub's admin page (the Edit User dialogue): it is noticed and kept, not undone, unless a
+/// change of pangeod's own for that user is still open (`pending`, its intents).
+pub fn plan(users: &[UserRecord], hub: &[HubUser], pending: &BTreeSet<String>) -> Plan {
     let in_hub: BTreeMap<&str, &HubUser> = hub.iter().map(|u| (u.name.as_str(), u)).collect();
     let mut plan = Plan::default();
     for user in users {
-        let admin = !user.admin_sources.is_empty();
-        match (user.state, in_hub.get(user.name.as_str())) {
-            (UserState::Active, None) if admin => plan.create_admins.push(user.name.clone()),
-            (UserState::Active, None) => plan.create.push(user.name.clone()),
-            (UserState::Active, Some(existing)) if existing.admin != admin => {
-                plan.set_admin.push((user.name.clone(), admin));
+        let name = &user.name;
+        match (user.state, in_hub.get(name.as_str())) {
+            (UserState::Active, None) if user.is_admin() => plan.create_admins.push(name.clone()),
+            (UserState::Active, None) => plan.create.push(name.clone()),
+            (UserState::Active, Some(existing)) => {
+                let noticed = !pending.contains(name)
+                    && user
+                        .hub_admin_seen
+                        .is_some_and(|seen| seen != existing.admin);
+                let admin = if noticed {
+                    plan.noticed.push((name.clone(), existing.admin));
+                    existing.admin
+                } else {
+                    user.is_admin()
+                };
+                if existing.admin != admin {
+                    plan.set_admin.push((name.clone(), admin));
+                } else if !noticed && user.hub_admin_seen != Some(admin) {
+                    plan.seen.push((name.clone(), admin));
+                }
             }
-            (UserState::Active, Some(_)) => {}
-            (state, Some(existing)) => plan.purge.push((
-                user.name.clone(),
-                state,
-                existing.server.is_some() || existing.pending.is_some(),
-            )),
-            (_, None) => {}
+            (state, existing) => {
+                if user.hub_grant.is_some() {
+                    plan.ended.push(name.clone());
+                }
+                if let Some(existing) = existing {
+                    plan.purge.push((
+                        name.clone(),
+                        state,
+                        existing.server.is_some() || existing.pending.is_some(),
+                    ));
+                }
+            }
         }
     }
     plan
@@ -151,7 +181,21 @@ pub async fn run_with_listing(
     let started = Instant::now();
     let requests_before = client.requests();
     let hub = retried(|| client.users()).await?;
-    let plan = plan(users, &hub);
+    let pending: BTreeSet<String> = match on_state(state, |s| s.intents()).await {
+        Ok(intents) => intents.into_iter().map(|i| i.user).collect(),
+        Err(error) => {
+            tracing::error!(%error, "cannot read the open hub intents; no admin change in the hub is noticed this run");
+            users.iter().map(|u| u.name.clone()).collect()
+        }
+    };
+    let plan = plan(users, &hub, &pending);
+    if !plan.noticed.is_empty() || !plan.ended.is_empty() {
+        tracing::info!(noticed = ?plan.noticed, ended = ?plan.ended, "admin flags changed in the hub's admin page are kept while their users are members");
+    }
+    let (noticed, seen, ended) = (plan.noticed.clone(), plan.seen.clone(), plan.ended.clone());
+    if let Err(error) = on_state(state, move |s| s.note_hub_admin(&noticed, &seen, &ended)).await {
+        tracing::error!(%error, "cannot write down the hub's admin flags; the next run notices them again");
+    }
     let mut after: BTreeMap<String, HubUser> =
         hub.iter().map(|u| (u.name.clone(), u.clone())).collect();
     let mut report = EnforceReport {
@@ -504,7 +548,59 @@ mod tests {
             first_seen: String::new(),
             last_seen: String::new(),
             changed_at: String::new(),
+            hub_grant: None,
+            hub_admin_seen: None,
         }
+    }
+
+    fn seen(name: &str, admin: bool, seen: bool, grant: Option<bool>) -> UserRecord {
+        UserRecord {
+            hub_admin_seen: Some(seen),
+            hub_grant: grant,
+            ..record(name, UserState::Active, admin)
+        }
+    }
+
+    #[test]
+    fn admin_flags_changed_in_the_hub_are_noticed_and_kept() {
+        let users = [
+            // pangeod left these flags; the hub shows them changed: noticed, not undone.
+            seen("granted", false, false, None),
+            seen("revoked", true, true, None),
+            // Grants noticed earlier outrank the directory's sources.
+            seen("kept", false, true, Some(true)),
+            seen("kept-revoked", true, false, Some(false)),
+            // A change of pangeod's own still open (an intent): not taken for the hub's.
+            seen("pending", true, false, None),
+            // Never seen yet (the first run): made as computed, and written down.
+            record("first", UserState::Active, true),
+            // Gone from the users group: the grant ends.
+            UserRecord {
+                hub_grant: Some(true),
+                ..record("left", UserState::Removed, false)
+            },
+        ];
+        let hub_users = [
+            hub("granted", true),
+            hub("revoked", false),
+            hub("kept", true),
+            hub("kept-revoked", false),
+            hub("pending", true),
+            hub("first", false),
+        ];
+        let pending = BTreeSet::from(["pending".to_string()]);
+        let plan = plan(&users, &hub_users, &pending);
+        assert_eq!(
+            plan.noticed,
+            [
+                ("granted".to_string(), true),
+                ("revoked".to_string(), false)
+            ]
+        );
+        assert_eq!(plan.set_admin, [("first".to_string(), true)]);
+        assert_eq!(plan.seen, [("pending".to_string(), true)]);
+        assert_eq!(plan.ended, ["left"]);
+        assert!(plan.purge.is_empty());
     }
 
     fn hub(name: &str, admin: bool) -> HubUser {
@@ -540,7 +636,7 @@ mod tests {
             },
             hub("made-by-hand", false),
         ];
-        let plan = plan(&users, &hub_users);
+        let plan = plan(&users, &hub_users, &BTreeSet::new());
         assert_eq!(plan.create, ["new"]);
         assert_eq!(plan.create_admins, ["newadmin"]);
         assert_eq!(
@@ -559,6 +655,6 @@ mod tests {
 
     #[test]
     fn an_empty_table_plans_nothing() {
-        assert!(plan(&[], &[hub("someone", true)]).is_empty());
+        assert!(plan(&[], &[hub("someone", true)], &BTreeSet::new()).is_empty());
     }
 }

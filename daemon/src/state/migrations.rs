@@ -85,6 +85,15 @@ const MIGRATIONS: &[&str] = &[
         started_at TEXT NOT NULL,
         PRIMARY KEY (user, action)
     );",
+    // 5: hub admin flags: the one pangeod last left at the hub (`seen`), so that a change made
+    // in the hub's own admin page is noticed, and such a change (`hub_grant`: 1 granted there,
+    // 0 revoked there), kept while the user is a member.
+    "CREATE TABLE hub_admin (
+        name TEXT PRIMARY KEY,
+        seen INTEGER,
+        hub_grant INTEGER,
+        granted_at TEXT
+    );",
 ];
 
 /// The schema version this build writes.

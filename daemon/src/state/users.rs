@@ -54,6 +54,20 @@ pub struct UserRecord {
     /// The last sync that found the user a member.
     pub last_seen: String,
     pub changed_at: String,
+    /// An admin flag set in the hub's own admin page, which pangeod keeps while the user is a
+    /// member: `true` granted there, `false` revoked there; null for none. It outranks
+    /// `admin_sources`.
+    pub hub_grant: Option<bool>,
+    /// The admin flag pangeod last left at the hub (to notice a change made there).
+    #[serde(skip)]
+    pub hub_admin_seen: Option<bool>,
+}
+
+impl UserRecord {
+    /// Whether the user is a hub admin: a grant or revocation made in the hub, else any source.
+    pub fn is_admin(&self) -> bool {
+        self.hub_grant.unwrap_or(!self.admin_sources.is_empty())
+    }
 }
 
 /// What a sync found for one member.
@@ -291,8 +305,10 @@ impl State {
         let conn = self.conn();
         let mut stmt = conn
             .prepare_cached(
-                "SELECT name, uid, cn, mail, state, admin_sources, first_seen, last_seen, changed_at FROM users
-                 WHERE (?1 IS NULL OR state = ?1) AND name > ?2 ORDER BY name LIMIT ?3",
+                "SELECT users.name, uid, cn, mail, state, admin_sources, first_seen, last_seen, changed_at,
+                        hub_admin.hub_grant, hub_admin.seen
+                 FROM users LEFT JOIN hub_admin ON hub_admin.name = users.name
+                 WHERE (?1 IS NULL OR state = ?1) AND users.name > ?2 ORDER BY users.name LIMIT ?3",
             )
             .map_err(|e| self.err(e))?;
         let rows = stmt
@@ -307,7 +323,9 @@ impl State {
     pub fn user(&self, name: &str) -> Result<Option<UserRecord>, StateError> {
         let conn = self.conn();
         conn.query_row(
-            "SELECT name, uid, cn, mail, state, admin_sources, first_seen, last_seen, changed_at FROM users WHERE name = ?1",
+            "SELECT users.name, uid, cn, mail, state, admin_sources, first_seen, last_seen, changed_at,
+                    hub_admin.hub_grant, hub_admin.seen
+             FROM users LEFT JOIN hub_admin ON hub_admin.name = users.name WHERE users.name = ?1",
             params![name],
             user_row,
         )
@@ -417,6 +435,8 @@ fn user_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<UserRecord> {
         first_seen: row.get(6)?,
         last_seen: row.get(7)?,
         changed_at: row.get(8)?,
+        hub_grant: row.get::<_, Option<bool>>(9)?,
+        hub_admin_seen: row.get::<_, Option<bool>>(10)?,
     })
 }
 
