@@ -13,6 +13,8 @@ use crate::state::{Change, State, StateError, UserRecord, UserState};
 
 /// Requests in flight at once.
 const CONCURRENCY: usize = 8;
+/// Removals whose events are recorded in one transaction.
+const EVENT_BATCH: usize = 64;
 /// Attempts per change when the hub is briefly unavailable.
 const ATTEMPTS: u32 = 3;
 /// How long a removed user's server may take to stop before the run moves on (the stop stays
@@ -301,25 +303,41 @@ pub async fn run_with_listing(
         }
     }
 
-    let purges = futures_util::stream::iter(plan.purge.clone())
-        .map(|(name, why, server)| {
-            let client = client.clone();
-            async move {
-                let intent = vec![(
-                    name.clone(),
-                    DELETED,
-                    serde_json::json!({
-                        "user": name,
-                        "because": why.as_str(),
-                        "home_volume": "kept",
-                    }),
-                )];
-                if !begin(state, &intent).await {
-                    return (name, why, Err(unrecorded()));
+    // Removals: one transaction writes down every removal before any is made, and their
+    // events replace those intents in batches as they are made. Two synced transactions per
+    // user would cost more than the hub's own DELETE; a run cut short leaves intents, which the
+    // next run settles against the hub, so the log still matches the hub one for one.
+    let intents: Vec<Change> = plan
+        .purge
+        .iter()
+        .map(|(name, why, _)| {
+            (
+                name.clone(),
+                DELETED,
+                serde_json::json!({ "user": name, "because": why.as_str(), "home_volume": "kept" }),
+            )
+        })
+        .collect();
+    if !intents.is_empty() && !begin(state, &intents).await {
+        report.failed += intents.len();
+    } else {
+        let mut purges = futures_util::stream::iter(plan.purge.clone())
+            .map(|(name, why, server)| {
+                let client = client.clone();
+                async move {
+                    let outcome = purge(&client, &name, server).await;
+                    (name, why, outcome)
                 }
-                let outcome = purge(&client, &name, server).await;
-                if let Ok(purged) = &outcome {
-                    let done = vec![(
+            })
+            .buffer_unordered(CONCURRENCY);
+        let mut done: Vec<Change> = Vec::new();
+        while let Some((name, why, outcome)) = purges.next().await {
+            match outcome {
+                Ok(purged) => {
+                    report.purged += 1;
+                    after.remove(&name);
+                    report.servers_stopped += usize::from(purged.server_stopped);
+                    done.push((
                         name.clone(),
                         DELETED,
                         serde_json::json!({
@@ -329,26 +347,19 @@ pub async fn run_with_listing(
                             "tokens": "deleted with the hub user",
                             "home_volume": "kept",
                         }),
-                    )];
-                    complete(state, done).await;
+                    ));
                 }
-                (name, why, outcome)
+                Err(error) => {
+                    tracing::warn!(%error, user = %name, "removing the hub user failed; retried on the next run");
+                    report.failed += 1;
+                }
             }
-        })
-        .buffer_unordered(CONCURRENCY)
-        .collect::<Vec<_>>()
-        .await;
-    for (name, _, outcome) in purges {
-        match outcome {
-            Ok(purged) => {
-                report.purged += 1;
-                after.remove(&name);
-                report.servers_stopped += usize::from(purged.server_stopped);
+            if done.len() >= EVENT_BATCH {
+                complete(state, std::mem::take(&mut done)).await;
             }
-            Err(error) => {
-                tracing::warn!(%error, user = %name, "removing the hub user failed; retried on the next run");
-                report.failed += 1;
-            }
+        }
+        if !done.is_empty() {
+            complete(state, done).await;
         }
     }
 
