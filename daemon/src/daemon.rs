@@ -145,6 +145,7 @@ pub async fn run(config_path: PathBuf) -> Result<(), DaemonError> {
         metrics: Default::default(),
         tcp: tcp.as_ref().map(|t| t.info.clone()),
         patch_lock: Default::default(),
+        cluster: Default::default(),
     };
     let router = api::router(app);
     let mut servers = vec![tokio::spawn(api::serve_unix(

@@ -666,3 +666,48 @@ async fn force_delete_pods(pods: &Api<k8s_openapi::api::core::v1::Pod>, selector
             .await;
     }
 }
+
+/// Issue 16, item 2: `/v1/status` is served from what pangeod already holds. The rollouts, the
+/// capacity and the k3s process are read in the background (`cluster_read_at` says when), so
+/// with the API server frozen (SIGSTOP: connections hang, nothing answers) every status request
+/// still answers at once; before, each one waited up to 3 s on the API server.
+#[test]
+fn status_never_waits_on_the_api_server() {
+    let Some(cp) = controlplane() else { return };
+    let Some(ldap) = common::ldap_env() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let server = Apiserver::start(&cp, dir.path());
+    let rt = common::runtime();
+    rt.block_on(async {
+        common::controlplane::register_ready_node(&cp.kube().await, "demo").await
+    });
+    let mut daemon = common::TestDaemon::new("");
+    daemon.write_main(&common::TestDaemon::external_main_text(
+        &ldap,
+        &server.kubeconfig,
+    ));
+    daemon.start();
+    daemon.wait_status_within("a reading of the cluster", Duration::from_secs(60), |s| {
+        common::step(s, "kubernetes-api")["state"] == "done" && !s["cluster_read_at"].is_null()
+    });
+    server.signal(nix::sys::signal::Signal::SIGSTOP);
+    let mut slowest = Duration::ZERO;
+    let mut read_at = Vec::new();
+    for _ in 0..40 {
+        let started = Instant::now();
+        let status = daemon.get_json("/v1/status");
+        slowest = slowest.max(started.elapsed());
+        read_at.push(status["cluster_read_at"].clone());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    server.signal(nix::sys::signal::Signal::SIGCONT);
+    eprintln!("slowest status with the API server frozen: {slowest:?}");
+    assert!(
+        slowest < Duration::from_millis(500),
+        "a status request waited {slowest:?} on a frozen API server"
+    );
+    assert!(read_at.iter().all(|r| !r.is_null()), "{read_at:?}");
+    daemon.stop();
+}

@@ -8,6 +8,7 @@ mod metrics;
 mod problem;
 mod routes;
 mod users;
+mod view;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -55,6 +56,8 @@ pub struct AppState {
     pub tcp: Option<TcpListenerInfo>,
     /// Config changes are applied one at a time.
     pub patch_lock: Arc<tokio::sync::Mutex<()>>,
+    /// The cluster and the k3s process as status shows them, read in the background.
+    pub cluster: view::ClusterView,
 }
 
 /// The routes, with their OpenAPI document generated from the same handler definitions.

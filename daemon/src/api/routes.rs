@@ -115,6 +115,9 @@ pub struct Status {
     pub notebook_capacity: Option<crate::components::capacity::Capacity>,
     /// Why the capacity could not be read.
     pub notebook_capacity_error: Option<String>,
+    /// When `rollouts`, `notebook_capacity` and `k3s.process` were read (in the background,
+    /// at most 5 s before a status request sets off the next reading); null before the first.
+    pub cluster_read_at: Option<String>,
     /// The TCP listener for the portal, when configured.
     pub api_listener: Option<TcpListenerInfo>,
     /// `ok`, or `degraded` while something needs an admin although the boot steps are done
@@ -197,57 +200,20 @@ fn degraded_reasons(
     reasons
 }
 
-type Rollouts = std::collections::BTreeMap<String, crate::components::rollout::Rollout>;
+pub(super) type Rollouts = std::collections::BTreeMap<String, crate::components::rollout::Rollout>;
 
 /// What status reads from Kubernetes, both at once and each bounded at 3 s: the releases'
 /// rollouts, and the notebook capacity (or why it could not be read).
-async fn cluster_view(
-    kube: &crate::k8s::Kube,
-    config: &crate::config::Config,
-) -> (
-    Option<Rollouts>,
-    (
-        Option<crate::components::capacity::Capacity>,
-        Option<String>,
-    ),
-) {
-    let bound = std::time::Duration::from_secs(3);
-    let (rollouts, capacity) = tokio::join!(
-        tokio::time::timeout(
-            bound,
-            crate::components::rollout::rollouts(
-                kube,
-                crate::components::NAMESPACE,
-                &crate::components::RELEASES,
-            ),
-        ),
-        tokio::time::timeout(bound, crate::components::capacity::capacity(kube, config)),
-    );
-    let rollouts = match rollouts {
-        Ok(Ok(list)) => Some(list.into_iter().collect()),
-        _ => None,
-    };
-    let capacity = match capacity {
-        Ok(Ok(capacity)) => (Some(capacity), None),
-        Ok(Err(error)) => (None, Some(error.to_string())),
-        Err(_) => (
-            None,
-            Some("the API server did not answer within 3 s".into()),
-        ),
-    };
-    (rollouts, capacity)
-}
-
 /// Boot steps, the overall phase, version, uptime and components.
 #[utoipa::path(get, path = "/v1/status", tag = "status", responses((status = 200, body = Status)))]
 async fn status(Extract(app): Extract<AppState>) -> Json<Status> {
     let boot = app.boot.status.borrow().clone();
     let config = app.boot.config.borrow().clone();
     let hub_url = config.as_ref().map(|c| c.hub_url());
-    let (rollouts, (notebook_capacity, notebook_capacity_error)) = match (app.k3s.kube(), config) {
-        (Some(kube), Some(config)) => cluster_view(&kube, &config).await,
-        _ => (None, (None, None)),
-    };
+    // The cluster and the k3s process as last read in the background: no request here.
+    let reading = app.cluster.current(&app.k3s, config);
+    let mut k3s = app.k3s.snapshot_without_process();
+    k3s.process = reading.process.clone();
     let directory = app.directory.status().borrow().clone();
     let hub = app.hub.status();
     let degraded_reasons = degraded_reasons(&app, &boot, &directory, &hub);
@@ -264,14 +230,15 @@ async fn status(Extract(app): Extract<AppState>) -> Json<Status> {
         boot,
         components: app.components.list(),
         api_listener: app.tcp.clone(),
-        k3s: app.k3s.snapshot(),
+        k3s,
         degraded_reasons,
         health,
         directory,
         hub,
-        rollouts,
-        notebook_capacity,
-        notebook_capacity_error,
+        rollouts: reading.rollouts.clone(),
+        notebook_capacity: reading.capacity.clone(),
+        notebook_capacity_error: reading.capacity_error.clone(),
+        cluster_read_at: reading.read_at.clone(),
     })
 }
 

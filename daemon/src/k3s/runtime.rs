@@ -136,6 +136,18 @@ impl K3sRuntime {
         status
     }
 
+    /// The status without asking the supervised process (no `systemctl show`): what status
+    /// requests read, with the process from the last background reading.
+    pub fn snapshot_without_process(&self) -> K3sStatus {
+        self.status.borrow().clone()
+    }
+
+    /// The supervised process's current state; may fork `systemctl show` (blocking).
+    pub fn process_status(&self) -> Option<ProcessStatus> {
+        let supervisor = self.lock().supervisor.clone();
+        supervisor.map(|s| s.status())
+    }
+
     /// The client, once the kubernetes-api step connected.
     pub fn kube(&self) -> Option<Kube> {
         self.lock().kube.clone()

@@ -159,6 +159,13 @@ impl Apiserver {
         }
     }
 
+    /// Sends `signal` (SIGSTOP freezes it: connections hang and nothing answers).
+    pub fn signal(&self, signal: nix::sys::signal::Signal) {
+        if let Some(child) = &self.child {
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), signal).unwrap();
+        }
+    }
+
     pub fn kill9(&mut self) {
         if let Some(mut child) = self.child.take() {
             child.kill().unwrap();
