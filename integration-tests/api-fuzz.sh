@@ -81,14 +81,18 @@ TOKEN=$(cut -d: -f2 "$WORK/state/api-token")
 # every other route also for "no 5xx at all".
 OUTSIDE='/(server|dask-clusters)$'
 fuzz() {
-    (cd "$WORK" && "$VENV/bin/st" run "https://localhost:$PORT/v1/openapi.json" \
+    (cd "$WORK" && API_FUZZ_CA_PEM="$LDAP_CA" PYTHONPATH="$ROOT/integration-tests/fuzz" SCHEMATHESIS_HOOKS=hooks \
+        "$VENV/bin/st" run "https://localhost:$PORT/v1/openapi.json" \
         --header "Authorization: Bearer $TOKEN" \
         --tls-verify "$WORK/state/tls/ca.pem" \
         --max-examples "$EXAMPLES" --workers 1 --request-timeout 10 --no-color "$@")
 }
 set +e
-fuzz --exclude-path-regex "$OUTSIDE" \
-    --checks not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance
+# Every check but one (--checks all): no 5xx, documented statuses and bodies, schema-violating
+# bodies refused, methods and auth as documented. Left out: positive_data_acceptance, as the
+# schema cannot yet say every rule of the freeipa keys (a DN's syntax, a server's, the password
+# a new server needs); the notebook, dask and hub keys are declared exactly (ranges, names).
+fuzz --exclude-path-regex "$OUTSIDE" --checks all --exclude-checks positive_data_acceptance
 rc=$?
 fuzz --include-path-regex "$OUTSIDE" \
     --checks status_code_conformance,content_type_conformance,response_schema_conformance

@@ -192,7 +192,7 @@ fn a_token_cannot_make_pangeod_read_or_send_a_file() {
 /// Issue 19, item 4: new directory settings are in force only once they bind and find their
 /// tree. A new server with its password and CA, where the server is a listener that speaks no
 /// LDAP: the check goes there (over TLS, so the password is never sent), the PATCH is refused
-/// with 422 naming the key and the directory's answer, and nothing is stored or in force.
+/// with 409 naming the key and the directory's answer, and nothing is stored or in force.
 #[test]
 fn settings_the_directory_refuses_are_not_taken() {
     let trap = Trap::new();
@@ -206,7 +206,7 @@ fn settings_the_directory_refuses_are_not_taken() {
         &daemon,
         &serde_json::json!({"freeipa": {"server": server, "password": secret, "ca_pem": ca_pem()}}),
     );
-    assert_eq!(response.status, 422, "{response:?}");
+    assert_eq!(response.status, 409, "{response:?}");
     let problem = problem(&response);
     assert_eq!(
         problem["type"]
@@ -318,7 +318,7 @@ fn credentials_by_value_bind_to_the_real_directory() {
         &daemon,
         &serde_json::json!({"freeipa": {"password": null, "ca_pem": null}}),
     );
-    assert_eq!(response.status, 422, "{response:?}");
+    assert_eq!(response.status, 409, "{response:?}");
     assert_eq!(
         problem(&response)["field"],
         "freeipa.ca_file",
@@ -361,7 +361,7 @@ fn a_freeipa_change_is_checked_before_it_is_in_force() {
     let before = daemon.get_json("/v1/config");
     let wrong = "dc=wrong,dc=test";
     let response = patch(&daemon, &serde_json::json!({"freeipa": {"base_dn": wrong}}));
-    assert_eq!(response.status, 422, "{response:?}");
+    assert_eq!(response.status, 409, "{response:?}");
     let problem = problem(&response);
     assert_eq!(problem["field"], "freeipa.base_dn", "{problem}");
     let detail = problem["detail"].as_str().unwrap();

@@ -323,14 +323,20 @@ struct DaskPatch {
 #[allow(dead_code)]
 struct FreeIpaPatch {
     server: Option<String>,
-    /// `ldaps`, `starttls` or `plain`.
+    /// `ldaps` or `starttls` (`plain` is set in the config files only: 409).
+    #[schema(value_type = Option<LdapTlsName>)]
     tls: Option<String>,
     base_dn: Option<String>,
     bind_dn: Option<String>,
     /// The sync account's password, as a value (write-only: never returned; `null` reverts to
     /// `freeipa.password_file` from the files). A change of `server`, `tls` or `ca_pem` must
     /// carry it in the same request.
-    #[schema(write_only)]
+    #[schema(
+        write_only,
+        min_length = 1,
+        max_length = 1024,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]+$"
+    )]
     password: Option<String>,
     /// The PEM of the CA that signed FreeIPA's certificate (`null` reverts to
     /// `freeipa.ca_file` from the files).
@@ -344,8 +350,38 @@ struct FreeIpaPatch {
 #[serde(deny_unknown_fields)]
 #[allow(dead_code)]
 struct HubPatch {
-    admin_users: Option<Vec<String>>,
+    #[schema(inline)]
+    admin_users: Option<Vec<AdminUserName>>,
 }
+
+/// The TLS modes of `freeipa.tls`.
+#[derive(ToSchema)]
+#[schema(rename_all = "lowercase")]
+#[allow(dead_code)]
+enum LdapTlsName {
+    Ldaps,
+    Starttls,
+    Plain,
+}
+
+/// A FreeIPA user name, as `hub.admin_users` takes them (the config's rule, declared so that the
+/// schema and the server agree).
+#[derive(Deserialize)]
+#[allow(dead_code)]
+struct AdminUserName(String);
+
+impl utoipa::PartialSchema for AdminUserName {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .pattern(Some(r"^[a-zA-Z0-9_.][a-zA-Z0-9_.-]*$"))
+            .min_length(Some(1))
+            .max_length(Some(255))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for AdminUserName {}
 
 /// Changes updatable keys (JSON merge patch). Validated with the same rules as the files,
 /// stored as a revision, recorded as an event, and applied.
@@ -354,7 +390,7 @@ struct HubPatch {
     responses(
         (status = 200, body = ConfigView),
         (status = 400, body = Problem, content_type = "application/problem+json", description = "malformed JSON, with the position"),
-        (status = 409, body = Problem, content_type = "application/problem+json", description = "the key cannot be changed here"),
+        (status = 409, body = Problem, content_type = "application/problem+json", description = "refused by the state in force: a locked or file-only key, a shrink of the homes, a config that changed meanwhile, or new directory settings the directory does not accept"),
         (status = 413, body = Problem, content_type = "application/problem+json"),
         (status = 415, body = Problem, content_type = "application/problem+json"),
         (status = 422, body = Problem, content_type = "application/problem+json", description = "unknown key or bad value; `field` names it"),
@@ -426,8 +462,9 @@ fn patch_problem(error: PatchError) -> Problem {
             "Value is set in the config files only",
             detail,
         ),
+        // The body is valid; the directory (the state of another system) refuses it.
         PatchError::Directory { .. } => Problem::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
+            StatusCode::CONFLICT,
             "directory-check-failed",
             "The directory did not accept the new settings",
             detail,

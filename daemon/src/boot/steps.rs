@@ -704,6 +704,17 @@ fn patch_config(
     let mut password_given = false;
     let mut destination_touched = false;
     for (section, entries) in &sections {
+        // A section the config does not have is refused even when it holds nothing (the
+        // schema declares no other properties); a known one's keys get their own answers below.
+        if !section.contains('.') && !crate::config::is_known_section(section) {
+            return Err(shape(
+                section,
+                format!(
+                    "\"{}\" is not a section of the config; the sections the API may change are notebook, dask, freeipa and hub",
+                    section.escape_debug()
+                ),
+            ));
+        }
         if let Some((outer, inner)) = section.split_once('.') {
             return Err(shape(
                 section,

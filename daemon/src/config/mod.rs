@@ -313,6 +313,11 @@ pub fn is_known_key(full: &str) -> bool {
         .any(|(s, keys)| *s == section && keys.iter().any(|(k, _)| *k == key))
 }
 
+/// Whether `section` is a section of the config at all.
+pub fn is_known_section(section: &str) -> bool {
+    layers::KNOWN_KEYS.iter().any(|(s, _)| *s == section)
+}
+
 /// `pangeo.<ip with . or : replaced by ->.sslip.io`, which sslip.io resolves back to the IP.
 pub fn default_domain(ip: IpAddr) -> String {
     let dashed = ip.to_string().replace(['.', ':'], "-");
