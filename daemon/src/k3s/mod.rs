@@ -34,33 +34,39 @@ pub fn node_name(config: &Config) -> String {
     config.cluster.name.to_lowercase()
 }
 
-/// Renders `/etc/rancher/k3s/config.yaml`. k3s's config keys are its flag names without `--`.
-/// Values are written as JSON strings, which are valid YAML and need no further quoting.
+/// `/etc/rancher/k3s/config.yaml`: k3s's config keys are its flag names without `--`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct K3sConfig {
+    pub write_kubeconfig: String,
+    pub write_kubeconfig_mode: String,
+    pub node_name: String,
+    pub node_external_ip: String,
+    pub data_dir: String,
+    pub tls_san: Vec<String>,
+    pub disable: Vec<String>,
+}
+
+impl K3sConfig {
+    pub fn from_config(config: &Config) -> Self {
+        let ip = config.cluster.external_ip.to_string();
+        Self {
+            write_kubeconfig: path_text(&config.k3s.kubeconfig),
+            write_kubeconfig_mode: "0600".into(),
+            node_name: node_name(config),
+            node_external_ip: ip.clone(),
+            data_dir: path_text(&data_dir(config)),
+            tls_san: vec![config.domain(), ip],
+            disable: DISABLED_COMPONENTS.iter().map(|c| c.to_string()).collect(),
+        }
+    }
+}
+
+/// Renders `/etc/rancher/k3s/config.yaml`, serialised (so no value can escape its string).
 pub fn render_config(config: &Config) -> String {
-    let quote = |s: &str| serde_json::Value::String(s.to_string()).to_string();
-    let ip = config.cluster.external_ip.to_string();
-    let mut out =
-        String::from("# Rendered by pangeod from its config; changes here are overwritten.\n");
-    out.push_str(&format!(
-        "write-kubeconfig: {}\n",
-        quote(&path_text(&config.k3s.kubeconfig))
-    ));
-    out.push_str("write-kubeconfig-mode: \"0600\"\n");
-    out.push_str(&format!("node-name: {}\n", quote(&node_name(config))));
-    out.push_str(&format!("node-external-ip: {}\n", quote(&ip)));
-    out.push_str(&format!(
-        "data-dir: {}\n",
-        quote(&path_text(&data_dir(config)))
-    ));
-    out.push_str("tls-san:\n");
-    for name in [config.domain(), ip] {
-        out.push_str(&format!("  - {}\n", quote(&name)));
-    }
-    out.push_str("disable:\n");
-    for component in DISABLED_COMPONENTS {
-        out.push_str(&format!("  - {}\n", quote(component)));
-    }
-    out
+    let yaml = serde_yaml_ng::to_string(&K3sConfig::from_config(config))
+        .unwrap_or_else(|e| format!("# cannot be rendered: {e}\n"));
+    format!("# Rendered by pangeod from its config; changes here are overwritten.\n{yaml}")
 }
 
 fn path_text(path: &Path) -> String {
@@ -90,10 +96,23 @@ mod tests {
     }
 
     #[test]
+    fn the_rendered_yaml_reads_back_as_the_struct() {
+        let config = config("domain = \"pangeo.example.org\"");
+        let value: serde_yaml_ng::Value = serde_yaml_ng::from_str(&render_config(&config)).unwrap();
+        let expected = serde_yaml_ng::to_value(K3sConfig::from_config(&config)).unwrap();
+        assert_eq!(value, expected);
+        assert_eq!(
+            value["write-kubeconfig-mode"].as_str(),
+            Some("0600"),
+            "a string, not octal"
+        );
+    }
+
+    #[test]
     fn a_custom_domain_is_a_tls_san() {
         let rendered = render_config(&config("domain = \"pangeo.example.org\""));
         assert!(
-            rendered.contains("tls-san:\n  - \"pangeo.example.org\"\n  - \"192.0.2.10\"\n"),
+            rendered.contains("tls-san:\n- pangeo.example.org\n- 192.0.2.10\n"),
             "{rendered}"
         );
     }
