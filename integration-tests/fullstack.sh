@@ -402,7 +402,7 @@ import json,sys
 p=json.load(sys.stdin); c=[c for c in p["spec"]["containers"] if c["name"]=="notebook"][0]
 vols={v["name"]: v for v in p["spec"]["volumes"]}
 print(" ".join("%s:%s" % (m["mountPath"], vols[m["name"]]["persistentVolumeClaim"]["claimName"]) for m in c["volumeMounts"] if "persistentVolumeClaim" in vols.get(m["name"], {})))')
-    local size class
+    local size
     size=$(K -n pangeo get pvc "claim-$MEMBER" -o jsonpath='{.spec.resources.requests.storage} {.status.phase} {.spec.storageClassName}')
     note "home: $got; claim-$MEMBER: $size"
     [ "$got" = "$HOME_PATH:claim-$MEMBER" ] && [ "$size" = "10Gi Bound pangeo-homes" ]

@@ -106,8 +106,9 @@ build_module() { # label module-dir [go build args...] -- packages...
   t1=$(date +%s)
   cp_log "built $label in $((t1 - t0))s"
 }
-build_module kubernetes kubernetes -ldflags "$K8S_LDFLAGS" -- \
-  $(for b in "${CP_K8S_BINARIES[@]}"; do printf 'k8s.io/kubernetes/cmd/%s ' "$b"; done)
+K8S_PACKAGES=()
+for b in "${CP_K8S_BINARIES[@]}"; do K8S_PACKAGES+=("k8s.io/kubernetes/cmd/$b"); done
+build_module kubernetes kubernetes -ldflags "$K8S_LDFLAGS" -- "${K8S_PACKAGES[@]}"
 CGO_ENABLED=1 CGO_CFLAGS="$KINE_CFLAGS" build_one kine kine github.com/k3s-io/kine -tags "$KINE_TAGS" \
   -ldflags "-s -w -X github.com/k3s-io/kine/pkg/version.Version=$KINE_VERSION"
 build_one helm-controller helm-controller github.com/k3s-io/helm-controller \

@@ -1,3 +1,4 @@
+# shellcheck disable=SC2034  # variables set here are read by the scripts that source this file
 # shellcheck shell=bash
 # Shared helpers of build.sh / import.sh. Source, don't execute.
 

@@ -1,3 +1,4 @@
+# shellcheck disable=SC2034  # variables set here are read by the scripts that source this file
 # shellcheck shell=bash
 # Shared helpers for the test node's build.sh / start.sh / stop.sh / smoke.sh. Source, don't execute.
 # Builds on the control plane's lib.sh (Go lookup, cache root, shared GOMODCACHE/GOCACHE, ports).

@@ -75,7 +75,7 @@ fi
 # Unix socket paths are limited to 107 bytes.
 [ ${#ND} -le 60 ] || node_die "workdir path too long for containerd's sockets ($ND: keep it under 60 characters)" 2
 
-rm -rf "$ND/logs" "$ND/pki" "$ND/pids" "$ND/etc" "$WD/node.env"
+rm -rf "${ND:?}/logs" "${ND:?}/pki" "${ND:?}/pids" "${ND:?}/etc" "${WD:?}/node.env"
 mkdir -p "$ND/logs" "$ND/pki" "$ND/etc/cni" "$ND/run" "$ND/containerd" "$ND/kubelet" "$ND/pod-logs" \
   "$ND/cni/ipam" "$ND/local-path"
 : >"$ND/pids"

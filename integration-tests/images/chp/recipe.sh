@@ -1,3 +1,4 @@
+# shellcheck disable=SC2034  # variables set here are read by the scripts that source this file
 # shellcheck shell=bash
 # quay.io/jupyterhub/configurable-http-proxy:5.2.0 (JupyterHub chart 4.4.0 proxy.chp.image.tag).
 # The chart's proxy deployment sets `command: [configurable-http-proxy, --ip=, --api-ip=, ...]`

@@ -1,3 +1,4 @@
+# shellcheck disable=SC2034  # variables set here are read by the scripts that source this file
 # shellcheck shell=bash
 # ghcr.io/dask/dask-gateway-server:2026.3.0. The chart's gateway deployment runs (args only)
 # `dask-gateway-server --config /etc/dask-gateway/dask_gateway_config.py`, the controller

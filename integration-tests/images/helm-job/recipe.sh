@@ -1,3 +1,4 @@
+# shellcheck disable=SC2034  # variables set here are read by the scripts that source this file
 # shellcheck shell=bash
 # The Helm job image of helm-controller v0.17.9 (the control plane's): its default job image is
 # `rancher/klipper-helm:latest` (pkg/controllers/chart/chart.go DefaultJobImage; k3s passes its own

@@ -1,3 +1,4 @@
+# shellcheck disable=SC2034  # variables set here are read by the scripts that source this file
 # shellcheck shell=bash
 # quay.io/jupyterhub/k8s-hub:4.4.0. The chart's hub deployment runs (args, no command)
 # `jupyterhub --config /usr/local/etc/jupyterhub/jupyterhub_config.py --upgrade-db` as uid 1000,

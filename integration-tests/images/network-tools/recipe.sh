@@ -1,3 +1,4 @@
+# shellcheck disable=SC2034  # variables set here are read by the scripts that source this file
 # shellcheck shell=bash
 # quay.io/jupyterhub/k8s-network-tools: the singleuser init container `block-cloud-metadata` runs
 # `iptables --append OUTPUT --protocol tcp --destination 169.254.169.254 --destination-port 80

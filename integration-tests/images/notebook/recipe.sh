@@ -1,3 +1,4 @@
+# shellcheck disable=SC2034  # variables set here are read by the scripts that source this file
 # shellcheck shell=bash
 # The Pangeo notebook image: its ref is images/manifest.toml's `chart = "pangeod-values"` entry
 # (read at build time). Also tagged as the JupyterHub chart's default singleuser image and the

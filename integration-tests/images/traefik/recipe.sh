@@ -1,3 +1,4 @@
+# shellcheck disable=SC2034  # variables set here are read by the scripts that source this file
 # shellcheck shell=bash
 # traefik:v3.6.12 (JupyterHub chart 4.4.0 proxy.traefik.image.tag; autohttps, off with pangeod's
 # values) and docker.io/traefik:3.3.5 (dask-gateway chart 2026.3.0 traefik.image, which pangeod's
