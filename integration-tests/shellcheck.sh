@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# shellcheck over every shell script in the repository (tracked files ending in .sh, and
+# Runs shellcheck over every shell script in the repository (tracked files ending in .sh, and
 # tracked files whose first line runs bash or sh), at severity warning and above, with the
 # settings in .shellcheckrc. Exit 0 when clean.
 set -euo pipefail
