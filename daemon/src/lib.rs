@@ -2,6 +2,7 @@
 //!
 //! Each outside system has one module that alone talks to it; see docs/ARCHITECTURE.md.
 
+pub mod admin_kubeconfig;
 pub mod api;
 pub mod boot;
 pub mod client;

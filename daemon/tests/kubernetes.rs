@@ -711,3 +711,96 @@ fn status_never_waits_on_the_api_server() {
     assert!(read_at.iter().all(|r| !r.is_null()), "{read_at:?}");
     daemon.stop();
 }
+
+/// Issue 17, item 3: `pangeoctl kubeconfig` hands an admin a kubeconfig for a dedicated
+/// identity. The server is the external IP (which k3s's certificate names; here the test API
+/// server stands in for it); with the kubeconfig's CA and token, listing namespaces works on the
+/// real API server, and a wrong token is refused with 401. The event records the issue, never
+/// the token; an out-of-range lifetime is refused.
+#[test]
+fn admins_get_a_kubeconfig_for_their_own_identity() {
+    let Some(cp) = controlplane() else { return };
+    let Some(ldap) = common::ldap_env() else {
+        return;
+    };
+    let rt = common::runtime();
+    rt.block_on(async {
+        common::controlplane::register_ready_node(&cp.kube().await, "demo").await
+    });
+    let mut daemon = common::TestDaemon::new("");
+    daemon.write_main(&common::TestDaemon::external_main_text(
+        &ldap,
+        &cp.kubeconfig(),
+    ));
+    daemon.start();
+    daemon.wait_status_within("Kubernetes connected", Duration::from_secs(60), |s| {
+        common::step(s, "kubernetes-api")["state"] == "done"
+    });
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_pangeoctl"))
+        .arg("--socket")
+        .arg(daemon.socket())
+        .args(["kubeconfig", "--hours", "2"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let text = String::from_utf8(output.stdout).unwrap();
+    let issued: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).unwrap();
+    let cluster = &issued["clusters"][0]["cluster"];
+    assert_eq!(cluster["server"].as_str(), Some("https://192.0.2.10:6443"));
+    let token = issued["users"][0]["user"]["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        issued["users"][0]["name"].as_str(),
+        Some("pangeo-cluster-admin")
+    );
+
+    // The same kubeconfig, pointed at the test API server instead of the external IP.
+    let real: serde_yaml_ng::Value =
+        serde_yaml_ng::from_str(&std::fs::read_to_string(cp.kubeconfig()).unwrap()).unwrap();
+    let server = real["clusters"][0]["cluster"]["server"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let with = |token: &str| {
+        let path = daemon
+            .dir
+            .path()
+            .join(format!("kubeconfig-{}", token.len()));
+        let text = text.replace("https://192.0.2.10:6443", &server).replace(
+            &issued["users"][0]["user"]["token"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+            token,
+        );
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let list = |path: std::path::PathBuf| {
+        rt.block_on(async {
+            let kube = Kube::from_kubeconfig(&path).await.unwrap();
+            let namespaces: Api<Namespace> = Api::all(kube.client().clone());
+            namespaces
+                .list(&Default::default())
+                .await
+                .map(|l| l.items.len())
+        })
+    };
+    let listed = list(with(&token)).expect("the issued identity lists namespaces");
+    assert!(listed >= 1, "{listed}");
+    eprintln!("the issued identity listed {listed} namespaces at {server}");
+    match list(with("not-a-token")) {
+        Err(kube::Error::Api(status)) => assert_eq!(status.code, 401, "{status:?}"),
+        other => panic!("a wrong token must get 401: {other:?}"),
+    }
+
+    let events = daemon.get_json("/v1/events?limit=20");
+    let text = events.to_string();
+    assert!(text.contains("kubeconfig.issued"), "{text}");
+    assert!(!text.contains(&token), "the event log shows the token");
+    let refused = daemon.request(hyper::Method::GET, "/v1/kubeconfig?hours=0", &[], None);
+    assert_eq!(refused.status, 422);
+    daemon.stop();
+}

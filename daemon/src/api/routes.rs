@@ -36,6 +36,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(get_config, patch_config))
         .routes(routes!(events))
         .routes(routes!(tls_ca))
+        .routes(routes!(kubeconfig))
         .routes(routes!(metrics))
         .routes(routes!(super::users::list_users))
         .routes(routes!(super::users::get_user))
@@ -642,6 +643,72 @@ pub async fn not_found(uri: axum::http::Uri) -> Problem {
             uri.path()
         ),
     )
+}
+
+#[derive(Deserialize, IntoParams)]
+pub struct KubeconfigQuery {
+    /// How long the kubeconfig's token is valid, in hours (1 to 168; default 24).
+    pub hours: Option<u32>,
+}
+
+/// A kubeconfig for the cluster, for the tenancy's admins: a dedicated identity
+/// (ServiceAccount `kube-system/pangeo-cluster-admin`, bound to `cluster-admin`) with a token of
+/// its own that expires, the external IP as the server, and the cluster's CA. Each call issues
+/// a new token and records an event (never the token).
+#[utoipa::path(get, path = "/v1/kubeconfig", tag = "status", params(KubeconfigQuery), responses(
+    (status = 200, body = String, content_type = "application/yaml"),
+    (status = 422, body = Problem, content_type = "application/problem+json", description = "hours out of range"),
+    (status = 503, body = Problem, content_type = "application/problem+json", description = "Kubernetes is not up yet, or did not answer")
+))]
+async fn kubeconfig(
+    Extract(app): Extract<AppState>,
+    Extension(actor): Extension<Actor>,
+    Query(query): Query<KubeconfigQuery>,
+) -> Result<Response, Problem> {
+    use crate::admin_kubeconfig::{DEFAULT_HOURS, MAX_HOURS};
+    let hours = query.hours.unwrap_or(DEFAULT_HOURS);
+    if !(1..=MAX_HOURS).contains(&hours) {
+        return Err(Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid-parameter",
+            "Invalid parameter",
+            format!("hours must be from 1 to {MAX_HOURS} (a week)"),
+        )
+        .with_field("hours"));
+    }
+    let unavailable = |detail: String| {
+        Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "kubernetes-unavailable",
+            "Kubernetes is unavailable",
+            detail,
+        )
+    };
+    let config =
+        app.boot.config.borrow().clone().ok_or_else(|| {
+            unavailable("there is no valid config yet; see pangeoctl status".into())
+        })?;
+    let kube = app.k3s.kube().ok_or_else(|| {
+        unavailable(
+            "Kubernetes is not up yet (the kubernetes-api step); see pangeoctl status".into(),
+        )
+    })?;
+    crate::waits::note(|| "the Kubernetes API server (the admin identity and its token)".into());
+    let issued = crate::admin_kubeconfig::issue(&kube, &config, hours)
+        .await
+        .map_err(|e| unavailable(e.to_string()))?;
+    let state = app.state.clone();
+    let details = serde_json::json!({
+        "identity": format!("{}/{}", crate::admin_kubeconfig::NAMESPACE, crate::admin_kubeconfig::SERVICE_ACCOUNT),
+        "server": issued.server,
+        "expires_at": issued.expires_at,
+    });
+    let who = actor.0.clone();
+    let _ =
+        tokio::task::spawn_blocking(move || state.record_event(&who, "kubeconfig.issued", details))
+            .await;
+    tracing::info!(actor = %actor.0, expires_at = %issued.expires_at, "a kubeconfig was issued");
+    Ok(([(header::CONTENT_TYPE, "application/yaml")], issued.yaml).into_response())
 }
 
 /// The local CA that signed the hub's certificate, for browsers and clients to trust (a domain

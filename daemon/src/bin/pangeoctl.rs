@@ -65,6 +65,13 @@ enum Command {
     /// The local CA that signed the hub's certificate (PEM), for browsers to trust; a public
     /// domain has a Let's Encrypt certificate instead.
     TlsCa,
+    /// A kubeconfig for the cluster (`pangeoctl kubeconfig > pangeo.kubeconfig`): a dedicated
+    /// admin identity whose token expires.
+    Kubeconfig {
+        /// How long the token is valid, in hours (1 to 168).
+        #[arg(long, default_value_t = 24)]
+        hours: u32,
+    },
     /// Users known from the directory.
     Users {
         /// active, disabled or removed
@@ -177,7 +184,9 @@ fn main() -> ExitCode {
         };
     }
     let text = match &args.command {
-        Command::Metrics | Command::TlsCa => String::from_utf8_lossy(&response.body).into_owned(),
+        Command::Metrics | Command::TlsCa | Command::Kubeconfig { .. } => {
+            String::from_utf8_lossy(&response.body).into_owned()
+        }
         _ => match response.json() {
             Ok(json) => render(&args.command, &json),
             Err(error) => {
@@ -262,6 +271,9 @@ fn request_for(command: &Command) -> Result<(Method, String, Option<Vec<u8>>), S
         Command::Status => (Method::GET, "/v1/status".into(), None),
         Command::Metrics => (Method::GET, "/metrics".into(), None),
         Command::TlsCa => (Method::GET, "/v1/tls/ca.pem".into(), None),
+        Command::Kubeconfig { hours } => {
+            (Method::GET, format!("/v1/kubeconfig?hours={hours}"), None)
+        }
         Command::Users { state, limit } => {
             let mut path = format!("/v1/users?limit={limit}");
             if let Some(state) = state {
@@ -517,7 +529,7 @@ fn render(command: &Command, json: &Value) -> String {
                 out.push_str(&format!("(older: pangeoctl events --before {next})\n"));
             }
         }
-        Command::Metrics | Command::TlsCa => {}
+        Command::Metrics | Command::TlsCa | Command::Kubeconfig { .. } => {}
         Command::Users { .. } => {
             for user in json["users"].as_array().into_iter().flatten() {
                 let sources: Vec<&str> = user["admin_sources"]

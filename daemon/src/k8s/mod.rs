@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::Node;
-use kube::api::{ApiResource, DynamicObject, Patch, PatchParams};
+use kube::api::{ApiResource, DynamicObject, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::watcher;
 use kube::runtime::{WatchStreamExt, wait::Condition};
@@ -205,6 +205,47 @@ impl Kube {
             resource: desired.describe(),
             message: format!("the stored object does not decode: {e}"),
         })
+    }
+
+    /// A bound token of a ServiceAccount (the TokenRequest API), valid for `seconds` (the API
+    /// server may shorten it). Returns the token and its expiry (RFC 3339).
+    pub async fn service_account_token(
+        &self,
+        namespace: &str,
+        name: &str,
+        seconds: i64,
+    ) -> Result<(String, String), KubeError> {
+        use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+        use k8s_openapi::api::core::v1::ServiceAccount;
+        let api: Api<ServiceAccount> = Api::namespaced(self.client.clone(), namespace);
+        let request = TokenRequest {
+            spec: Some(TokenRequestSpec {
+                audiences: None,
+                expiration_seconds: Some(seconds),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let resource = format!("ServiceAccount {namespace}/{name} (token)");
+        let issued = timed(
+            "create",
+            &resource,
+            api.create_token_request(name, &PostParams::default(), &request),
+        )
+        .await?;
+        let status = issued.status.ok_or_else(|| KubeError::BadObject {
+            resource: resource.clone(),
+            message: "the TokenRequest came back without a status".into(),
+        })?;
+        let token = status.token.ok_or_else(|| KubeError::BadObject {
+            resource: resource.clone(),
+            message: "the TokenRequest came back without a token".into(),
+        })?;
+        let expires = status
+            .expiration_timestamp
+            .map(|t| t.0.to_string())
+            .unwrap_or_default();
+        Ok((token, expires))
     }
 
     /// One apply request.
