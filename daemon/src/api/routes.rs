@@ -648,6 +648,7 @@ pub async fn not_found(uri: axum::http::Uri) -> Problem {
 #[derive(Deserialize, IntoParams)]
 pub struct KubeconfigQuery {
     /// How long the kubeconfig's token is valid, in hours (1 to 168; default 24).
+    #[param(minimum = 1, maximum = 168)]
     pub hours: Option<u32>,
 }
 
@@ -657,6 +658,7 @@ pub struct KubeconfigQuery {
 /// a new token and records an event (never the token).
 #[utoipa::path(get, path = "/v1/kubeconfig", tag = "status", params(KubeconfigQuery), responses(
     (status = 200, body = String, content_type = "application/yaml"),
+    (status = 400, body = Problem, content_type = "application/problem+json", description = "hours is not a number"),
     (status = 422, body = Problem, content_type = "application/problem+json", description = "hours out of range"),
     (status = 503, body = Problem, content_type = "application/problem+json", description = "Kubernetes is not up yet, or did not answer")
 ))]
