@@ -476,3 +476,115 @@ fn home_volumes_grow_with_storage_gb_and_are_never_shrunk() {
         );
     });
 }
+
+/// Issue 17, item 4 (in part): `pangeoctl homes` lists every user's home volume with its owner,
+/// size, and whether the owner is still a member; a purge is refused for a member's home and
+/// without the claim named twice, and deletes a former member's home, with an event.
+#[test]
+fn homes_are_listed_and_only_a_former_members_home_is_purged() {
+    use k8s_openapi::api::core::v1::PersistentVolumeClaim;
+    let Some(cp) = controlplane() else { return };
+    let Some(ldap) = common::ldap_env() else {
+        return;
+    };
+    let rt = common::runtime();
+    let kube = rt.block_on(cp.kube());
+    let ns = components::NAMESPACE;
+    let tag = unique("h");
+    let (kept, gone_user, gone) = (
+        format!("claim-alice-{tag}"),
+        format!("gone-{tag}"),
+        format!("claim-gone-{tag}"),
+    );
+    rt.block_on(async {
+        kube.apply(&Namespace {
+            metadata: ObjectMeta {
+                name: Some(ns.into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        common::controlplane::register_ready_node(&kube, "demo").await;
+        bound_claim(&kube, ns, &kept, Some("alice"), 1).await;
+        bound_claim(&kube, ns, &gone, Some(&gone_user), 2).await;
+    });
+    let mut daemon = common::TestDaemon::new("");
+    daemon.write_main(&common::TestDaemon::external_main_text(
+        &ldap,
+        &cp.kubeconfig(),
+    ));
+    daemon.start();
+    daemon.wait_status_within("synced and connected", Duration::from_secs(60), |s| {
+        common::step(s, "kubernetes-api")["state"] == "done"
+            && common::step(s, "directory-sync")["state"] == "done"
+    });
+    let homes = daemon.get_json("/v1/homes");
+    let home = |claim: &str| {
+        homes["homes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|h| h["claim"] == claim)
+            .cloned()
+            .unwrap_or_else(|| panic!("{claim} not listed: {homes}"))
+    };
+    assert_eq!(home(&kept)["user"], "alice");
+    assert_eq!(home(&kept)["member"], "active");
+    assert_eq!(home(&kept)["capacity"], "1Gi");
+    assert_eq!(
+        home(&gone)["member"],
+        serde_json::Value::Null,
+        "never a member"
+    );
+    assert_eq!(home(&gone)["capacity"], "2Gi");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_pangeoctl"))
+        .arg("--socket")
+        .arg(daemon.socket())
+        .arg("homes")
+        .output()
+        .unwrap();
+    let listed = String::from_utf8_lossy(&output.stdout).to_string();
+    assert!(
+        listed
+            .lines()
+            .any(|l| l.starts_with(&kept) && l.contains("alice") && l.contains("active")),
+        "{listed}"
+    );
+
+    let purge = |claim: &str, confirm: Option<&str>| {
+        let path = match confirm {
+            Some(c) => format!("/v1/homes/{claim}?confirm={c}"),
+            None => format!("/v1/homes/{claim}"),
+        };
+        daemon.request(hyper::Method::DELETE, &path, &[], None)
+    };
+    let refused = purge(&kept, Some(&kept));
+    assert_eq!(refused.status, 409, "a member's home: {:?}", refused.json());
+    let refused = purge(&gone, None);
+    assert_eq!(refused.status, 422, "unconfirmed: {:?}", refused.json());
+    let refused = purge(&gone, Some(&kept));
+    assert_eq!(refused.status, 422, "confirmed with another name");
+    let purged = purge(&gone, Some(&gone));
+    assert_eq!(purged.status, 200, "{:?}", purged.json());
+    let api: Api<PersistentVolumeClaim> = Api::namespaced(kube.client().clone(), ns);
+    let after = rt.block_on(api.get_opt(&gone)).unwrap();
+    assert!(
+        after.is_none_or(|c| c.metadata.deletion_timestamp.is_some()),
+        "the former member's claim is deleted"
+    );
+    assert!(
+        rt.block_on(api.get_opt(&kept)).unwrap().is_some(),
+        "alice's home stays"
+    );
+    let events = daemon.get_json("/v1/events?limit=20").to_string();
+    assert!(
+        events.contains("home.purged") && events.contains(&gone),
+        "{events}"
+    );
+    daemon.stop();
+    rt.block_on(async {
+        let _ = api.delete(&kept, &Default::default()).await;
+    });
+}

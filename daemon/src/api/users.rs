@@ -582,3 +582,166 @@ pub async fn dask_clusters(
         Err(error) => Err(unavailable(error.to_string())),
     }
 }
+
+/// A home volume with what the appliance knows of its owner.
+#[derive(Serialize, ToSchema)]
+pub struct HomeView {
+    #[serde(flatten)]
+    pub home: crate::components::homes::Home,
+    /// The owner in the user table: `active`, `disabled`, `removed`, or null if the directory
+    /// sync never knew them.
+    pub member: Option<UserState>,
+    /// When the owner last used the hub, as the hub's last listing has it.
+    pub last_activity: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct HomesPage {
+    pub homes: Vec<HomeView>,
+}
+
+fn kubernetes_unavailable(detail: String) -> Problem {
+    Problem::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "kubernetes-unavailable",
+        "Kubernetes is unavailable",
+        detail,
+    )
+}
+
+/// Every user's home volume: its owner, size, whether a server mounts it, and whether the owner
+/// is still a member (the homes of removed users stay until an admin purges them).
+#[utoipa::path(get, path = "/v1/homes", tag = "users", responses(
+    (status = 200, body = HomesPage),
+    (status = 503, body = Problem, content_type = "application/problem+json", description = "Kubernetes is not up yet, or did not answer")
+))]
+pub async fn list_homes(Extract(app): Extract<AppState>) -> Result<Json<HomesPage>, Problem> {
+    let kube = app.k3s.kube().ok_or_else(|| {
+        kubernetes_unavailable(
+            "Kubernetes is not up yet; see the k3s step in pangeoctl status".into(),
+        )
+    })?;
+    crate::waits::note(|| "the Kubernetes API server (the home volumes)".into());
+    let homes = crate::components::homes::list(&kube, crate::components::NAMESPACE)
+        .await
+        .map_err(|e| kubernetes_unavailable(e.to_string()))?;
+    let state = app.state.clone();
+    let owners: Vec<String> = homes.iter().map(|h| h.user.to_lowercase()).collect();
+    let members = blocking(move || {
+        owners
+            .iter()
+            .map(|name| state.user(name).map(|u| u.map(|u| u.state)))
+            .collect::<Result<Vec<_>, _>>()
+    })
+    .await?;
+    let listing = app.hub.listing();
+    let homes = homes
+        .into_iter()
+        .zip(members)
+        .map(|(home, member)| HomeView {
+            last_activity: listing
+                .as_ref()
+                .and_then(|l| l.users.get(&home.user.to_lowercase()))
+                .and_then(|u| u.last_activity.clone()),
+            member,
+            home,
+        })
+        .collect();
+    Ok(Json(HomesPage { homes }))
+}
+
+#[derive(Deserialize, IntoParams)]
+pub struct PurgeQuery {
+    /// The claim's name again, to confirm.
+    pub confirm: Option<String>,
+}
+
+/// Deletes the home volume of someone who is no longer a member, for good. Refused for an
+/// active member's home, for one that a server mounts, and without `confirm` naming the claim.
+#[utoipa::path(delete, path = "/v1/homes/{claim}", tag = "users", params(("claim" = String, Path), PurgeQuery), responses(
+    (status = 200, body = AdminChange, description = "deleted"),
+    (status = 404, body = Problem, content_type = "application/problem+json", description = "no such home volume"),
+    (status = 409, body = Problem, content_type = "application/problem+json", description = "the owner is an active member, or a server mounts it"),
+    (status = 422, body = Problem, content_type = "application/problem+json", description = "confirm does not name the claim"),
+    (status = 503, body = Problem, content_type = "application/problem+json", description = "Kubernetes is not up yet, or did not answer")
+))]
+pub async fn purge_home(
+    Extract(app): Extract<AppState>,
+    Extension(actor): Extension<Actor>,
+    Path(claim): Path<String>,
+    Query(query): Query<PurgeQuery>,
+) -> Result<Json<AdminChange>, Problem> {
+    if query.confirm.as_deref() != Some(claim.as_str()) {
+        return Err(Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "confirm-required",
+            "Confirmation required",
+            format!(
+                "deleting a home volume cannot be undone: name it twice, ?confirm={claim} (pangeoctl home purge {claim} --confirm {claim})"
+            ),
+        )
+        .with_field("confirm"));
+    }
+    let kube = app.k3s.kube().ok_or_else(|| {
+        kubernetes_unavailable(
+            "Kubernetes is not up yet; see the k3s step in pangeoctl status".into(),
+        )
+    })?;
+    crate::waits::note(|| "the Kubernetes API server (the home volumes)".into());
+    let homes = crate::components::homes::list(&kube, crate::components::NAMESPACE)
+        .await
+        .map_err(|e| kubernetes_unavailable(e.to_string()))?;
+    let Some(home) = homes.into_iter().find(|h| h.claim == claim) else {
+        return Err(Problem::new(
+            StatusCode::NOT_FOUND,
+            "unknown-home",
+            "No such home volume",
+            format!("{claim} is not a home volume (see pangeoctl homes)"),
+        ));
+    };
+    let owner = home.user.to_lowercase();
+    let state = app.state.clone();
+    let member = {
+        let owner = owner.clone();
+        blocking(move || state.user(&owner)).await?
+    };
+    if member
+        .as_ref()
+        .is_some_and(|u| u.state == UserState::Active)
+    {
+        return Err(Problem::new(
+            StatusCode::CONFLICT,
+            "home-of-a-member",
+            "The owner is a member",
+            format!(
+                "{claim} is the home of {owner}, an active member: a member's home is never deleted; remove them from the users group in FreeIPA first"
+            ),
+        ));
+    }
+    if !home.mounted_by.is_empty() {
+        return Err(Problem::new(
+            StatusCode::CONFLICT,
+            "home-in-use",
+            "The home volume is in use",
+            format!(
+                "{claim} is mounted by {}; stop that server first",
+                home.mounted_by.join(", ")
+            ),
+        ));
+    }
+    crate::components::homes::purge(&kube, crate::components::NAMESPACE, &claim)
+        .await
+        .map_err(|e| kubernetes_unavailable(e.to_string()))?;
+    let state = app.state.clone();
+    let who = actor.0.clone();
+    let details = serde_json::json!({
+        "claim": claim, "user": owner, "capacity": home.capacity,
+        "member": member.map(|u| u.state.as_str()),
+    });
+    let _ = blocking(move || state.record_event(&who, "home.purged", details)).await;
+    tracing::warn!(actor = %actor.0, %claim, user = %owner, "a home volume was purged by an admin");
+    Ok(Json(AdminChange {
+        user: owner,
+        changed: true,
+    }))
+}

@@ -72,6 +72,14 @@ enum Command {
         #[arg(long, default_value_t = 24)]
         hours: u32,
     },
+    /// Every user's home volume: owner, size, whether a server mounts it, whether the owner
+    /// is still a member.
+    Homes,
+    /// One home volume.
+    Home {
+        #[command(subcommand)]
+        action: HomeAction,
+    },
     /// Users known from the directory.
     Users {
         /// active, disabled or removed
@@ -112,6 +120,19 @@ enum ServerAction {
 enum AdminAction {
     Add { name: String },
     Remove { name: String },
+}
+
+#[derive(Subcommand)]
+enum HomeAction {
+    /// Deletes the home volume of someone who is no longer a member, for good (refused for a
+    /// member's home, or one a server mounts).
+    Purge {
+        /// The claim, as `pangeoctl homes` lists it.
+        claim: String,
+        /// The claim's name again.
+        #[arg(long)]
+        confirm: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -274,6 +295,14 @@ fn request_for(command: &Command) -> Result<(Method, String, Option<Vec<u8>>), S
         Command::Kubeconfig { hours } => {
             (Method::GET, format!("/v1/kubeconfig?hours={hours}"), None)
         }
+        Command::Homes => (Method::GET, "/v1/homes".into(), None),
+        Command::Home {
+            action: HomeAction::Purge { claim, confirm },
+        } => (
+            Method::DELETE,
+            format!("/v1/homes/{}?confirm={}", segment(claim), segment(confirm)),
+            None,
+        ),
         Command::Users { state, limit } => {
             let mut path = format!("/v1/users?limit={limit}");
             if let Some(state) = state {
@@ -530,6 +559,39 @@ fn render(command: &Command, json: &Value) -> String {
             }
         }
         Command::Metrics | Command::TlsCa | Command::Kubeconfig { .. } => {}
+        Command::Homes => {
+            for home in json["homes"].as_array().into_iter().flatten() {
+                let text = |v: &serde_json::Value| v.as_str().unwrap_or("-").to_string();
+                let mounted = home["mounted_by"]
+                    .as_array()
+                    .map(|m| {
+                        m.iter()
+                            .filter_map(|v| v.as_str())
+                            .collect::<Vec<_>>()
+                            .join(",")
+                    })
+                    .unwrap_or_default();
+                out.push_str(&format!(
+                    "{:<28} {:<20} {:>8} {:<9} last used {:<24} {}\n",
+                    text(&home["claim"]),
+                    text(&home["user"]),
+                    text(&home["capacity"]),
+                    home["member"].as_str().unwrap_or("unknown"),
+                    text(&home["last_activity"]),
+                    if mounted.is_empty() {
+                        String::new()
+                    } else {
+                        format!("mounted by {mounted}")
+                    }
+                ));
+            }
+        }
+        Command::Home { .. } => {
+            out.push_str(&format!(
+                "{}: home volume deleted\n",
+                json["user"].as_str().unwrap_or_default()
+            ));
+        }
         Command::Users { .. } => {
             for user in json["users"].as_array().into_iter().flatten() {
                 let sources: Vec<&str> = user["admin_sources"]

@@ -5,6 +5,7 @@
 
 pub mod capacity;
 mod drift;
+pub mod homes;
 pub mod ingress;
 pub mod rollout;
 pub mod schema;
