@@ -506,20 +506,10 @@ fn homes_are_listed_and_only_a_former_members_home_is_purged() {
         })
         .await
         .unwrap();
-        common::controlplane::register_ready_node(&kube, "demo").await;
         bound_claim(&kube, ns, &kept, Some("alice"), 1).await;
         bound_claim(&kube, ns, &gone, Some(&gone_user), 2).await;
     });
-    let mut daemon = common::TestDaemon::new("");
-    daemon.write_main(&common::TestDaemon::external_main_text(
-        &ldap,
-        &cp.kubeconfig(),
-    ));
-    daemon.start();
-    daemon.wait_status_within("synced and connected", Duration::from_secs(60), |s| {
-        common::step(s, "kubernetes-api")["state"] == "done"
-            && common::step(s, "directory-sync")["state"] == "done"
-    });
+    let mut daemon = common::controlplane::external_daemon(&cp, &ldap, &cp.kubeconfig());
     let homes = daemon.get_json("/v1/homes");
     let home = |claim: &str| {
         homes["homes"]

@@ -679,18 +679,9 @@ fn status_never_waits_on_the_api_server() {
     };
     let dir = tempfile::tempdir().unwrap();
     let server = Apiserver::start(&cp, dir.path());
-    let rt = common::runtime();
-    rt.block_on(async {
-        common::controlplane::register_ready_node(&cp.kube().await, "demo").await
-    });
-    let mut daemon = common::TestDaemon::new("");
-    daemon.write_main(&common::TestDaemon::external_main_text(
-        &ldap,
-        &server.kubeconfig,
-    ));
-    daemon.start();
+    let mut daemon = common::controlplane::external_daemon(&cp, &ldap, &server.kubeconfig);
     daemon.wait_status_within("a reading of the cluster", Duration::from_secs(60), |s| {
-        common::step(s, "kubernetes-api")["state"] == "done" && !s["cluster_read_at"].is_null()
+        !s["cluster_read_at"].is_null()
     });
     server.signal(nix::sys::signal::Signal::SIGSTOP);
     let mut slowest = Duration::ZERO;
@@ -724,18 +715,7 @@ fn admins_get_a_kubeconfig_for_their_own_identity() {
         return;
     };
     let rt = common::runtime();
-    rt.block_on(async {
-        common::controlplane::register_ready_node(&cp.kube().await, "demo").await
-    });
-    let mut daemon = common::TestDaemon::new("");
-    daemon.write_main(&common::TestDaemon::external_main_text(
-        &ldap,
-        &cp.kubeconfig(),
-    ));
-    daemon.start();
-    daemon.wait_status_within("Kubernetes connected", Duration::from_secs(60), |s| {
-        common::step(s, "kubernetes-api")["state"] == "done"
-    });
+    let mut daemon = common::controlplane::external_daemon(&cp, &ldap, &cp.kubeconfig());
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_pangeoctl"))
         .arg("--socket")
         .arg(daemon.socket())

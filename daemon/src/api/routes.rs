@@ -680,23 +680,12 @@ async fn kubeconfig(
         )
         .with_field("hours"));
     }
-    let unavailable = |detail: String| {
-        Problem::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "kubernetes-unavailable",
-            "Kubernetes is unavailable",
-            detail,
-        )
-    };
+    use super::users::{kube_now, kubernetes_unavailable as unavailable};
     let config =
         app.boot.config.borrow().clone().ok_or_else(|| {
             unavailable("there is no valid config yet; see pangeoctl status".into())
         })?;
-    let kube = app.k3s.kube().ok_or_else(|| {
-        unavailable(
-            "Kubernetes is not up yet (the kubernetes-api step); see pangeoctl status".into(),
-        )
-    })?;
+    let kube = kube_now(&app)?;
     crate::waits::note(|| "the Kubernetes API server (the admin identity and its token)".into());
     let issued = crate::admin_kubeconfig::issue(&kube, &config, hours)
         .await

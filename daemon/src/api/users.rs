@@ -560,17 +560,8 @@ pub async fn dask_clusters(
     if known.is_none() {
         return Err(unknown_user(&name));
     }
-    let unavailable = |detail: String| {
-        Problem::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "kubernetes-unavailable",
-            "Kubernetes is unavailable",
-            detail,
-        )
-    };
-    let kube = app.k3s.kube().ok_or_else(|| {
-        unavailable("Kubernetes is not up yet; see the k3s step in pangeoctl status".into())
-    })?;
+    let unavailable = kubernetes_unavailable;
+    let kube = kube_now(&app)?;
     match crate::hub::dask::clusters_of(&kube, crate::components::NAMESPACE, &lookup).await {
         Ok(clusters) => Ok(Json(DaskClusters {
             user: lookup,
@@ -600,13 +591,35 @@ pub struct HomesPage {
     pub homes: Vec<HomeView>,
 }
 
-fn kubernetes_unavailable(detail: String) -> Problem {
+pub(super) fn kubernetes_unavailable(detail: String) -> Problem {
     Problem::new(
         StatusCode::SERVICE_UNAVAILABLE,
         "kubernetes-unavailable",
         "Kubernetes is unavailable",
         detail,
     )
+}
+
+/// The Kubernetes client, or 503 naming the steps to look at.
+pub(super) fn kube_now(app: &AppState) -> Result<crate::k8s::Kube, Problem> {
+    app.k3s.kube().ok_or_else(|| {
+        kubernetes_unavailable(
+            "Kubernetes is not up yet (the k3s and kubernetes-api steps); see pangeoctl status"
+                .into(),
+        )
+    })
+}
+
+/// The home volumes as they are now.
+async fn homes_now(
+    app: &AppState,
+) -> Result<(crate::k8s::Kube, Vec<crate::components::homes::Home>), Problem> {
+    let kube = kube_now(app)?;
+    crate::waits::note(|| "the Kubernetes API server (the home volumes)".into());
+    let homes = crate::components::homes::list(&kube, crate::components::NAMESPACE)
+        .await
+        .map_err(|e| kubernetes_unavailable(e.to_string()))?;
+    Ok((kube, homes))
 }
 
 /// Every user's home volume: its owner, size, whether a server mounts it, and whether the owner
@@ -616,15 +629,7 @@ fn kubernetes_unavailable(detail: String) -> Problem {
     (status = 503, body = Problem, content_type = "application/problem+json", description = "Kubernetes is not up yet, or did not answer")
 ))]
 pub async fn list_homes(Extract(app): Extract<AppState>) -> Result<Json<HomesPage>, Problem> {
-    let kube = app.k3s.kube().ok_or_else(|| {
-        kubernetes_unavailable(
-            "Kubernetes is not up yet; see the k3s step in pangeoctl status".into(),
-        )
-    })?;
-    crate::waits::note(|| "the Kubernetes API server (the home volumes)".into());
-    let homes = crate::components::homes::list(&kube, crate::components::NAMESPACE)
-        .await
-        .map_err(|e| kubernetes_unavailable(e.to_string()))?;
+    let (_, homes) = homes_now(&app).await?;
     let state = app.state.clone();
     let owners: Vec<String> = homes.iter().map(|h| h.user.to_lowercase()).collect();
     let members = blocking(move || {
@@ -682,15 +687,7 @@ pub async fn purge_home(
         )
         .with_field("confirm"));
     }
-    let kube = app.k3s.kube().ok_or_else(|| {
-        kubernetes_unavailable(
-            "Kubernetes is not up yet; see the k3s step in pangeoctl status".into(),
-        )
-    })?;
-    crate::waits::note(|| "the Kubernetes API server (the home volumes)".into());
-    let homes = crate::components::homes::list(&kube, crate::components::NAMESPACE)
-        .await
-        .map_err(|e| kubernetes_unavailable(e.to_string()))?;
+    let (kube, homes) = homes_now(&app).await?;
     let Some(home) = homes.into_iter().find(|h| h.claim == claim) else {
         return Err(Problem::new(
             StatusCode::NOT_FOUND,

@@ -596,25 +596,14 @@ pub fn apply_config_patch(
     // Compare-and-set with the reloads (see `State::save_config_revision`): a conflict means a
     // reload or another writer stored a revision since this one read the latest, so the patch
     // is applied again on top of it; only a config that keeps changing is refused.
-    let mut outcome = patch_config(
-        config_path,
-        state,
-        actor,
-        patch,
-        check_directory,
-        &mut stored,
-    );
+    let attempt = |stored: &mut Vec<_>| {
+        patch_config(config_path, state, actor, patch, check_directory, stored)
+    };
+    let mut outcome = attempt(&mut stored);
     for _ in 1..CAS_ATTEMPTS {
         match outcome {
             Err(PatchError::State(crate::state::StateError::RevisionConflict { .. })) => {
-                outcome = patch_config(
-                    config_path,
-                    state,
-                    actor,
-                    patch,
-                    check_directory,
-                    &mut stored,
-                );
+                outcome = attempt(&mut stored);
             }
             _ => break,
         }

@@ -246,3 +246,21 @@ pub fn demo_config(dir: &Path) -> pangeod::config::Config {
     .unwrap();
     pangeod::config::Config::from_layers(&[layer], &Default::default()).unwrap()
 }
+
+/// A pangeod in `external` mode on `kubeconfig` and the directory fixture (`ldap`), with the
+/// node "demo" (the fixture's cluster) registered, started and past the kubernetes-api step.
+#[allow(dead_code)] // not every test binary that includes `common` uses it
+pub fn external_daemon(
+    cp: &ControlPlane,
+    ldap: &std::collections::BTreeMap<String, String>,
+    kubeconfig: &Path,
+) -> super::TestDaemon {
+    super::runtime().block_on(async { register_ready_node(&cp.kube().await, "demo").await });
+    let mut daemon = super::TestDaemon::new("");
+    daemon.write_main(&super::TestDaemon::external_main_text(ldap, kubeconfig));
+    daemon.start();
+    daemon.wait_status_within("Kubernetes connected", Duration::from_secs(60), |s| {
+        super::step(s, "kubernetes-api")["state"] == "done"
+    });
+    daemon
+}
