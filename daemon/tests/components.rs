@@ -16,6 +16,14 @@ use kube::api::ObjectMeta;
 use pangeod::components::{self, ComponentsError, DirectoryMaterial, Secrets};
 use pangeod::k8s::{FailurePolicy, HelmChart, Kube};
 
+/// The tests here that run a pangeod apply the platform to the one shared `pangeo` namespace,
+/// each with secrets of its own: one at a time, or one's HelmCharts overwrite the other's.
+static PLATFORM: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn platform_lock() -> std::sync::MutexGuard<'static, ()> {
+    PLATFORM.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 fn values(chart: &HelmChart) -> serde_json::Value {
     serde_json::from_str(chart.spec.values_content.as_deref().unwrap()).unwrap()
 }
@@ -26,6 +34,7 @@ fn patch(daemon: &common::TestDaemon, body: &str) -> pangeod::client::Response {
 
 #[test]
 fn the_platform_is_applied_then_a_cpus_patch_changes_only_the_hub_values_and_secrets_stay() {
+    let _platform = platform_lock();
     let Some(cp) = controlplane() else { return };
     let Some(ldap) = common::ldap_env() else {
         return;
@@ -80,13 +89,30 @@ fn the_platform_is_applied_then_a_cpus_patch_changes_only_the_hub_values_and_sec
         |j: Option<&Job>| j.is_some(),
     ))
     .unwrap();
+    // helm-controller writes the Secret after it sees the chart; a Secret and a Job left by an
+    // earlier pangeod on this shared control plane (another test's) may be read first, so wait
+    // for this chart's values to be the ones mounted.
     let secrets: Api<Secret> = Api::namespaced(kube.client().clone(), "pangeo");
-    let mounted = rt.block_on(secrets.get("chart-values-jupyterhub")).unwrap();
-    let content = &mounted.data.unwrap()["HelmChartValuesContent"];
-    assert_eq!(
-        String::from_utf8(content.0.clone()).unwrap(),
-        hub.spec.values_content.clone().unwrap()
-    );
+    let want = hub.spec.values_content.clone().unwrap();
+    let mounted = |secret: Option<&Secret>| {
+        secret
+            .and_then(|s| s.data.as_ref())
+            .and_then(|d| d.get("HelmChartValuesContent"))
+            .map(|c| String::from_utf8_lossy(&c.0).into_owned())
+    };
+    let waited = rt.block_on(kube.wait_for(
+        secrets.clone(),
+        "chart-values-jupyterhub",
+        "Secret pangeo/chart-values-jupyterhub with this chart's values",
+        Duration::from_secs(60),
+        |s: Option<&Secret>| mounted(s).as_deref() == Some(want.as_str()),
+    ));
+    if waited.is_err() {
+        let now = rt
+            .block_on(secrets.get_opt("chart-values-jupyterhub"))
+            .unwrap();
+        assert_eq!(mounted(now.as_ref()).unwrap_or_default(), want);
+    }
     daemon.wait_status("the job in status", |s| {
         s["components"]
             .as_array()
@@ -483,6 +509,7 @@ fn home_volumes_grow_with_storage_gb_and_are_never_shrunk() {
 #[test]
 fn homes_are_listed_and_only_a_former_members_home_is_purged() {
     use k8s_openapi::api::core::v1::PersistentVolumeClaim;
+    let _platform = platform_lock();
     let Some(cp) = controlplane() else { return };
     let Some(ldap) = common::ldap_env() else {
         return;
