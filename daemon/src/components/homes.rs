@@ -27,76 +27,82 @@ pub struct Home {
     pub mounted_by: Vec<String>,
 }
 
-/// Every home volume in `namespace`, by claim name.
-pub async fn list(kube: &Kube, namespace: &str) -> Result<Vec<Home>, KubeError> {
-    let claims: kube::Api<PersistentVolumeClaim> =
+/// Every home volume in `namespace`, by claim name, without `mounted_by` (one request).
+pub async fn claims(kube: &Kube, namespace: &str) -> Result<Vec<Home>, KubeError> {
+    let api: kube::Api<PersistentVolumeClaim> =
         kube::Api::namespaced(kube.client().clone(), namespace);
-    let pods: kube::Api<Pod> = kube::Api::namespaced(kube.client().clone(), namespace);
-    let claims = claims.list(&Default::default()).await.map_err(|e| {
+    let claims = api.list(&Default::default()).await.map_err(|e| {
         KubeError::from_kube(e, "list", &format!("PersistentVolumeClaims in {namespace}"))
     })?;
+    let mut homes: Vec<Home> = claims.items.into_iter().filter_map(home_of).collect();
+    homes.sort_by(|a, b| a.claim.cmp(&b.claim));
+    Ok(homes)
+}
+
+/// Every home volume in `namespace`, with the pods that mount each.
+pub async fn list(kube: &Kube, namespace: &str) -> Result<Vec<Home>, KubeError> {
+    let mut homes = claims(kube, namespace).await?;
+    let pods: kube::Api<Pod> = kube::Api::namespaced(kube.client().clone(), namespace);
     let pods = pods
         .list(&Default::default())
         .await
         .map_err(|e| KubeError::from_kube(e, "list", &format!("Pods in {namespace}")))?;
-    let mut homes: Vec<Home> = claims
-        .items
-        .into_iter()
-        .filter_map(|claim| {
-            let user = claim
-                .metadata
-                .annotations
-                .as_ref()?
-                .get(USERNAME_ANNOTATION)?
-                .clone();
-            let name = claim.metadata.name.clone().unwrap_or_default();
-            let mounted_by = pods
-                .items
-                .iter()
-                .filter(|pod| {
-                    pod.spec.as_ref().is_some_and(|spec| {
-                        spec.volumes.iter().flatten().any(|v| {
-                            v.persistent_volume_claim
-                                .as_ref()
-                                .is_some_and(|c| c.claim_name == name)
-                        })
+    for home in &mut homes {
+        home.mounted_by = pods
+            .items
+            .iter()
+            .filter(|pod| {
+                pod.spec.as_ref().is_some_and(|spec| {
+                    spec.volumes.iter().flatten().any(|v| {
+                        v.persistent_volume_claim
+                            .as_ref()
+                            .is_some_and(|c| c.claim_name == home.claim)
                     })
                 })
-                .filter_map(|pod| pod.metadata.name.clone())
-                .collect();
-            let quantity = |q: Option<&k8s_openapi::apimachinery::pkg::api::resource::Quantity>| {
-                q.map(|q| q.0.clone())
-            };
-            Some(Home {
-                requested: quantity(
-                    claim
-                        .spec
-                        .as_ref()
-                        .and_then(|s| s.resources.as_ref())
-                        .and_then(|r| r.requests.as_ref())
-                        .and_then(|r| r.get("storage")),
-                ),
-                capacity: quantity(
-                    claim
-                        .status
-                        .as_ref()
-                        .and_then(|s| s.capacity.as_ref())
-                        .and_then(|c| c.get("storage")),
-                ),
-                phase: claim.status.as_ref().and_then(|s| s.phase.clone()),
-                created_at: claim
-                    .metadata
-                    .creation_timestamp
-                    .as_ref()
-                    .map(|t| t.0.to_string()),
-                claim: name,
-                user,
-                mounted_by,
             })
-        })
-        .collect();
-    homes.sort_by(|a, b| a.claim.cmp(&b.claim));
+            .filter_map(|pod| pod.metadata.name.clone())
+            .collect();
+    }
     Ok(homes)
+}
+
+/// A claim as a home, if KubeSpawner made it for a user.
+fn home_of(claim: PersistentVolumeClaim) -> Option<Home> {
+    let user = claim
+        .metadata
+        .annotations
+        .as_ref()?
+        .get(USERNAME_ANNOTATION)?
+        .clone();
+    let quantity = |q: Option<&k8s_openapi::apimachinery::pkg::api::resource::Quantity>| {
+        q.map(|q| q.0.clone())
+    };
+    Some(Home {
+        requested: quantity(
+            claim
+                .spec
+                .as_ref()
+                .and_then(|s| s.resources.as_ref())
+                .and_then(|r| r.requests.as_ref())
+                .and_then(|r| r.get("storage")),
+        ),
+        capacity: quantity(
+            claim
+                .status
+                .as_ref()
+                .and_then(|s| s.capacity.as_ref())
+                .and_then(|c| c.get("storage")),
+        ),
+        phase: claim.status.as_ref().and_then(|s| s.phase.clone()),
+        created_at: claim
+            .metadata
+            .creation_timestamp
+            .as_ref()
+            .map(|t| t.0.to_string()),
+        claim: claim.metadata.name.unwrap_or_default(),
+        user,
+        mounted_by: Vec::new(),
+    })
 }
 
 /// Deletes one home volume's claim (its volume goes with it, by the StorageClass's reclaim

@@ -423,29 +423,10 @@ pub async fn expand_homes(
     let target_bytes = u128::from(storage_gb) << 30;
     let api: kube::Api<PersistentVolumeClaim> =
         kube::Api::namespaced(kube.client().clone(), namespace);
-    let claims = api.list(&Default::default()).await.map_err(|e| {
-        KubeError::from_kube(e, "list", &format!("PersistentVolumeClaims in {namespace}"))
-    })?;
     let mut expanded = Vec::new();
-    for claim in claims.items {
-        let Some(user) = claim
-            .metadata
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get(USERNAME_ANNOTATION))
-            .cloned()
-        else {
-            continue;
-        };
-        let name = claim.metadata.name.clone().unwrap_or_default();
-        let current = claim
-            .spec
-            .as_ref()
-            .and_then(|s| s.resources.as_ref())
-            .and_then(|r| r.requests.as_ref())
-            .and_then(|r| r.get("storage"))
-            .map(|q| q.0.clone())
-            .unwrap_or_default();
+    for home in homes::claims(kube, namespace).await? {
+        let (user, name) = (home.user, home.claim);
+        let current = home.requested.unwrap_or_default();
         if quantity_bytes(&current).is_some_and(|b| b >= target_bytes) {
             continue;
         }

@@ -9,7 +9,7 @@ use futures_util::StreamExt;
 use serde::Serialize;
 
 use super::client::{HubClient, HubError, HubUser};
-use crate::state::{Change, State, StateError, UserRecord, UserState};
+use crate::state::{Change, Intent, State, StateError, UserRecord, UserState};
 
 /// Requests in flight at once.
 const CONCURRENCY: usize = 8;
@@ -183,12 +183,18 @@ pub async fn run_with_listing(
     let started = Instant::now();
     let requests_before = client.requests();
     let hub = retried(|| client.users()).await?;
-    let pending: BTreeSet<String> = match on_state(state, |s| s.intents()).await {
-        Ok(intents) => intents.into_iter().map(|i| i.user).collect(),
+    // The open intents, read once: the plan must not take pangeod's own unfinished changes for
+    // the hub's, and `settle` finishes them.
+    let intents = match on_state(state, |s| s.intents()).await {
+        Ok(intents) => Some(intents),
         Err(error) => {
-            tracing::error!(%error, "cannot read the open hub intents; no admin change in the hub is noticed this run");
-            users.iter().map(|u| u.name.clone()).collect()
+            tracing::error!(%error, "cannot read the open hub intents; no admin change in the hub is noticed, and none is settled, this run");
+            None
         }
+    };
+    let pending: BTreeSet<String> = match &intents {
+        Some(intents) => intents.iter().map(|i| i.user.clone()).collect(),
+        None => users.iter().map(|u| u.name.clone()).collect(),
     };
     let plan = plan(users, &hub, &pending);
     if !plan.noticed.is_empty() || !plan.ended.is_empty() {
@@ -205,7 +211,7 @@ pub async fn run_with_listing(
         ..Default::default()
     };
 
-    report.settled = settle(state, &hub).await;
+    report.settled = settle(state, &hub, intents.unwrap_or_default()).await;
 
     // Bulk creation: one request per 500 names.
     for (names, admin) in [(&plan.create, false), (&plan.create_admins, true)] {
@@ -465,15 +471,10 @@ fn unrecorded() -> HubError {
 /// Settles what a run cut short (kill -9, power loss) left between an intent and its event:
 /// a change the hub shows was made gets its event now, one it does not show is dropped (the
 /// plan makes it again if it is still wanted). Returns how many changes got their event.
-async fn settle(state: &Arc<State>, hub: &[HubUser]) -> usize {
-    let intents = match on_state(state, |s| s.intents()).await {
-        Ok(intents) if intents.is_empty() => return 0,
-        Ok(intents) => intents,
-        Err(error) => {
-            tracing::error!(%error, "cannot read the open hub intents; they are settled on a later run");
-            return 0;
-        }
-    };
+async fn settle(state: &Arc<State>, hub: &[HubUser], intents: Vec<Intent>) -> usize {
+    if intents.is_empty() {
+        return 0;
+    }
     let in_hub: BTreeMap<&str, &HubUser> = hub.iter().map(|u| (u.name.as_str(), u)).collect();
     let mut made: Vec<Change> = Vec::new();
     let mut not_made: Vec<(String, String)> = Vec::new();

@@ -137,6 +137,10 @@ impl HubSync {
         if let Some(listing) = self.listing().filter(|l| l.at >= asked) {
             return Ok(listing);
         }
+        self.list_now(client).await
+    }
+
+    async fn list_now(&self, client: &HubClient) -> Result<Arc<Listing>, HubError> {
         let as_of = Instant::now();
         Ok(self.set_listing(client.users().await?, as_of))
     }
@@ -148,12 +152,8 @@ impl HubSync {
         };
         let this = self.clone();
         tokio::spawn(async move {
-            let as_of = Instant::now();
-            match client.users().await {
-                Ok(users) => {
-                    this.set_listing(users, as_of);
-                }
-                Err(error) => tracing::debug!(%error, "refreshing the hub's user listing failed"),
+            if let Err(error) = this.list_now(&client).await {
+                tracing::debug!(%error, "refreshing the hub's user listing failed");
             }
             drop(guard);
         });
