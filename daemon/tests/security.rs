@@ -127,19 +127,19 @@ fn a_token_cannot_make_pangeod_read_or_send_a_file() {
         ),
         (
             serde_json::json!({"freeipa": {"server": server}}),
-            422,
+            409,
             "freeipa.password",
             "password-required",
         ),
         (
             serde_json::json!({"freeipa": {"tls": "starttls"}}),
-            422,
+            409,
             "freeipa.password",
             "password-required",
         ),
         (
             serde_json::json!({"freeipa": {"ca_pem": ca_pem()}}),
-            422,
+            409,
             "freeipa.password",
             "password-required",
         ),

@@ -7,6 +7,8 @@ mod listen;
 mod metrics;
 mod problem;
 mod routes;
+#[cfg(test)]
+pub(crate) use routes::{dn_schema, server_schema};
 mod users;
 mod view;
 

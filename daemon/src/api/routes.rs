@@ -325,11 +325,18 @@ struct DaskPatch {
 #[serde(deny_unknown_fields)]
 #[allow(dead_code)]
 struct FreeIpaPatch {
+    /// A host name or IPv4 address with an optional port, or an IPv6 address (in brackets
+    /// when a port follows), without `ldap://`.
+    #[schema(schema_with = server_schema)]
     server: Option<String>,
     /// `ldaps` or `starttls` (`plain` is set in the config files only: 409).
     #[schema(value_type = Option<LdapTlsName>)]
     tls: Option<String>,
+    /// An RFC 4514 DN, for example `dc=example,dc=test`.
+    #[schema(schema_with = dn_schema)]
     base_dn: Option<String>,
+    /// An RFC 4514 DN, for example `uid=pangeod,cn=sysaccounts,cn=etc,dc=example,dc=test`.
+    #[schema(schema_with = dn_schema)]
     bind_dn: Option<String>,
     /// The sync account's password, as a value (write-only: never returned; `null` reverts to
     /// `freeipa.password_file` from the files). A change of `server`, `tls` or `ca_pem` must
@@ -355,6 +362,41 @@ struct FreeIpaPatch {
 struct HubPatch {
     #[schema(inline)]
     admin_users: Option<Vec<AdminUserName>>,
+}
+
+/// `freeipa.base_dn` and `bind_dn`: the config's DN rule (`config::rules::check_dn`) as a
+/// pattern, or `null`.
+pub(crate) fn dn_schema() -> utoipa::openapi::Object {
+    use utoipa::openapi::schema::{SchemaType, Type};
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(SchemaType::from_iter([Type::String, Type::Null]))
+        .pattern(Some(crate::config::DN_PATTERN))
+        .into()
+}
+
+/// `freeipa.server`: the config's rule (`config::rules::is_host_port`), or `null`.
+pub(crate) fn server_schema() -> utoipa::openapi::Schema {
+    use utoipa::openapi::ObjectBuilder;
+    use utoipa::openapi::schema::{AnyOfBuilder, KnownFormat, SchemaFormat, Type};
+    AnyOfBuilder::new()
+        .item(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .pattern(Some(crate::config::SERVER_PATTERN)),
+        )
+        .item(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .format(Some(SchemaFormat::KnownFormat(KnownFormat::Ipv6))),
+        )
+        .item(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .pattern(Some(crate::config::SERVER_V6_PATTERN)),
+        )
+        .item(ObjectBuilder::new().schema_type(Type::Null))
+        .build()
+        .into()
 }
 
 /// The TLS modes of `freeipa.tls`.
@@ -393,7 +435,7 @@ impl utoipa::ToSchema for AdminUserName {}
     responses(
         (status = 200, body = ConfigView),
         (status = 400, body = Problem, content_type = "application/problem+json", description = "malformed JSON, with the position"),
-        (status = 409, body = Problem, content_type = "application/problem+json", description = "refused by the state in force: a locked or file-only key, a shrink of the homes, a config that changed meanwhile, or new directory settings the directory does not accept"),
+        (status = 409, body = Problem, content_type = "application/problem+json", description = "refused by the state in force: a locked or file-only key, a shrink of the homes, a config that changed meanwhile, a new directory destination without its password, or new directory settings the directory does not accept"),
         (status = 413, body = Problem, content_type = "application/problem+json"),
         (status = 415, body = Problem, content_type = "application/problem+json"),
         (status = 422, body = Problem, content_type = "application/problem+json", description = "unknown key or bad value; `field` names it"),
@@ -472,8 +514,10 @@ fn patch_problem(error: PatchError) -> Problem {
             "The directory did not accept the new settings",
             detail,
         ),
+        // Whether a password must come depends on the settings in force (the same server
+        // needs none), so the schema cannot say it: a conflict with that state.
         PatchError::NeedsPassword { .. } => Problem::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
+            StatusCode::CONFLICT,
             "password-required",
             "The directory's password must come with this change",
             detail,

@@ -20,7 +20,8 @@ pub const PASSWORD_KEY: &str = "password";
 pub const CA_PEM_KEY: &str = "ca_pem";
 
 /// The largest accepted bind password and CA bundle.
-const MAX_PASSWORD_BYTES: usize = 1024;
+/// The longest password taken, in characters (the OpenAPI document's `maxLength`).
+const MAX_PASSWORD_CHARS: usize = 1024;
 const MAX_CA_PEM_BYTES: usize = 64 * 1024;
 
 /// A credential value that cannot be taken.
@@ -75,8 +76,8 @@ pub fn check_password(value: &serde_json::Value) -> Result<&str, CredentialError
     if password.is_empty() {
         return Err(invalid("is empty"));
     }
-    if password.len() > MAX_PASSWORD_BYTES {
-        return Err(invalid("is longer than 1024 bytes"));
+    if password.chars().count() > MAX_PASSWORD_CHARS {
+        return Err(invalid("is longer than 1024 characters"));
     }
     if password.chars().any(char::is_control) {
         return Err(invalid(

@@ -505,6 +505,24 @@ pub enum PatchError {
 pub type DirectoryCheck<'a> =
     &'a (dyn Fn(&Config) -> Result<(), crate::directory::DirectoryError> + Sync);
 
+/// JSON has one kind of number, and JSON Schema counts `4.0` as the integer 4; TOML (the
+/// config's own types) tells them apart. A number without a fraction is stored as an integer,
+/// so a client that writes `4.0` where the schema says integer is taken at its word.
+fn integral_as_integer(value: &serde_json::Value) -> serde_json::Value {
+    match value.as_f64() {
+        Some(number)
+            if !value.is_i64()
+                && !value.is_u64()
+                && number.fract() == 0.0
+                && number.abs() < 9.0e15 =>
+        {
+            #[allow(clippy::cast_possible_truncation)]
+            serde_json::Value::from(number as i64)
+        }
+        _ => value.clone(),
+    }
+}
+
 /// What to do instead of changing a file-only key through the API.
 fn file_only_fix(key: &str) -> String {
     match key {
@@ -808,7 +826,7 @@ fn patch_config(
                 if value.is_null() {
                     target.remove(key);
                 } else {
-                    target.insert(key.clone(), value.clone());
+                    target.insert(key.clone(), integral_as_integer(value));
                 }
             }
             patched_keys.push(full);

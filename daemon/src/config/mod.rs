@@ -17,6 +17,7 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 pub use layers::{Bootstrap, Layer, Location, Origins, bootstrap, dropin_dir, load_layers};
+pub use rules::{DN_PATTERN, SERVER_PATTERN, SERVER_V6_PATTERN};
 
 /// Where the daemon reads its configuration by default.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/pangeod/pangeod.toml";

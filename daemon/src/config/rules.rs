@@ -548,16 +548,66 @@ pub(crate) fn is_dns_name(name: &str) -> bool {
     name.len() <= 253 && name.split('.').all(is_dns_label)
 }
 
-fn is_host_port(text: &str) -> bool {
-    if text.parse::<IpAddr>().is_ok() || text.parse::<SocketAddr>().is_ok() {
+/// `freeipa.server`: a host name or IPv4 address with an optional port, an IPv6 address, or an
+/// IPv6 address in brackets with an optional port. The OpenAPI document declares the same
+/// (`SERVER_PATTERN`, `format: ipv6`, `SERVER_V6_PATTERN`); a test holds them to one answer.
+pub(crate) fn is_host_port(text: &str) -> bool {
+    if let Some(rest) = text.strip_prefix('[') {
+        let Some((address, after)) = rest.split_once(']') else {
+            return false;
+        };
+        return address.parse::<std::net::Ipv6Addr>().is_ok()
+            && (after.is_empty() || after.strip_prefix(':').is_some_and(is_port));
+    }
+    if text.parse::<std::net::Ipv6Addr>().is_ok() {
         return true;
     }
-    let (host, port) = match text.rsplit_once(':') {
+    let (host, port) = match text.split_once(':') {
         Some((host, port)) => (host, Some(port)),
         None => (text, None),
     };
-    is_dns_name(host) && port.is_none_or(|port| port.parse::<u16>().is_ok_and(|p| p > 0))
+    is_dns_name(host) && port.is_none_or(is_port)
 }
+
+/// A TCP port as written in a URL authority: 1 to 65535, digits only, no leading zero.
+fn is_port(text: &str) -> bool {
+    !text.starts_with('0')
+        && text.len() <= 5
+        && text.bytes().all(|b| b.is_ascii_digit())
+        && text.parse::<u16>().is_ok_and(|p| p > 0)
+}
+
+/// The port of `SERVER_PATTERN` and `SERVER_V6_PATTERN`: 1 to 65535.
+macro_rules! port_pattern {
+    () => {
+        r"(?::(?:6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3}))?"
+    };
+}
+
+/// A host name or IPv4 address (at most 253 characters) with an optional port.
+pub const SERVER_PATTERN: &str = concat!(
+    r"^(?=[^:]{1,253}(?::|$))",
+    r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*",
+    port_pattern!(),
+    r"$"
+);
+
+/// An IPv6 address in brackets (RFC 3986's IPv6address) with an optional port.
+pub const SERVER_V6_PATTERN: &str = concat!(
+    r"^\[(?:",
+    r"(?:[0-9A-Fa-f]{1,4}:){6}(?:[0-9A-Fa-f]{1,4}:[0-9A-Fa-f]{1,4}|(?:(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])\.){3}(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9]))",
+    r"|::(?:[0-9A-Fa-f]{1,4}:){5}(?:[0-9A-Fa-f]{1,4}:[0-9A-Fa-f]{1,4}|(?:(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])\.){3}(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9]))",
+    r"|(?:[0-9A-Fa-f]{1,4})?::(?:[0-9A-Fa-f]{1,4}:){4}(?:[0-9A-Fa-f]{1,4}:[0-9A-Fa-f]{1,4}|(?:(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])\.){3}(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9]))",
+    r"|(?:(?:[0-9A-Fa-f]{1,4}:){0,1}[0-9A-Fa-f]{1,4})?::(?:[0-9A-Fa-f]{1,4}:){3}(?:[0-9A-Fa-f]{1,4}:[0-9A-Fa-f]{1,4}|(?:(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])\.){3}(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9]))",
+    r"|(?:(?:[0-9A-Fa-f]{1,4}:){0,2}[0-9A-Fa-f]{1,4})?::(?:[0-9A-Fa-f]{1,4}:){2}(?:[0-9A-Fa-f]{1,4}:[0-9A-Fa-f]{1,4}|(?:(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])\.){3}(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9]))",
+    r"|(?:(?:[0-9A-Fa-f]{1,4}:){0,3}[0-9A-Fa-f]{1,4})?::[0-9A-Fa-f]{1,4}:(?:[0-9A-Fa-f]{1,4}:[0-9A-Fa-f]{1,4}|(?:(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])\.){3}(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9]))",
+    r"|(?:(?:[0-9A-Fa-f]{1,4}:){0,4}[0-9A-Fa-f]{1,4})?::(?:[0-9A-Fa-f]{1,4}:[0-9A-Fa-f]{1,4}|(?:(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])\.){3}(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9]))",
+    r"|(?:(?:[0-9A-Fa-f]{1,4}:){0,5}[0-9A-Fa-f]{1,4})?::[0-9A-Fa-f]{1,4}",
+    r"|(?:(?:[0-9A-Fa-f]{1,4}:){0,6}[0-9A-Fa-f]{1,4})?::",
+    r")\]",
+    port_pattern!(),
+    r"$"
+);
 
 fn is_username(name: &str) -> bool {
     !name.is_empty()
@@ -568,10 +618,35 @@ fn is_username(name: &str) -> bool {
         && !name.starts_with('-')
 }
 
-/// A syntax check of an RFC 4514 distinguished name: `attr=value` pairs separated by commas,
-/// with backslash escapes, and attribute types as names or OIDs.
+/// The DN rule of `check_dn` as a JSON Schema pattern (ECMA 262), declared in the OpenAPI
+/// document for `freeipa.base_dn` and `freeipa.bind_dn`. A test holds the two to the same answer.
+pub const DN_PATTERN: &str = concat!(
+    r"^(?:",
+    // an attribute=value pair: a name or an OID, spaces around it, then a value that is not
+    // only spaces (a value may hold = and #; special characters are escaped)
+    r" *(?:[A-Za-z][A-Za-z0-9-]*|[0-9]+(?:\.[0-9]+)*) *=",
+    r" *(?:[^\u0000-\u001f\u007f-\u009f{}\\\x22,+;<> ]|\\(?:[\\\x22,+;<>#= ]|[0-9A-Fa-f]{2}))",
+    r"(?:[^\u0000-\u001f\u007f-\u009f{}\\\x22,+;<>]|\\(?:[\\\x22,+;<>#= ]|[0-9A-Fa-f]{2}))*",
+    r")(?:[,+](?:",
+    r" *(?:[A-Za-z][A-Za-z0-9-]*|[0-9]+(?:\.[0-9]+)*) *=",
+    r" *(?:[^\u0000-\u001f\u007f-\u009f{}\\\x22,+;<> ]|\\(?:[\\\x22,+;<>#= ]|[0-9A-Fa-f]{2}))",
+    r"(?:[^\u0000-\u001f\u007f-\u009f{}\\\x22,+;<>]|\\(?:[\\\x22,+;<>#= ]|[0-9A-Fa-f]{2}))*",
+    r"))*$"
+);
+
+/// One piece of a DN: a character as written, or an escape (`\,` or `\2C`), which is part of
+/// a value and never a separator.
+#[derive(Clone, Copy, PartialEq)]
+enum DnPiece {
+    Char(char),
+    Escape,
+}
+
+/// A syntax check of an RFC 4514 distinguished name: `attr=value` pairs separated by commas
+/// (or `+` within one RDN), with backslash escapes, and attribute types as names or OIDs.
+/// Spaces around an attribute type are allowed; a value must hold more than spaces.
 pub(crate) fn check_dn(dn: &str) -> Result<(), String> {
-    if dn.trim().is_empty() {
+    if dn.trim_matches(' ').is_empty() {
         return Err("it is empty".into());
     }
     if let Some(ch) = dn.chars().find(|c| c.is_control()) {
@@ -585,28 +660,21 @@ pub(crate) fn check_dn(dn: &str) -> Result<(), String> {
             "it contains { or }, which the hub's login templates would read as placeholders".into(),
         );
     }
-    let mut rdns = Vec::new();
-    let mut current = String::new();
-    let mut chars = dn.chars().peekable();
+    // Split at the unescaped separators; escapes are checked on the way.
+    let mut pairs: Vec<Vec<DnPiece>> = vec![Vec::new()];
+    let mut chars = dn.chars();
     while let Some(ch) = chars.next() {
-        match ch {
+        let piece = match ch {
             '\\' => match chars.next() {
                 // RFC 4514: a special character, or two hex digits.
-                Some(escaped) if "\\\",+;<>#= ".contains(escaped) => {
-                    current.push('\\');
-                    current.push(escaped);
-                }
+                Some(escaped) if "\\\",+;<>#= ".contains(escaped) => DnPiece::Escape,
                 Some(high) if high.is_ascii_hexdigit() => match chars.next() {
-                    Some(low) if low.is_ascii_hexdigit() => {
-                        current.push('\\');
-                        current.push(high);
-                        current.push(low);
-                    }
+                    Some(low) if low.is_ascii_hexdigit() => DnPiece::Escape,
                     _ => return Err("a backslash is followed by one hex digit, not two".into()),
                 },
                 Some(other) => {
                     return Err(format!(
-                        "\"\\{other}\" is not an escape: a backslash precedes one of \" + , ; < > \\ # = or two hex digits"
+                        "\"\\{other}\" is not an escape: a backslash precedes one of \" + , ; < > \\ # = or a space, or two hex digits"
                     ));
                 }
                 None => return Err("it ends with a lone backslash".into()),
@@ -616,29 +684,43 @@ pub(crate) fn check_dn(dn: &str) -> Result<(), String> {
                     "it contains an unescaped '{ch}'; write it as \\{ch} (RFC 4514)"
                 ));
             }
-            ',' => rdns.push(std::mem::take(&mut current)),
-            _ => current.push(ch),
+            ',' | '+' => {
+                pairs.push(Vec::new());
+                continue;
+            }
+            other => DnPiece::Char(other),
+        };
+        if let Some(pair) = pairs.last_mut() {
+            pair.push(piece);
         }
     }
-    rdns.push(current);
-    for rdn in rdns {
-        for ava in rdn.split('+') {
-            let Some((attr, value)) = ava.split_once('=') else {
-                return Err(format!("\"{}\" has no '='", ava.trim()));
-            };
-            let attr = attr.trim();
-            let is_name = attr.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
-                && attr.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
-            let is_oid = !attr.is_empty()
-                && attr
-                    .split('.')
-                    .all(|part| !part.is_empty() && part.chars().all(|c| c.is_ascii_digit()));
-            if !is_name && !is_oid {
-                return Err(format!("\"{attr}\" is not an attribute type"));
-            }
-            if value.trim().is_empty() {
-                return Err(format!("the value of \"{attr}\" is empty"));
-            }
+    for pair in pairs {
+        let text: String = pair
+            .iter()
+            .map(|piece| match piece {
+                DnPiece::Char(c) => *c,
+                DnPiece::Escape => '\\',
+            })
+            .collect();
+        let Some(equals) = pair.iter().position(|p| *p == DnPiece::Char('=')) else {
+            return Err(format!("\"{}\" has no '='", text.trim_matches(' ')));
+        };
+        let attr: String = text.chars().take(equals).collect();
+        let attr = attr.trim_matches(' ');
+        let is_name = attr.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
+            && attr.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
+        let is_oid = !attr.is_empty()
+            && attr
+                .split('.')
+                .all(|part| !part.is_empty() && part.chars().all(|c| c.is_ascii_digit()));
+        if !is_name && !is_oid {
+            return Err(format!("\"{attr}\" is not an attribute type"));
+        }
+        if pair[equals + 1..]
+            .iter()
+            .all(|piece| *piece == DnPiece::Char(' '))
+        {
+            return Err(format!("the value of \"{attr}\" is empty"));
         }
     }
     Ok(())

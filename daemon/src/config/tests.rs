@@ -262,6 +262,106 @@ fn dn_syntax_accepts_escapes_and_oids() {
     assert!(rules::check_dn("cn=a\\3Bb,dc=test").is_ok());
     assert!(rules::check_dn("cn=a\\;b,dc=test").is_ok());
     assert!(rules::check_dn("cn=Jos\u{e9},dc=test").is_ok());
+    // An escaped separator is part of the value, and a value may hold '=' and '#'.
+    assert!(rules::check_dn("cn=a\\+b=c,dc=test").is_ok());
+    assert!(rules::check_dn("cn=x\\,y #1 , dc=test").is_ok());
+    assert!(rules::check_dn("cn\\=x=y,dc=test").is_err());
+    assert!(rules::check_dn("cn=  ,dc=test").is_err());
+}
+
+/// The OpenAPI document declares `freeipa.base_dn`, `bind_dn` and `server` with patterns, and a
+/// client that follows them (the fuzz run's schemathesis, the portal) must never be refused: the
+/// server's rule and the declared one give the same answer, here through a JSON Schema
+/// validator on the document's own field schemas, for chosen strings and 20,000 random ones.
+#[test]
+fn the_declared_patterns_are_the_config_rules() {
+    use rand::{Rng, SeedableRng};
+    let validator = |schema: serde_json::Value| {
+        jsonschema::options()
+            .should_validate_formats(true)
+            .build(&schema)
+            .unwrap()
+    };
+    let dn = validator(serde_json::to_value(crate::api::dn_schema()).unwrap());
+    let server = validator(serde_json::to_value(crate::api::server_schema()).unwrap());
+    let same = |text: &str| {
+        let value = serde_json::Value::from(text);
+        assert_eq!(
+            rules::check_dn(text).is_ok(),
+            dn.is_valid(&value),
+            "DN {text:?}: the config says {:?}",
+            rules::check_dn(text)
+        );
+        assert_eq!(
+            rules::is_host_port(text),
+            server.is_valid(&value),
+            "server {text:?}: the config says {}",
+            rules::is_host_port(text)
+        );
+    };
+    for text in [
+        "",
+        " ",
+        "dc=example,dc=test",
+        " dc = example , dc=test",
+        "cn=Smith\\, John,ou=people,dc=test",
+        "2.5.4.3=x+uid=y,dc=test",
+        "cn=a\\3Bb",
+        "cn=a\\3",
+        "cn=a\\",
+        "cn=\\ ",
+        "cn= \\20",
+        "cn=Jos\u{e9}",
+        "cn=a\u{85}b",
+        "cn=a\u{a0}",
+        "cn=a\n",
+        "1x=y",
+        "a-=b",
+        "1.=b",
+        "ipa.example.org",
+        "ipa.example.org:636",
+        "ipa.example.org:0636",
+        "ipa.example.org:65535",
+        "ipa.example.org:65536",
+        "ipa.example.org:+636",
+        "ipa-.example.org",
+        "127.0.0.1:9",
+        "::1",
+        "[::1]",
+        "[::1]:636",
+        "[::1]:",
+        "1::2:3:4:5:6:7",
+        "::ffff:192.0.2.1",
+        "[::ffff:192.0.2.1]:389",
+        "::ffff:192.0.2.01",
+        "fe80::1%2",
+        "[1:2:3:4:5:6:7:8]",
+        "1:2:3:4:5:6:7:8:9",
+        "ldap://ipa.example.org",
+    ] {
+        same(text);
+    }
+    let long = format!(
+        "{}.{}.{}.{}",
+        "a".repeat(63),
+        "b".repeat(63),
+        "c".repeat(63),
+        "d".repeat(61)
+    );
+    same(&long);
+    same(&format!("{long}e"));
+    same(&format!("{long}:389"));
+    let alphabet: Vec<char> = "cnd=, +\\\"#;<>{}3Bab.-:0129[]fF\u{e9}\u{1}\u{85}\u{a0}\n"
+        .chars()
+        .collect();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(20261206);
+    for _ in 0..20_000 {
+        let len = rng.random_range(0..16);
+        let text: String = (0..len)
+            .map(|_| alphabet[rng.random_range(0..alphabet.len())])
+            .collect();
+        same(&text);
+    }
 }
 
 #[test]
