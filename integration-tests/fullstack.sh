@@ -6,7 +6,8 @@
 # integration-tests/images. Checks, one line each, then `N passed, M failed`:
 #   1 the HelmCharts, helm jobs, pods Ready, rollouts in `pangeoctl status`
 #   2 login through the ingress (Traefik, HTTPS verified against pangeod's local CA)
-#   3 the member's server: own pod, limits, home PVC at the home path, a file kept across restarts
+#   3 the member's server: own pod, limits, home PVC at the home path, a file kept across restarts,
+#     an export of the home while the server runs
 #   4 Dask from the notebook pod: Gateway(), 2 workers, a dask.array sum, the dashboard
 #   6 the member removed in 389-ds + `pangeoctl sync`: pod and Dask cluster gone, hub user
 #     deleted, the PVC and its file kept; re-added: the same home
@@ -411,6 +412,25 @@ check "3 a home PVC claim-$MEMBER of 10Gi (notebook.storage_gb), class pangeo-ho
 MARK="written by fullstack.sh $(date +%s)"
 nb_exec() { K -n pangeo exec "$POD" -c notebook -- "$@"; }
 check "3 a file written in the home" nb_exec sh -c "printf '%s' '$MARK' > $HOME_PATH/fullstack-mark.txt"
+# Issue 17, item 4: a copy of the home while its server runs (a pod of pangeod's mounts it
+# read-only beside the server), streamed as a zstd-compressed tar; the pod goes afterwards.
+EXPORT=$WD/home-export.tar.zst
+exported() {
+    local t0 got
+    t0=$(date +%s.%N)
+    "${CTL[@]}" home export "claim-$MEMBER" > "$EXPORT" 2> "$WD/logs/home-export.err" || { cat "$WD/logs/home-export.err"; return 1; }
+    bench "export-one-home" "$(elapsed "$t0")"
+    zstd -q -dc "$EXPORT" > "$WD/home-export.tar" || return 1
+    got=$(tar -xOf "$WD/home-export.tar" ./fullstack-mark.txt) || return 1
+    note "$(cat "$WD/logs/home-export.err"); the archive's fullstack-mark.txt: '$got'; server pod: $(K -n pangeo get pod "$POD" -o jsonpath='{.status.phase}')"
+    [ "$got" = "$MARK" ] && server_ready
+}
+check "3 pangeoctl home export claim-$MEMBER while the server runs: a tar.zst holding the file, the server still ready" exported
+export_gone() { [ -z "$(K -n pangeo get pods -l pangeo.io/home-export -o name)" ]; }
+export_cleaned() { wait_for 10 "the export pod to go" export_gone; }
+check "3 the export pod is gone afterwards" export_cleaned
+export_event() { local out; out=$("${CTL[@]}" --json events) && grep -q '"home.exported"' <<< "$out"; }
+check "3 the event log has home.exported" export_event
 file_kept() { local got; got=$(nb_exec cat "$HOME_PATH/fullstack-mark.txt" 2>&1); note "after the restart: '$got'"; [ "$got" = "$MARK" ]; }
 restart() { stop_server && spawn; }
 check "3 stop (pangeoctl server stop) and start again" restart

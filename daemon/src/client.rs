@@ -31,6 +31,8 @@ pub enum ClientError {
     Request(#[from] hyper::http::Error),
     #[error("pangeod did not answer within {0:?}")]
     Timeout(Duration),
+    #[error("cannot write the download: {source}")]
+    Write { source: std::io::Error },
 }
 
 /// How to reach the API.
@@ -120,6 +122,53 @@ pub async fn request(
     .await
 }
 
+/// A connection that hyper can speak HTTP/1 over: the unix socket, or TLS over TCP.
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+/// Opens a connection over `transport`, with the token that goes with it.
+async fn connect(transport: &Transport) -> Result<(Box<dyn Io>, Option<&str>), ClientError> {
+    match transport {
+        Transport::Unix(socket) => {
+            let stream = tokio::net::UnixStream::connect(socket)
+                .await
+                .map_err(|source| ClientError::Connect {
+                    target: socket.display().to_string(),
+                    source,
+                })?;
+            Ok((Box::new(stream), None))
+        }
+        Transport::Tls {
+            host,
+            port,
+            tls,
+            token,
+        } => {
+            let target = format!("{host}:{port}");
+            let tcp = tokio::net::TcpStream::connect((host.as_str(), *port))
+                .await
+                .map_err(|source| ClientError::Connect {
+                    target: target.clone(),
+                    source,
+                })?;
+            let name = rustls::pki_types::ServerName::try_from(host.clone()).map_err(|e| {
+                ClientError::Tls {
+                    target: target.clone(),
+                    reason: e.to_string(),
+                }
+            })?;
+            let stream = tokio_rustls::TlsConnector::from(tls.clone())
+                .connect(name, tcp)
+                .await
+                .map_err(|e| ClientError::Tls {
+                    target,
+                    reason: e.to_string(),
+                })?;
+            Ok((Box::new(stream), token.as_deref()))
+        }
+    }
+}
+
 /// One request on a fresh connection over any transport.
 pub async fn call(
     transport: &Transport,
@@ -130,62 +179,85 @@ pub async fn call(
     timeout: Duration,
 ) -> Result<Response, ClientError> {
     let exchange = async {
-        match transport {
-            Transport::Unix(socket) => {
-                let stream = tokio::net::UnixStream::connect(socket)
-                    .await
-                    .map_err(|source| ClientError::Connect {
-                        target: socket.display().to_string(),
-                        source,
-                    })?;
-                send(stream, method, path, headers, None, body).await
-            }
-            Transport::Tls {
-                host,
-                port,
-                tls,
-                token,
-            } => {
-                let target = format!("{host}:{port}");
-                let tcp = tokio::net::TcpStream::connect((host.as_str(), *port))
-                    .await
-                    .map_err(|source| ClientError::Connect {
-                        target: target.clone(),
-                        source,
-                    })?;
-                let name = rustls::pki_types::ServerName::try_from(host.clone()).map_err(|e| {
-                    ClientError::Tls {
-                        target: target.clone(),
-                        reason: e.to_string(),
-                    }
-                })?;
-                let stream = tokio_rustls::TlsConnector::from(tls.clone())
-                    .connect(name, tcp)
-                    .await
-                    .map_err(|e| ClientError::Tls {
-                        target,
-                        reason: e.to_string(),
-                    })?;
-                send(stream, method, path, headers, token.as_deref(), body).await
-            }
-        }
+        let (io, token) = connect(transport).await?;
+        let (response, driver) = send(io, method, path, headers, token, body).await?;
+        let response = collect(response).await;
+        driver.abort();
+        response
     };
     tokio::time::timeout(timeout, exchange)
         .await
         .map_err(|_| ClientError::Timeout(timeout))?
 }
 
-async fn send<I>(
-    io: I,
+/// What a download ended with.
+#[derive(Debug)]
+pub enum Download {
+    /// 200: the body was written to the sink, this many bytes.
+    Written(u64),
+    /// Any other status: the whole answer (a problem document), nothing written.
+    Refused(Response),
+}
+
+/// `GET path`, streaming a 200's body into `sink` as it arrives, for bodies too large to hold
+/// (a home's export). `answer` bounds the wait for the response head, `idle` each wait for
+/// the next part of the body; a body that ends with an error (the server cut it) is an error.
+pub async fn download<W>(
+    transport: &Transport,
+    path: &str,
+    sink: &mut W,
+    answer: Duration,
+    idle: Duration,
+) -> Result<Download, ClientError>
+where
+    W: tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::AsyncWriteExt;
+    let head = async {
+        let (io, token) = connect(transport).await?;
+        send(io, Method::GET, path, &[], token, None).await
+    };
+    let (response, driver) = tokio::time::timeout(answer, head)
+        .await
+        .map_err(|_| ClientError::Timeout(answer))??;
+    if response.status() != StatusCode::OK {
+        let refused = tokio::time::timeout(answer, collect(response))
+            .await
+            .map_err(|_| ClientError::Timeout(answer))?;
+        driver.abort();
+        return refused.map(Download::Refused);
+    }
+    let mut body = response.into_body();
+    let mut written = 0u64;
+    loop {
+        let frame = tokio::time::timeout(idle, body.frame())
+            .await
+            .map_err(|_| ClientError::Timeout(idle))?;
+        let Some(frame) = frame else { break };
+        if let Ok(data) = frame?.into_data() {
+            sink.write_all(&data)
+                .await
+                .map_err(|source| ClientError::Write { source })?;
+            written += data.len() as u64;
+        }
+    }
+    sink.flush()
+        .await
+        .map_err(|source| ClientError::Write { source })?;
+    driver.abort();
+    Ok(Download::Written(written))
+}
+
+type Driver = tokio::task::JoinHandle<Result<(), hyper::Error>>;
+
+async fn send(
+    io: Box<dyn Io>,
     method: Method,
     path: &str,
     headers: &[(&str, &str)],
     token: Option<&str>,
     body: Option<Vec<u8>>,
-) -> Result<Response, ClientError>
-where
-    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
+) -> Result<(hyper::Response<hyper::body::Incoming>, Driver), ClientError> {
     let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(io)).await?;
     let driver = tokio::spawn(connection);
     let mut builder = Request::builder()
@@ -200,6 +272,12 @@ where
     }
     let request = builder.body(Full::new(Bytes::from(body.unwrap_or_default())))?;
     let response = sender.send_request(request).await?;
+    Ok((response, driver))
+}
+
+async fn collect(
+    response: hyper::Response<hyper::body::Incoming>,
+) -> Result<Response, ClientError> {
     let status = response.status();
     let content_type = response
         .headers()
@@ -207,7 +285,6 @@ where
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
     let body = response.into_body().collect().await?.to_bytes();
-    driver.abort();
     Ok(Response {
         status,
         content_type,

@@ -301,6 +301,48 @@ fn the_platform_is_applied_then_a_cpus_patch_changes_only_the_hub_values_and_sec
         .filter(|e| e["action"] == "components.applied")
         .count();
     assert_eq!(reloads_after, reloads_before, "no reload did it");
+
+    // The same for the homes' StorageClass (issue 16, item 3: within 5 s): deleted, then edited.
+    use k8s_openapi::api::storage::v1::StorageClass;
+    let classes: Api<StorageClass> = Api::all(kube.client().clone());
+    let class = rt.block_on(classes.get("pangeo-homes")).unwrap();
+    let uid = class.metadata.uid.clone().unwrap();
+    let started = std::time::Instant::now();
+    rt.block_on(classes.delete("pangeo-homes", &Default::default()))
+        .unwrap();
+    let back = rt
+        .block_on(kube.wait_for(
+            classes.clone(),
+            "pangeo-homes",
+            "StorageClass pangeo-homes",
+            Duration::from_secs(5),
+            |c: Option<&StorageClass>| c.is_some_and(|c| c.metadata.uid.as_deref() != Some(&uid)),
+        ))
+        .unwrap()
+        .unwrap();
+    eprintln!(
+        "StorageClass put back {:?} after its delete",
+        started.elapsed()
+    );
+    assert_eq!(back.allow_volume_expansion, Some(true));
+    assert_eq!(back.provisioner, class.provisioner);
+    let started = std::time::Instant::now();
+    rt.block_on(classes.patch(
+        "pangeo-homes",
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(serde_json::json!({ "allowVolumeExpansion": false })),
+    ))
+    .unwrap();
+    rt.block_on(kube.wait_for(
+        classes.clone(),
+        "pangeo-homes",
+        "StorageClass pangeo-homes",
+        Duration::from_secs(5),
+        |c: Option<&StorageClass>| c.is_some_and(|c| c.allow_volume_expansion == Some(true)),
+    ))
+    .unwrap()
+    .unwrap();
+    eprintln!("StorageClass edit undone {:?} after it", started.elapsed());
     daemon.stop();
 }
 
@@ -503,9 +545,10 @@ fn home_volumes_grow_with_storage_gb_and_are_never_shrunk() {
     });
 }
 
-/// Issue 17, item 4 (in part): `pangeoctl homes` lists every user's home volume with its owner,
-/// size, and whether the owner is still a member; a purge is refused for a member's home and
-/// without the claim named twice, and deletes a former member's home, with an event.
+/// Issue 17, item 4: `pangeoctl homes` lists every user's home volume with its owner, size,
+/// and whether the owner is still a member; a purge is refused for a member's home and without
+/// the claim named twice, and deletes a former member's home, with an event; an export of an
+/// unknown claim is 404, and one whose pod cannot start says so and leaves no pod.
 #[test]
 fn homes_are_listed_and_only_a_former_members_home_is_purged() {
     use k8s_openapi::api::core::v1::PersistentVolumeClaim;
@@ -600,8 +643,129 @@ fn homes_are_listed_and_only_a_former_members_home_is_purged() {
         events.contains("home.purged") && events.contains(&gone),
         "{events}"
     );
+
+    // Export (the copy itself runs on the test cluster with a node: fullstack.sh, section 3).
+    // Here no kubelet runs pods, so the export pod never starts: the answer says so within the
+    // request deadline, and the pod is deleted.
+    let export = |claim: &str| {
+        daemon.request_within(
+            hyper::Method::GET,
+            &format!("/v1/homes/{claim}/export"),
+            &[],
+            None,
+            std::time::Duration::from_secs(20),
+        )
+    };
+    let unknown = export("claim-nobody");
+    assert_eq!(unknown.status, 404, "{:?}", unknown.json());
+    let started = std::time::Instant::now();
+    let not_started = export(&kept);
+    assert_eq!(not_started.status, 503, "{:?}", not_started.json());
+    let problem = common::problem(&not_started);
+    assert_eq!(problem["type"], "urn:pangeod:problem:export-not-started");
+    let detail = problem["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("the export pod home-export-")
+            && detail.contains("did not start within 10s"),
+        "{detail}"
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(15));
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(kube.client().clone(), ns);
+    let left = || {
+        let this_claim = format!("pangeo.io/home-export={kept}");
+        rt.block_on(pods.list(&kube::api::ListParams::default().labels(&this_claim)))
+            .unwrap()
+            .items
+            .into_iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .count()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while left() > 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert_eq!(
+        left(),
+        0,
+        "the export pod that did not start is deleted: {}",
+        daemon.stderr()
+    );
     daemon.stop();
     rt.block_on(async {
         let _ = api.delete(&kept, &Default::default()).await;
     });
+}
+
+/// Issue 16, item 3: k3s's Traefik `HelmChartConfig` that pangeod applies (ACME, for a global
+/// external IP) deleted or edited outside pangeod is put back within 5 s by the level-triggered
+/// reconcile (components/drift.rs), on the test control plane with k3s's CRDs.
+#[test]
+fn a_helmchartconfig_deleted_or_edited_is_put_back() {
+    use pangeod::k8s::HelmChartConfig;
+    let _platform = platform_lock();
+    let Some(cp) = controlplane() else { return };
+    let rt = common::mt_runtime();
+    let kube = rt.block_on(cp.kube());
+    let desired = vec![
+        pangeod::k8s::Desired::from_typed(&components::ingress::traefik_config("pangeo-homes"))
+            .unwrap(),
+    ];
+    let tracker = components::Tracker::default();
+    rt.block_on(async {
+        // What the components step does: hand over the objects (which starts the loop), apply.
+        tracker.set_desired(&kube, components::NAMESPACE, desired.clone());
+        kube.apply_all(&desired, Duration::from_secs(30))
+            .await
+            .unwrap();
+    });
+    let configs: Api<HelmChartConfig> = Api::namespaced(kube.client().clone(), "kube-system");
+    let ours = rt.block_on(configs.get("traefik")).unwrap();
+    let uid = ours.metadata.uid.clone().unwrap();
+    // Let the watch list first, so that the delete is an event it sees.
+    std::thread::sleep(Duration::from_secs(1));
+    let started = std::time::Instant::now();
+    rt.block_on(configs.delete("traefik", &Default::default()))
+        .unwrap();
+    let back = rt
+        .block_on(kube.wait_for(
+            configs.clone(),
+            "traefik",
+            "HelmChartConfig kube-system/traefik",
+            Duration::from_secs(5),
+            |c: Option<&HelmChartConfig>| {
+                c.is_some_and(|c| c.metadata.uid.as_deref() != Some(&uid))
+            },
+        ))
+        .unwrap()
+        .unwrap();
+    eprintln!(
+        "HelmChartConfig put back {:?} after its delete",
+        started.elapsed()
+    );
+    assert_eq!(back.spec.values_content, ours.spec.values_content);
+    let started = std::time::Instant::now();
+    rt.block_on(configs.patch(
+        "traefik",
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(serde_json::json!({ "spec": { "valuesContent": "{}" } })),
+    ))
+    .unwrap();
+    rt.block_on(kube.wait_for(
+        configs.clone(),
+        "traefik",
+        "HelmChartConfig kube-system/traefik",
+        Duration::from_secs(5),
+        |c: Option<&HelmChartConfig>| {
+            c.is_some_and(|c| c.spec.values_content == ours.spec.values_content)
+        },
+    ))
+    .unwrap()
+    .unwrap();
+    eprintln!(
+        "HelmChartConfig edit undone {:?} after it",
+        started.elapsed()
+    );
+    drop(rt);
+    let rt = common::runtime();
+    let _ = rt.block_on(configs.delete("traefik", &Default::default()));
 }

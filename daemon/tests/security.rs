@@ -1088,3 +1088,164 @@ fn a_stalled_directory_is_named_within_the_api_deadline() {
         daemon.stop();
     }
 }
+
+/// Network namespaces of this test's own, removed when it ends.
+struct Netns(Vec<String>);
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        for name in &self.0 {
+            let _ = std::process::Command::new("ip")
+                .args(["netns", "delete", name])
+                .status();
+        }
+    }
+}
+
+fn ip(args: &[&str]) {
+    let output = std::process::Command::new("ip")
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "ip {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// Runs `f` on a thread of its own that has entered network namespace `name` (a network
+/// namespace is per thread, and a process spawned from that thread starts in it).
+fn in_netns<T: Send + 'static>(name: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let path = format!("/run/netns/{name}");
+    std::thread::spawn(move || {
+        let file = std::fs::File::open(&path).unwrap();
+        nix::sched::setns(file, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        f()
+    })
+    .join()
+    .unwrap()
+}
+
+/// Connects from `source` to `target` in namespace `ns`; `Ok` with the server's line.
+fn connect_from(ns: &str, source: &str, target: &str) -> std::io::Result<String> {
+    let (source, target): (std::net::IpAddr, std::net::SocketAddr) =
+        (source.parse().unwrap(), target.parse().unwrap());
+    in_netns(ns, move || {
+        common::runtime().block_on(async move {
+            use tokio::io::AsyncReadExt;
+            let socket = tokio::net::TcpSocket::new_v4()?;
+            socket.bind(std::net::SocketAddr::new(source, 0))?;
+            let mut stream = tokio::time::timeout(Duration::from_secs(3), socket.connect(target))
+                .await
+                .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
+            let mut line = String::new();
+            stream.read_to_string(&mut line).await?;
+            Ok(line)
+        })
+    })
+}
+
+/// Issue 17, item 3: the Kubernetes API server's port (which the admin kubeconfig names on the
+/// external IP) admits the node, its pods and `api.admin_allowed_cidrs`, and resets every other
+/// source, with the nftables rules pangeod loads before k3s starts (`k3s::firewall::apply`).
+/// In two network namespaces of the test's own (a "node" with a listener on 6443, and a
+/// "network" with addresses inside and outside the admin CIDR); the host's own rules are not
+/// touched.
+#[test]
+fn the_apiserver_port_admits_the_admin_networks_and_refuses_other_sources() {
+    use pangeod::k3s::firewall;
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("SKIPPED: needs root for network namespaces and nftables");
+        return;
+    }
+    let tag = std::process::id();
+    let (node, outside) = (format!("pgfw-node-{tag}"), format!("pgfw-net-{tag}"));
+    ip(&["netns", "add", &node]);
+    let _namespaces = Netns(vec![node.clone(), outside.clone()]);
+    ip(&["netns", "add", &outside]);
+    ip(&[
+        "-n", &node, "link", "add", "eth0", "type", "veth", "peer", "name", "eth0", "netns",
+        &outside,
+    ]);
+    for (ns, addresses) in [
+        (&node, &["10.251.0.1/24", "10.42.0.1/16"][..]),
+        // An admin's address, another address, and a pod's (k3s's cluster CIDR).
+        (
+            &outside,
+            &["10.251.0.2/24", "10.251.0.3/24", "10.42.7.7/16"][..],
+        ),
+    ] {
+        for address in addresses {
+            ip(&["-n", ns, "addr", "add", address, "dev", "eth0"]);
+        }
+        ip(&["-n", ns, "link", "set", "eth0", "up"]);
+        ip(&["-n", ns, "link", "set", "lo", "up"]);
+    }
+    // The node's "API server": a listener on every address, as k3s's is.
+    let listener = in_netns(&node, || {
+        TcpListener::bind(("0.0.0.0", firewall::APISERVER_PORT)).unwrap()
+    });
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut stream = stream;
+            let _ = std::io::Write::write_all(&mut stream, b"apiserver\n");
+        }
+    });
+    let api = format!("10.251.0.1:{}", firewall::APISERVER_PORT);
+    let pod_route = format!("10.42.0.1:{}", firewall::APISERVER_PORT);
+    let local = format!("127.0.0.1:{}", firewall::APISERVER_PORT);
+    // Before: open to all.
+    assert!(connect_from(&outside, "10.251.0.3", &api).is_ok());
+
+    let admins: Vec<ipnet::IpNet> = vec!["10.251.0.2/32".parse().unwrap()];
+    in_netns(&node, move || {
+        firewall::apply(firewall::APISERVER_PORT, &admins)
+    })
+    .unwrap();
+    assert_eq!(
+        connect_from(&outside, "10.251.0.2", &api).unwrap(),
+        "apiserver\n",
+        "an admin network is let in"
+    );
+    let refused = connect_from(&outside, "10.251.0.3", &api).unwrap_err();
+    assert_eq!(
+        refused.kind(),
+        std::io::ErrorKind::ConnectionRefused,
+        "a source outside the admin networks gets a reset at once: {refused}"
+    );
+    assert!(
+        connect_from(&outside, "10.42.7.7", &pod_route).is_ok(),
+        "the pods (k3s's cluster CIDR) are let in"
+    );
+    assert!(
+        connect_from(&node, "127.0.0.1", &local).is_ok(),
+        "the node itself is let in"
+    );
+
+    // A reload with other admin networks replaces the rules whole (one table, one transaction).
+    let admins: Vec<ipnet::IpNet> = vec!["10.251.0.3/32".parse().unwrap()];
+    in_netns(&node, move || {
+        firewall::apply(firewall::APISERVER_PORT, &admins)
+    })
+    .unwrap();
+    assert!(connect_from(&outside, "10.251.0.3", &api).is_ok());
+    assert_eq!(
+        connect_from(&outside, "10.251.0.2", &api)
+            .unwrap_err()
+            .kind(),
+        std::io::ErrorKind::ConnectionRefused
+    );
+    let tables = in_netns(&node, || {
+        std::process::Command::new("nft")
+            .args(["list", "tables"])
+            .output()
+            .unwrap()
+    });
+    assert_eq!(
+        String::from_utf8_lossy(&tables.stdout).trim(),
+        "table inet pangeo_apiserver",
+        "one table of pangeod's own"
+    );
+}

@@ -47,6 +47,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(super::users::dask_clusters))
         .routes(routes!(super::users::list_homes))
         .routes(routes!(super::users::purge_home))
+        .routes(routes!(super::users::export_home))
         .routes(routes!(super::users::sync_overview, super::users::sync_now))
         .routes(routes!(super::users::confirm_sync))
         .routes(routes!(

@@ -742,3 +742,177 @@ pub async fn purge_home(
         changed: true,
     }))
 }
+
+/// Streams a copy of one home volume as a zstd-compressed tar (`pangeoctl home export CLAIM >
+/// CLAIM.tar.zst`), while the appliance and the owner's server keep running. The home is
+/// mounted read-only in a pod of pangeod's own (the notebook image), which is deleted when the
+/// export ends. A copy that fails part-way ends the response with an error, never with a
+/// well-formed but short archive. Event `home.exported` (or `home.export-failed`).
+#[utoipa::path(get, path = "/v1/homes/{claim}/export", tag = "users", params(("claim" = String, Path)), responses(
+    (status = 200, content_type = "application/zstd", body = Vec<u8>, description = "a tar of the home, zstd-compressed, streamed"),
+    (status = 404, body = Problem, content_type = "application/problem+json", description = "no such home volume"),
+    (status = 503, body = Problem, content_type = "application/problem+json", description = "Kubernetes is not up yet or did not answer, or the export pod did not start")
+))]
+pub async fn export_home(
+    Extract(app): Extract<AppState>,
+    Extension(actor): Extension<Actor>,
+    Path(claim): Path<String>,
+) -> Result<axum::response::Response, Problem> {
+    let (kube, homes) = homes_now(&app).await?;
+    let Some(home) = homes.into_iter().find(|h| h.claim == claim) else {
+        return Err(Problem::new(
+            StatusCode::NOT_FOUND,
+            "unknown-home",
+            "No such home volume",
+            format!("{claim} is not a home volume (see pangeoctl homes)"),
+        ));
+    };
+    let image = format!(
+        "{}:{}",
+        crate::components::values::NOTEBOOK_IMAGE_NAME,
+        crate::components::values::NOTEBOOK_IMAGE_TAG
+    );
+    crate::waits::note(|| format!("the export pod of {claim} (starting)"));
+    let export =
+        crate::components::homes::start_export(&kube, crate::components::NAMESPACE, &home, &image)
+            .await
+            .map_err(|error| match error {
+                crate::components::homes::ExportError::NotStarted { .. } => Problem::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "export-not-started",
+                    "The export could not start",
+                    error.to_string(),
+                ),
+                other => kubernetes_unavailable(other.to_string()),
+            })?;
+    tracing::info!(actor = %actor.0, %claim, pod = export.pod.name(), "exporting a home volume");
+    let (sender, receiver) = tokio::sync::mpsc::channel(8);
+    tokio::spawn(stream_export(app.clone(), actor, home, export, sender));
+    let body = axum::body::Body::from_stream(futures_util::stream::unfold(
+        receiver,
+        |mut receiver| async move { receiver.recv().await.map(|item| (item, receiver)) },
+    ));
+    axum::response::Response::builder()
+        .header(axum::http::header::CONTENT_TYPE, "application/zstd")
+        .header(
+            axum::http::header::CONTENT_DISPOSITION,
+            format!("attachment; filename=\"{claim}.tar.zst\""),
+        )
+        .body(body)
+        .map_err(|e| Problem::internal(e.to_string()))
+}
+
+type ExportChunk = Result<axum::body::Bytes, std::io::Error>;
+
+/// Compresses tar's output into the response as it comes. The last piece (the end of the zstd
+/// frame) is held back until tar has said it succeeded, so a failed copy never decompresses as
+/// a whole archive; the pod goes when this ends.
+async fn stream_export(
+    app: AppState,
+    actor: Actor,
+    home: crate::components::homes::Home,
+    mut export: crate::components::homes::Export,
+    sender: tokio::sync::mpsc::Sender<ExportChunk>,
+) {
+    use tokio::io::AsyncReadExt;
+    let outcome: Result<(u64, i32), String> = async {
+        let stdout = export
+            .process
+            .stdout()
+            .ok_or("the exec gave no output stream")?;
+        let stderr = export.process.stderr();
+        let status = export
+            .process
+            .take_status()
+            .ok_or("the exec gave no status")?;
+        // tar's messages, kept (4 KiB at most) for the error and the event.
+        let messages = tokio::spawn(async move {
+            let mut text = Vec::new();
+            if let Some(stderr) = stderr {
+                let _ = stderr.take(4096).read_to_end(&mut text).await;
+            }
+            String::from_utf8_lossy(&text).trim().to_string()
+        });
+        let mut encoder = async_compression::tokio::bufread::ZstdEncoder::new(
+            tokio::io::BufReader::with_capacity(64 * 1024, stdout),
+        );
+        let mut sent = 0u64;
+        let mut held: Option<axum::body::Bytes> = None;
+        loop {
+            let mut buffer = vec![0u8; 64 * 1024];
+            let n = encoder
+                .read(&mut buffer)
+                .await
+                .map_err(|e| format!("reading tar's output: {e}"))?;
+            if n == 0 {
+                break;
+            }
+            buffer.truncate(n);
+            if let Some(previous) = held.replace(buffer.into()) {
+                sent += previous.len() as u64;
+                sender
+                    .send(Ok(previous))
+                    .await
+                    .map_err(|_| "the client went away".to_string())?;
+            }
+        }
+        let code = crate::components::homes::exit_code(status.await.as_ref());
+        let messages = messages.await.unwrap_or_default();
+        match code {
+            Some(code @ (0 | 1)) => {
+                if let Some(last) = held {
+                    sent += last.len() as u64;
+                    sender
+                        .send(Ok(last))
+                        .await
+                        .map_err(|_| "the client went away".to_string())?;
+                }
+                Ok((sent, code))
+            }
+            other => Err(format!(
+                "tar failed ({}){}",
+                other.map_or("no exit status".to_string(), |c| format!("exit {c}")),
+                if messages.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {messages}")
+                }
+            )),
+        }
+    }
+    .await;
+    let pod = export.pod.name().to_string();
+    drop(export);
+    let (action, details) = match &outcome {
+        Ok((bytes, code)) => (
+            "home.exported",
+            serde_json::json!({
+                "claim": home.claim, "user": home.user, "bytes": bytes, "pod": pod,
+                "files_changed_while_read": *code == 1,
+            }),
+        ),
+        Err(reason) => {
+            let _ = sender
+                .send(Err(std::io::Error::other(format!(
+                    "the export of {} failed: {reason}",
+                    home.claim
+                ))))
+                .await;
+            (
+                "home.export-failed",
+                serde_json::json!({ "claim": home.claim, "user": home.user, "reason": reason, "pod": pod }),
+            )
+        }
+    };
+    match &outcome {
+        Ok((bytes, _)) => {
+            tracing::info!(actor = %actor.0, claim = %home.claim, bytes, "home exported");
+        }
+        Err(reason) => {
+            tracing::warn!(actor = %actor.0, claim = %home.claim, %reason, "home export failed");
+        }
+    }
+    let state = app.state.clone();
+    let who = actor.0;
+    let _ = tokio::task::spawn_blocking(move || state.record_event(&who, action, details)).await;
+}

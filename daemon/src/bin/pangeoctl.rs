@@ -133,6 +133,13 @@ enum HomeAction {
         #[arg(long)]
         confirm: String,
     },
+    /// Streams a copy of one home volume to standard output, a zstd-compressed tar, while the
+    /// owner's server keeps running: `pangeoctl home export CLAIM > CLAIM.tar.zst`. Exits 1
+    /// (the file then is incomplete) if the copy fails part-way.
+    Export {
+        /// The claim, as `pangeoctl homes` lists it.
+        claim: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -161,6 +168,12 @@ fn main() -> ExitCode {
         Ok(transport) => transport,
         Err(message) => return fail(EXIT_USAGE, &message),
     };
+    if let Command::Home {
+        action: HomeAction::Export { claim },
+    } = &args.command
+    {
+        return export(&transport, claim);
+    }
     let request = match request_for(&args.command) {
         Ok(request) => request,
         Err(message) => return fail(EXIT_USAGE, &message),
@@ -223,6 +236,48 @@ fn main() -> ExitCode {
         ExitCode::from(EXIT_API)
     } else {
         ExitCode::SUCCESS
+    }
+}
+
+/// `pangeoctl home export CLAIM`: the body goes to standard output as it arrives.
+fn export(transport: &Transport, claim: &str) -> ExitCode {
+    use std::io::IsTerminal;
+    if std::io::stdout().is_terminal() {
+        return fail(
+            EXIT_USAGE,
+            &format!(
+                "the export is binary (a zstd-compressed tar): redirect it to a file, for example pangeoctl home export {claim} > {claim}.tar.zst"
+            ),
+        );
+    }
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => return fail(EXIT_API, &format!("cannot start: {error}")),
+    };
+    let path = format!("/v1/homes/{}/export", segment(claim));
+    let mut stdout = tokio::io::stdout();
+    let outcome = runtime.block_on(client::download(
+        transport,
+        &path,
+        &mut stdout,
+        Duration::from_secs(30),
+        Duration::from_secs(300),
+    ));
+    match outcome {
+        Ok(client::Download::Written(bytes)) => {
+            eprintln!("pangeoctl: {claim}: {bytes} bytes written (a zstd-compressed tar)");
+            ExitCode::SUCCESS
+        }
+        Ok(client::Download::Refused(response)) => fail(EXIT_API, &problem_text(&response)),
+        Err(error) => fail(
+            EXIT_API,
+            &format!(
+                "the export of {claim} did not complete, so what was written is not a whole copy: {error}"
+            ),
+        ),
     }
 }
 
@@ -301,6 +356,13 @@ fn request_for(command: &Command) -> Result<(Method, String, Option<Vec<u8>>), S
         } => (
             Method::DELETE,
             format!("/v1/homes/{}?confirm={}", segment(claim), segment(confirm)),
+            None,
+        ),
+        Command::Home {
+            action: HomeAction::Export { claim },
+        } => (
+            Method::GET,
+            format!("/v1/homes/{}/export", segment(claim)),
             None,
         ),
         Command::Users { state, limit } => {

@@ -1,7 +1,9 @@
-//! Level-triggered reconciling of what pangeod owns in the cluster: a HelmChart that someone
-//! deletes or edits (`kubectl delete helmchart jupyterhub`, `kubectl edit`) is put back at once,
-//! without a reload, and every object is applied again at each resync, which puts back any
-//! other drift (server-side apply under pangeod's field manager is a no-op when nothing moved).
+//! Level-triggered reconciling of what pangeod owns in the cluster: a HelmChart, a
+//! HelmChartConfig or a StorageClass that someone deletes or edits (`kubectl delete helmchart
+//! jupyterhub`, `kubectl edit storageclass pangeo-homes`) is put back at once, without a reload,
+//! and every object is applied again at each resync, which puts back any other drift
+//! (server-side apply under pangeod's field manager is a no-op when nothing moved, so applying
+//! again on an event that pangeod's own apply caused makes no further event).
 //!
 //! The boot runner hands over the desired objects before it applies them
 //! ([`super::Tracker::set_desired`]), so a watch event caused by the runner's own apply makes
@@ -12,9 +14,11 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use kube::runtime::{WatchStreamExt, watcher};
 
+use k8s_openapi::api::storage::v1::StorageClass;
+
 use super::Tracker;
-use crate::k8s::HelmChart;
 use crate::k8s::Kube;
+use crate::k8s::{HelmChart, HelmChartConfig};
 
 /// Every object is applied again this often, whatever the watch saw.
 pub const RESYNC: Duration = Duration::from_secs(300);
@@ -28,8 +32,35 @@ const UNINSTALL_WAIT: Duration = Duration::from_secs(600);
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Drift {
     Deleted(String),
-    Changed { name: String, generation: i64 },
+    Changed {
+        name: String,
+        generation: i64,
+    },
+    /// A StorageClass or HelmChartConfig of pangeod's changed or went (`Kind name`).
+    Other(String),
     Resync,
+}
+
+/// What a watch event of another kind pangeod applies (StorageClass, HelmChartConfig) means:
+/// drift when the object is one of the desired ones (by `Kind namespace/name`). pangeod's own
+/// apply shows here too; applying again then changes nothing and makes no new event.
+pub fn other_drift<K>(tracker: &Tracker, kind: &str, event: &watcher::Event<K>) -> Option<Drift>
+where
+    K: kube::Resource,
+{
+    let object = match event {
+        watcher::Event::Delete(object) | watcher::Event::Apply(object) => object,
+        // The first listing: the state at start, which the boot's own apply settles.
+        watcher::Event::InitApply(_) | watcher::Event::Init | watcher::Event::InitDone => {
+            return None;
+        }
+    };
+    let name = crate::k8s::describe(kind, object.meta());
+    tracker
+        .desired()
+        .iter()
+        .any(|d| d.describe() == name)
+        .then_some(Drift::Other(name))
 }
 
 /// What a HelmChart watch event means for pangeod: `None` when it is what pangeod applied.
@@ -66,7 +97,37 @@ pub fn drift_of(tracker: &Tracker, event: &watcher::Event<HelmChart>) -> Option<
 
 pub(super) async fn run(kube: Kube, namespace: String, tracker: Tracker) {
     let api: kube::Api<HelmChart> = kube::Api::namespaced(kube.client().clone(), &namespace);
-    let stream = watcher::watcher(api, watcher::Config::default()).default_backoff();
+    let charts = watcher::watcher(api, watcher::Config::default())
+        .default_backoff()
+        .map(|event| ("HelmChart", event.map(|e| drift_of(&tracker, &e))));
+    // The other kinds pangeod applies, found by its label.
+    let ours = || {
+        watcher::Config::default().labels(&format!(
+            "{}={}",
+            super::MANAGED_BY.0,
+            super::MANAGED_BY.1
+        ))
+    };
+    let classes = watcher::watcher(
+        kube::Api::<StorageClass>::all(kube.client().clone()),
+        ours(),
+    )
+    .default_backoff()
+    .map(|event| {
+        let drift = event.map(|e| other_drift(&tracker, "StorageClass", &e));
+        ("StorageClass", drift)
+    });
+    let configs = watcher::watcher(
+        kube::Api::<HelmChartConfig>::all(kube.client().clone()),
+        ours(),
+    )
+    .default_backoff()
+    .map(|event| {
+        let drift = event.map(|e| other_drift(&tracker, "HelmChartConfig", &e));
+        ("HelmChartConfig", drift)
+    });
+    let stream =
+        futures_util::stream::select(charts, futures_util::stream::select(classes, configs));
     let mut stream = std::pin::pin!(stream);
     let mut resync = tokio::time::interval(RESYNC);
     resync.tick().await;
@@ -74,12 +135,12 @@ pub(super) async fn run(kube: Kube, namespace: String, tracker: Tracker) {
         let drift = tokio::select! {
             _ = resync.tick() => Drift::Resync,
             event = stream.next() => match event {
-                Some(Ok(event)) => match drift_of(&tracker, &event) {
-                    Some(drift) => drift,
-                    None => continue,
-                },
-                Some(Err(error)) => {
-                    tracing::debug!(%error, "HelmChart watch interrupted; resuming");
+                Some((_, Ok(Some(drift)))) => drift,
+                Some((_, Ok(None))) => continue,
+                Some((kind, Err(error))) => {
+                    // A kind the cluster does not serve (HelmChartConfig outside k3s) ends up
+                    // here again and again, with the watcher's backoff between.
+                    tracing::debug!(%error, kind, "watch interrupted; resuming");
                     continue;
                 }
                 None => return,
@@ -194,6 +255,9 @@ async fn apply_again(kube: &Kube, tracker: &Tracker, drift: &Drift) {
             generation,
             "HelmChart changed outside pangeod; applying pangeod's again"
         ),
+        Drift::Other(object) => {
+            tracing::warn!(%object, "changed or deleted outside pangeod; applying pangeod's again")
+        }
         Drift::Resync => tracing::debug!("resync: applying the components again"),
     }
     match kube.apply_all(&desired, APPLY_DEADLINE).await {

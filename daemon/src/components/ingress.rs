@@ -134,6 +134,11 @@ pub fn traefik_config(storage_class: &str) -> HelmChartConfig {
         },
     );
     object.metadata.namespace = Some("kube-system".into());
+    // pangeod's label: the level-triggered reconcile watches the objects that carry it.
+    object.metadata.labels = Some(std::collections::BTreeMap::from([(
+        super::MANAGED_BY.0.to_string(),
+        super::MANAGED_BY.1.to_string(),
+    )]));
     object
 }
 

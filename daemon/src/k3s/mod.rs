@@ -3,6 +3,7 @@
 //! together for the `k3s` and `kubernetes-api` boot steps.
 
 pub mod bundle;
+pub mod firewall;
 pub mod ready;
 mod runtime;
 pub mod supervisor;

@@ -45,6 +45,8 @@ pub enum K3sError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Firewall(#[from] super::firewall::FirewallError),
     #[error("{0}")]
     NotRunning(String),
 }
@@ -63,6 +65,8 @@ impl K3sError {
             K3sError::Kube(_) => Some(Duration::from_secs(60)),
             K3sError::Write { .. } => Some(Duration::from_secs(30)),
             K3sError::NotRunning(_) => Some(Duration::from_secs(5)),
+            K3sError::Firewall(super::firewall::FirewallError::Missing { .. }) => None,
+            K3sError::Firewall(_) => Some(Duration::from_secs(30)),
         }
     }
 
@@ -205,6 +209,14 @@ impl K3sRuntime {
             K3sMode::Systemd | K3sMode::Child => {
                 progress("checking the bundled k3s and images", 0.05);
                 self.check_bundle_once(config).await?;
+                // Before k3s listens, and again at each reload (the admin networks may change).
+                progress("limiting the API server's port to the admin networks", 0.07);
+                let allowed = config.api.admin_allowed_cidrs.clone();
+                tokio::task::spawn_blocking(move || {
+                    super::firewall::apply(super::firewall::APISERVER_PORT, &allowed)
+                })
+                .await
+                .map_err(|e| K3sError::NotRunning(format!("the firewall step panicked: {e}")))??;
                 let root = self.root.clone();
                 let data_dir = super::data_dir(config);
                 let linked =
