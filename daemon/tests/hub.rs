@@ -28,10 +28,19 @@ struct Setup {
 }
 
 fn setup() -> Option<Setup> {
+    setup_with("")
+}
+
+/// [`setup`] with `extra` appended to pangeod's main config file (which the hub's config is
+/// rendered from).
+fn setup_with(extra: &str) -> Option<Setup> {
     let serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let ldap = common::ldap_env()?;
     let mut daemon = common::TestDaemon::new("");
-    daemon.write_main(&common::TestDaemon::ldap_main_text(&ldap));
+    daemon.write_main(&format!(
+        "{}{extra}",
+        common::TestDaemon::ldap_main_text(&ldap)
+    ));
     // The hub runs the config pangeod renders from this very config.
     let hub = HubFixture::for_daemon(&daemon)?;
     hub.attach(&daemon);
@@ -689,6 +698,42 @@ fn admins_reach_members_servers_and_members_do_not() {
     assert_eq!(code, 200, "and his files: {body}");
     let (code, body) = s.user_server("bob", "GET", "/api/status", &member, None);
     assert_eq!(code, 403, "another member is refused: {body}");
+    let (code, out) = s.ctl(&["server", "stop", "bob"]);
+    assert_eq!(code, Some(0), "{out}");
+}
+
+/// Issue 17, item 2, the switch: with `hub.admin_access = false` each server admits its owner
+/// only (JupyterHub 5's admin role cannot drop `access:servers`, so the servers require an
+/// own-server scope that only their owner holds): an admin's token is refused at a member's
+/// server, and the member's own token still reaches it.
+#[test]
+fn with_admin_access_off_a_server_admits_its_owner_only() {
+    let Some(s) = setup_with("\n[hub]\nadmin_access = false\n") else {
+        return;
+    };
+    s.first_enforcement();
+    let (code, out) = s.ctl(&["server", "start", "bob"]);
+    assert_eq!(code, Some(0), "{out}");
+    s.eventually("bob's server runs", Duration::from_secs(60), || {
+        s.hub_user("bob")
+            .is_some_and(|u| u["server"].is_string() && u["pending"].is_null())
+    });
+    let admin = s.user_token("alice");
+    let owner = s.user_token("bob");
+    assert_eq!(
+        s.hub_user("alice").unwrap()["admin"],
+        true,
+        "alice is an admin"
+    );
+    let (code, body) = s.user_server("bob", "GET", "/api/status", &admin, None);
+    assert_eq!(code, 403, "an admin is refused at bob's server: {body}");
+    let (code, body) = s.user_server("bob", "GET", "/api/contents", &admin, None);
+    assert_eq!(code, 403, "and at his files: {body}");
+    let (code, body) = s.user_server("bob", "GET", "/api/status", &owner, None);
+    assert_eq!(code, 200, "bob reaches his own server: {body}");
+    // The admin still administers: the hub's admin API answers the admin's token.
+    let (code, body) = s.hub_api("GET", "/users/bob", &admin, None);
+    assert_eq!(code, 200, "{body}");
     let (code, out) = s.ctl(&["server", "stop", "bob"]);
     assert_eq!(code, Some(0), "{out}");
 }

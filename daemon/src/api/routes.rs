@@ -363,6 +363,8 @@ struct FreeIpaPatch {
 struct HubPatch {
     #[schema(inline)]
     admin_users: Option<Vec<AdminUserName>>,
+    /// Whether admins reach members' notebook servers (default true).
+    admin_access: Option<bool>,
 }
 
 /// `freeipa.base_dn` and `bind_dn`: the config's DN rule (`config::rules::check_dn`) as a

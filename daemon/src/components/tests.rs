@@ -42,6 +42,7 @@ fn every_config_in_the_table_passes_both_upstream_schemas() {
         "[notebook]\ncpus = 256\nram_gb = 1024\nstorage_gb = 10000\nidle_cull_timeout_minutes = 10080\n[dask]\nmax_worker_cores = 8\nmax_worker_memory_gb = 16\n",
         "[dask]\nmax_worker_cores = 1\nmax_worker_memory_gb = 1\n",
         "[hub]\nadmin_users = [\"alice\", \"bob.smith\", \"x-y_z\"]\n",
+        "[hub]\nadmin_access = false\n",
     ];
     for (i, extra) in table.iter().enumerate() {
         let rendered = render(&config(extra), &secrets(), &directory());
@@ -277,7 +278,74 @@ fn the_python_hub_config_round_trips(config: Config) {
             .display()
             .to_string()
     );
+    // What the chart makes of hub.loadRoles and singleuser.extraEnv.
+    let roles = values::load_roles(&config);
+    expected["JupyterHub"]["load_roles"] = roles
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(name, role)| {
+            let mut role = role.clone();
+            role["name"] = json!(name);
+            role
+        })
+        .collect();
+    expected["KubeSpawner"]["environment"] = values::singleuser_env(&config);
     assert_eq!(set, expected);
+}
+
+/// `hub.admin_access = false` (issue 17, item 2): each server requires the own-server scope for
+/// its owner (KubeSpawner's template), the `user` role grants it to each user for themself, and
+/// the servers' OAuth clients may issue it; on (the default), none of it is rendered and the
+/// admin role's `access:servers` applies.
+#[test]
+fn admin_access_off_makes_each_server_require_its_owners_scope() {
+    let on = render(&config(""), &secrets(), &directory());
+    let hub = &chart(&on, "jupyterhub").values;
+    assert_eq!(hub["hub"]["config"]["JupyterHub"]["admin_access"], true);
+    assert!(hub["hub"]["loadRoles"].get("user").is_none());
+    assert!(
+        hub["singleuser"]["extraEnv"]
+            .get("JUPYTERHUB_OAUTH_ACCESS_SCOPES")
+            .is_none()
+    );
+
+    let off = render(
+        &config("[hub]\nadmin_access = false\n"),
+        &secrets(),
+        &directory(),
+    );
+    off.validate().unwrap();
+    let hub = &chart(&off, "jupyterhub").values;
+    assert_eq!(hub["hub"]["config"]["JupyterHub"]["admin_access"], false);
+    assert_eq!(
+        hub["singleuser"]["extraEnv"]["JUPYTERHUB_OAUTH_ACCESS_SCOPES"],
+        "[\"custom:pangeo:own-server!user={unescaped_username}\"]"
+    );
+    assert_eq!(
+        hub["hub"]["loadRoles"]["user"]["scopes"],
+        json!(["self", "custom:pangeo:own-server!user"])
+    );
+    assert_eq!(
+        hub["hub"]["config"]["Spawner"]["oauth_client_allowed_scopes"],
+        json!(["custom:pangeo:own-server!user"])
+    );
+    assert!(
+        hub["hub"]["config"]["JupyterHub"]["custom_scopes"]
+            .get("custom:pangeo:own-server")
+            .is_some()
+    );
+    // The admin role stays pangeod's service's, and the Dask client's settings stay.
+    assert_eq!(
+        hub["hub"]["loadRoles"]["admin"]["services"],
+        json!(["pangeo-appliance"])
+    );
+    assert!(
+        hub["singleuser"]["extraEnv"]
+            .get("DASK_GATEWAY__ADDRESS")
+            .is_some()
+    );
+    the_python_hub_config_round_trips(config("[hub]\nadmin_access = false\n"));
 }
 
 #[test]

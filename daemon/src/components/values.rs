@@ -98,6 +98,12 @@ pub struct DirectoryMaterial {
     pub ca_pem: Option<String>,
 }
 
+/// The scope a notebook server requires when `hub.admin_access` is off: JupyterHub 5's admin
+/// role carries `access:servers` (every server) and cannot be changed, so instead each server
+/// requires this custom scope for its own owner, which only the owner holds (the `user` role
+/// grants it `!user`, that is for themself).
+pub const OWN_SERVER_SCOPE: &str = "custom:pangeo:own-server";
+
 /// `hub.config`: traitlets configuration, snake_case keys only (a test checks each against
 /// the pinned authenticator and spawner).
 pub fn hub_config(config: &Config) -> Value {
@@ -114,13 +120,13 @@ pub fn hub_config_with_ca(config: &Config, ca_path: &str) -> Value {
         crate::config::LdapTls::Starttls => "before_bind",
         crate::config::LdapTls::Plain => "insecure",
     };
-    json!({
+    let mut hub = json!({
         "JupyterHub": {
             "authenticator_class": "ldapauthenticator.LDAPAuthenticator",
             // Deprecated in JupyterHub 5, whose admin role carries access:servers and admin-ui
-            // (admins reach users' servers, as the documentation says); kept true so that the
-            // old admin-access API agrees.
-            "admin_access": true,
+            // (admins reach users' servers, as the documentation says); kept equal to
+            // hub.admin_access so that the old admin-access API agrees.
+            "admin_access": config.hub.admin_access,
         },
         "Authenticator": {
             // search_filter only narrows; JupyterHub 5 admits nobody unless allowed.
@@ -151,7 +157,54 @@ pub fn hub_config_with_ca(config: &Config, ca_path: &str) -> Value {
             // A user's home volume is never deleted by the platform.
             "delete_pvc": false,
         },
-    })
+    });
+    if !config.hub.admin_access {
+        // Off: the servers' OAuth clients may issue the own-server scope (for the user who
+        // logs in, `!user`), and each server requires it for its owner
+        // (`JUPYTERHUB_OAUTH_ACCESS_SCOPES`, in `singleuser.extraEnv`).
+        hub["JupyterHub"]["custom_scopes"] = json!({
+            OWN_SERVER_SCOPE: {
+                "description": "Use one's own notebook server (hub.admin_access = false: admins do not reach members' servers)",
+            },
+        });
+        // On Spawner, so that any spawner class takes it (KubeSpawner here, a local one in the
+        // hub fixture).
+        hub["Spawner"] = json!({
+            "oauth_client_allowed_scopes": [format!("{OWN_SERVER_SCOPE}!user")],
+        });
+    }
+    hub
+}
+
+/// `hub.loadRoles`: the admin role for pangeod's service, and with `hub.admin_access` off the
+/// `user` role with the own-server scope for each user themself (JupyterHub's default `self`
+/// kept).
+pub fn load_roles(config: &Config) -> Value {
+    // Only the admin role may set users' admin flags. The role lists services only, so the hub
+    // keeps the users' admin flags in its database across restarts (it would reset them to a
+    // configured users list), and pangeod sets them.
+    let mut roles = json!({ "admin": { "services": ["pangeo-appliance"] } });
+    if !config.hub.admin_access {
+        roles["user"] = json!({
+            "description": "A member: their own notebook server and hub account",
+            "scopes": ["self", format!("{OWN_SERVER_SCOPE}!user")],
+        });
+    }
+    roles
+}
+
+/// `singleuser.extraEnv`: the Dask Gateway client's settings, and with `hub.admin_access` off
+/// the scope each server requires (`{unescaped_username}` is KubeSpawner's template of the
+/// owner's hub name), in place of the hub's default `access:servers!server=…`, which the admin
+/// role holds for every server.
+pub fn singleuser_env(config: &Config) -> Value {
+    let mut env = gateway_client_env();
+    if !config.hub.admin_access {
+        env["JUPYTERHUB_OAUTH_ACCESS_SCOPES"] = Value::String(
+            json!([format!("{OWN_SERVER_SCOPE}!user={{unescaped_username}}")]).to_string(),
+        );
+    }
+    env
 }
 
 fn gib(n: u32) -> String {
@@ -187,12 +240,7 @@ pub fn jupyterhub(config: &Config, secrets: &Secrets, directory: &DirectoryMater
                     "url": format!("http://{}", gateway_proxy_host()),
                 },
             },
-            // Only the admin role may set users' admin flags. The role lists services only, so
-            // the hub keeps the users' admin flags in its database across restarts (it would
-            // reset them to a configured users list), and pangeod sets them.
-            "loadRoles": {
-                "admin": { "services": ["pangeo-appliance"] },
-            },
+            "loadRoles": load_roles(config),
         },
         "proxy": {
             "secretToken": secrets.proxy_token,
@@ -201,7 +249,7 @@ pub fn jupyterhub(config: &Config, secrets: &Secrets, directory: &DirectoryMater
         },
         "singleuser": {
             "image": { "name": NOTEBOOK_IMAGE_NAME, "tag": NOTEBOOK_IMAGE_TAG },
-            "extraEnv": gateway_client_env(),
+            "extraEnv": singleuser_env(config),
             "cpu": { "limit": config.notebook.cpus, "guarantee": config.notebook.cpus },
             "memory": { "limit": gb(config.notebook.ram_gb), "guarantee": gb(config.notebook.ram_gb) },
             "storage": {
@@ -312,10 +360,24 @@ pub fn hub_config_py(config: &Config) -> String {
         .ca_file
         .as_ref()
         .map_or_else(|| HUB_CA_PATH.to_string(), |p| p.display().to_string());
-    let json = python_raw_json(&hub_config_with_ca(config, &ca));
+    let mut traits = hub_config_with_ca(config, &ca);
+    // What the chart's jupyterhub_config.py makes of hub.loadRoles (a list, each role named by
+    // its key) and singleuser.extraEnv (KubeSpawner.environment).
+    if let Value::Object(roles) = load_roles(config) {
+        traits["JupyterHub"]["load_roles"] = roles
+            .into_iter()
+            .map(|(name, mut role)| {
+                role["name"] = Value::String(name);
+                role
+            })
+            .collect();
+    }
+    traits["KubeSpawner"]["environment"] = singleuser_env(config);
+    let json = python_raw_json(&traits);
     format!(
         "# Rendered by pangeod from its config (pangeod --print-hub-config): the hub's traitlets\n\
-         # config, the same as the chart's hub.config, with the FreeIPA CA read from freeipa.ca_file.\n\
+         # config, the same as the chart's hub.config with its hub.loadRoles and singleuser.extraEnv,\n\
+         # with the FreeIPA CA read from freeipa.ca_file.\n\
          # Values reach Python only through json.loads of ASCII JSON in a raw string.\n\
          import json\n\
          c = get_config()  # noqa: F821\n\

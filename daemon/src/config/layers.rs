@@ -53,6 +53,7 @@ pub(crate) const KNOWN_KEYS: &[(&str, &[(&str, &str)])] = &[
         "hub",
         &[
             ("admin_users", "an array of strings"),
+            ("admin_access", "true or false"),
             ("api_url", "a string"),
             ("api_token_file", "a string"),
             ("ca_file", "a string"),

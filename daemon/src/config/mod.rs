@@ -52,6 +52,7 @@ pub const UPDATABLE_KEYS: &[&str] = &[
     "freeipa.bind_dn",
     "freeipa.sync_interval_seconds",
     "hub.admin_users",
+    "hub.admin_access",
 ];
 
 /// Keys the admin API takes as values and never returns (see `boot/credentials.rs`): the
@@ -132,6 +133,10 @@ pub struct FreeIpa {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Hub {
     pub admin_users: Vec<String>,
+    /// Admins reach members' notebook servers ("JupyterHub allows admin users to manage the
+    /// notebooks running in the system, and even to impersonate other users"); off, a server
+    /// admits its owner only (components/values.rs: `OWN_SERVER_SCOPE`).
+    pub admin_access: bool,
     /// The hub's API as pangeod reaches it; unset, the chart's `hub` Service in the cluster.
     pub api_url: Option<String>,
     /// The `pangeo-appliance` service token for `api_url`; unset, the one pangeod generated

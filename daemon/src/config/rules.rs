@@ -84,6 +84,7 @@ struct RawFreeIpa {
 #[serde(default, deny_unknown_fields)]
 struct RawHub {
     admin_users: Option<Vec<String>>,
+    admin_access: Option<bool>,
     api_url: Option<String>,
     api_token_file: Option<String>,
     ca_file: Option<String>,
@@ -445,6 +446,7 @@ pub(crate) fn validate(raw: RawConfig, origins: &Origins) -> Result<Config, Vec<
         freeipa,
         hub: Hub {
             admin_users,
+            admin_access: raw.hub.admin_access.unwrap_or(true),
             api_url,
             api_token_file,
             ca_file: hub_ca_file,

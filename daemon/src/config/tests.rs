@@ -479,6 +479,7 @@ ca_file = "ipa-ca.pem"
 sync_interval_seconds = 60
 [hub]
 admin_users = ["alice", "bob"]
+admin_access = false
 api_url = "http://127.0.0.1:8081/hub/api"
 api_token_file = "ipa-password"
 ca_file = "ipa-ca.pem"
@@ -511,7 +512,7 @@ device = "/dev/vdc"
     for (_, keys) in layers::KNOWN_KEYS {
         keys_seen += keys.len();
     }
-    assert_eq!(keys_seen, 37, "update this test when adding a key");
+    assert_eq!(keys_seen, 38, "update this test when adding a key");
     assert_eq!(config.k3s.mode, crate::config::K3sMode::External);
     assert_eq!(config.storage.volume_group, "homes");
     assert_eq!(config.storage.size_gb, 100);
@@ -545,6 +546,7 @@ device = "/dev/vdc"
     assert_eq!(config.freeipa.bind_dn, "uid=x,dc=a,dc=b");
     assert_eq!(config.freeipa.sync_interval_seconds, 60);
     assert_eq!(config.hub.admin_users, ["alice", "bob"]);
+    assert!(!config.hub.admin_access);
     assert_eq!(
         config.hub.api_url.as_deref(),
         Some("http://127.0.0.1:8081/hub/api")
