@@ -8,18 +8,18 @@ use std::time::Duration;
 use crate::config::Config;
 
 use super::StepError;
-use super::steps::StepContext;
 
 /// Preflight failures can clear up by themselves (DNS propagates, disk is freed).
 const RETRY: Duration = Duration::from_secs(30);
 const DNS_TIMEOUT: Duration = Duration::from_secs(10);
 
-pub(super) async fn run(ctx: &mut StepContext<'_>) -> Result<String, StepError> {
-    let config = super::steps::config_in_force(ctx)?;
+/// Checks the machine for `config` (the config in force); the step runner passes it, so this
+/// module does not depend on the runner's context.
+pub(super) async fn run(config: &Config) -> Result<String, StepError> {
     let mut notes = Vec::new();
-    check_data_disk(&config)?;
-    check_free_space(&config)?;
-    if k3s_runs_here(&config) {
+    check_data_disk(config)?;
+    check_free_space(config)?;
+    if k3s_runs_here(config) {
         check_kernel_modules(
             &std::fs::read_to_string("/proc/filesystems").unwrap_or_default(),
             Path::new("/proc/sys/net/bridge/bridge-nf-call-iptables").exists(),

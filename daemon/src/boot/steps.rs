@@ -56,7 +56,9 @@ pub(super) enum StepOutcome {
 pub(super) async fn run(step: Step, ctx: &mut StepContext<'_>) -> Result<StepOutcome, StepError> {
     match step {
         Step::Config => config(ctx).await,
-        Step::Preflight => preflight::run(ctx).await.map(StepOutcome::Done),
+        Step::Preflight => preflight::run(config_in_force(ctx)?.as_ref())
+            .await
+            .map(StepOutcome::Done),
         Step::DirectorySync => directory_sync(ctx).await.map(StepOutcome::Done),
         Step::Storage => storage(ctx).await,
         Step::K3s => k3s(ctx).await,

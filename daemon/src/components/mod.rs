@@ -41,7 +41,7 @@ pub const RELEASES: [&str; 3] = [STORAGE_RELEASE, HUB_RELEASE, GATEWAY_RELEASE];
 pub const STORAGE_CLASS: &str = "pangeo-homes";
 /// The LVM volume group on the data disk that the StorageClass provisions from.
 /// The default of `storage.volume_group`.
-pub const VOLUME_GROUP: &str = "pangeo";
+pub const VOLUME_GROUP: &str = crate::config::defaults::VOLUME_GROUP;
 /// k3s serves the archives in `<data-dir>/server/static/charts/` here: no network at install.
 pub const CHARTS_URL: &str = "https://%{KUBERNETES_API}%/static/charts";
 /// The Secret that keeps the generated secrets in Kubernetes too.

@@ -5,7 +5,10 @@
 //! written through the admin API. Every value remembers the layer and position it came from, so
 //! an error names the file, line and column, the key, the rule and the fix.
 
+mod bootstrap;
+pub mod defaults;
 mod layers;
+mod raw;
 mod rules;
 
 use std::collections::BTreeMap;
@@ -16,7 +19,8 @@ use std::path::{Path, PathBuf};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
-pub use layers::{Bootstrap, Layer, Location, Origins, bootstrap, dropin_dir, load_layers};
+pub use bootstrap::{Bootstrap, bootstrap};
+pub use layers::{Layer, Location, Origins, dropin_dir, load_layers};
 pub use rules::{DN_PATTERN, SERVER_PATTERN, SERVER_V6_PATTERN};
 
 /// Where the daemon reads its configuration by default.

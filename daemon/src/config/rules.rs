@@ -4,112 +4,14 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
 use ipnet::IpNet;
-use serde::Deserialize;
 
 use super::layers::Origins;
+pub(crate) use super::raw::RawConfig;
+use super::raw::{RawApi, RawDaemon};
 use super::{
     Api, Cluster, Config, Daemon, Dask, FieldError, FreeIpa, Hub, K3s, K3sMode, LdapTls, Notebook,
     Storage,
 };
-
-/// The configuration as written, before any rule is applied. Integers are `i64` so that a
-/// negative or huge value is reported by our range rule, not as a type error.
-#[derive(Debug, Default, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub(crate) struct RawConfig {
-    cluster: RawCluster,
-    notebook: RawNotebook,
-    dask: RawDask,
-    freeipa: RawFreeIpa,
-    hub: RawHub,
-    api: RawApi,
-    daemon: RawDaemon,
-    k3s: RawK3s,
-    storage: RawStorage,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-struct RawStorage {
-    volume_group: Option<String>,
-    size_gb: Option<i64>,
-    device: Option<String>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-struct RawK3s {
-    mode: Option<K3sMode>,
-    binary: Option<String>,
-    kubeconfig: Option<String>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-struct RawCluster {
-    name: Option<String>,
-    external_ip: Option<String>,
-    domain: Option<String>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-struct RawNotebook {
-    cpus: Option<i64>,
-    ram_gb: Option<i64>,
-    storage_gb: Option<i64>,
-    idle_cull_timeout_minutes: Option<i64>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-struct RawDask {
-    max_worker_cores: Option<i64>,
-    max_worker_memory_gb: Option<i64>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-struct RawFreeIpa {
-    server: Option<String>,
-    tls: Option<LdapTls>,
-    base_dn: Option<String>,
-    bind_dn: Option<String>,
-    password_file: Option<String>,
-    ca_file: Option<String>,
-    sync_interval_seconds: Option<i64>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-struct RawHub {
-    admin_users: Option<Vec<String>>,
-    admin_access: Option<bool>,
-    api_url: Option<String>,
-    api_token_file: Option<String>,
-    ca_file: Option<String>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-struct RawApi {
-    socket: Option<String>,
-    socket_group: Option<String>,
-    admin_allowed_cidrs: Option<Vec<String>>,
-    listen: Option<String>,
-    token_file: Option<String>,
-    tls_cert: Option<String>,
-    tls_key: Option<String>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-struct RawDaemon {
-    state_dir: Option<String>,
-    data_dir: Option<String>,
-    require_data_disk: Option<bool>,
-    min_free_gb: Option<i64>,
-}
 
 /// Collects every broken rule rather than stopping at the first, so one edit fixes them all.
 struct Checker<'a> {
@@ -401,18 +303,18 @@ pub(crate) fn validate(raw: RawConfig, origins: &Origins) -> Result<Config, Vec<
     let (api, daemon) = plumbing(&mut c, raw.api, raw.daemon);
     let k3s = K3s {
         mode: raw.k3s.mode.unwrap_or(K3sMode::Auto),
-        binary: c.path("k3s.binary", raw.k3s.binary, "/usr/local/bin/k3s"),
+        binary: c.path("k3s.binary", raw.k3s.binary, super::defaults::K3S_BINARY),
         kubeconfig: c.path(
             "k3s.kubeconfig",
             raw.k3s.kubeconfig,
-            crate::k3s::KUBECONFIG_PATH,
+            super::defaults::KUBECONFIG_PATH,
         ),
     };
 
     let volume_group = raw
         .storage
         .volume_group
-        .unwrap_or_else(|| crate::components::VOLUME_GROUP.to_string());
+        .unwrap_or_else(|| super::defaults::VOLUME_GROUP.to_string());
     if volume_group.is_empty()
         || volume_group.len() > 64
         || !volume_group

@@ -17,7 +17,7 @@ use crate::config::Config;
 /// Where k3s reads the config pangeod renders.
 pub const CONFIG_PATH: &str = "/etc/rancher/k3s/config.yaml";
 /// Where k3s writes its admin kubeconfig (mode 0600, see `write-kubeconfig-mode`).
-pub const KUBECONFIG_PATH: &str = "/etc/rancher/k3s/k3s.yaml";
+pub const KUBECONFIG_PATH: &str = crate::config::defaults::KUBECONFIG_PATH;
 /// The unit k3s runs in under systemd (`systemd/k3s.service`).
 pub const UNIT: &str = "k3s.service";
 
