@@ -53,7 +53,7 @@ img_key() {
     echo "rev=$IMAGES_REV suite=$IMG_SUITE mirror=$IMG_MIRROR epoch=$IMG_EPOCH"
     printf 'ref=%s\n' "${IMG_REFS[@]}"
     echo "extra=$extra"
-    sha256sum "$IMG_DIR/oci-image"
+    sha256sum < "$IMG_DIR/oci-image"  # the content only: a path would key each checkout apart
     (cd "$IMG_DIR/$name" && find . -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum)
   } | sha256sum | cut -c1-16
 }
