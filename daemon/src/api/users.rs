@@ -825,11 +825,19 @@ async fn stream_export(
             .process
             .take_status()
             .ok_or("the exec gave no status")?;
-        // tar's messages, kept (4 KiB at most) for the error and the event.
+        // tar's messages, read to the end (a stream left unread would stall the exec's other
+        // streams) and the first 4 KiB kept for the error and the event.
         let messages = tokio::spawn(async move {
             let mut text = Vec::new();
-            if let Some(stderr) = stderr {
-                let _ = stderr.take(4096).read_to_end(&mut text).await;
+            if let Some(mut stderr) = stderr {
+                let mut buffer = [0u8; 4096];
+                while let Ok(n) = stderr.read(&mut buffer).await {
+                    if n == 0 {
+                        break;
+                    }
+                    let room = 4096usize.saturating_sub(text.len());
+                    text.extend_from_slice(&buffer[..n.min(room)]);
+                }
             }
             String::from_utf8_lossy(&text).trim().to_string()
         });
