@@ -128,15 +128,19 @@ fn bulk(rt: &tokio::runtime::Runtime, work: &Path) -> Vec<String> {
         .collect();
     state.apply_members(&members, &run_record()).unwrap();
 
-    let started = Instant::now();
-    let report = rt
-        .block_on(pangeod::hub::enforce::run(
-            &client,
-            &state,
-            &pangeod::hub::enforce::all_users(&state).unwrap(),
-        ))
-        .unwrap();
-    let bulk_time = started.elapsed();
+    // One timed hub sync run of every member.
+    let ours = || {
+        let started = Instant::now();
+        let report = rt
+            .block_on(pangeod::hub::enforce::run(
+                &client,
+                &state,
+                &pangeod::hub::enforce::all_users(&state).unwrap(),
+            ))
+            .unwrap();
+        (started.elapsed(), report)
+    };
+    let (bulk_time, report) = ours();
     let in_hub = rt.block_on(client.users()).unwrap();
     eprintln!(
         "bulk enforcement: {report:?} in {bulk_time:?}; the hub lists {} users",
@@ -150,15 +154,7 @@ fn bulk(rt: &tokio::runtime::Runtime, work: &Path) -> Vec<String> {
     assert_eq!(report.created, BULK);
     assert_eq!(report.failed, 0);
 
-    let started = Instant::now();
-    let again = rt
-        .block_on(pangeod::hub::enforce::run(
-            &client,
-            &state,
-            &pangeod::hub::enforce::all_users(&state).unwrap(),
-        ))
-        .unwrap();
-    let noop_time = started.elapsed();
+    let (noop_time, again) = ours();
 
     // Baselines on the same hub: empty it (untimed), then create the same users with the hub's
     // own API, one `POST /users/{name}` at a time (a naive script), and with its bulk
@@ -211,16 +207,9 @@ fn bulk(rt: &tokio::runtime::Runtime, work: &Path) -> Vec<String> {
         started.elapsed()
     };
     let ours_again = || {
-        let started = Instant::now();
-        let report = rt
-            .block_on(pangeod::hub::enforce::run(
-                &client,
-                &state,
-                &pangeod::hub::enforce::all_users(&state).unwrap(),
-            ))
-            .unwrap();
+        let (time, report) = ours();
         assert_eq!(report.created, BULK);
-        started.elapsed()
+        time
     };
     let mut theirs = Vec::new();
     let mut ours = vec![bulk_time];

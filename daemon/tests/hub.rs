@@ -134,6 +134,20 @@ impl Setup {
         token["token"].as_str().unwrap().to_string()
     }
 
+    /// Starts `user`'s server with pangeoctl and waits until the hub says it runs.
+    fn server_running(&self, user: &str) {
+        let (code, out) = self.ctl(&["server", "start", user]);
+        assert_eq!(code, Some(0), "{out}");
+        self.eventually(
+            &format!("{user}'s server runs"),
+            Duration::from_secs(60),
+            || {
+                self.hub_user(user)
+                    .is_some_and(|u| u["server"].is_string() && u["pending"].is_null())
+            },
+        );
+    }
+
     /// The status of a request to the user's own server (through the proxy) with their token.
     fn user_server(
         &self,
@@ -684,12 +698,7 @@ fn a_held_drop_holds_only_the_removals() {
 fn admins_reach_members_servers_and_members_do_not() {
     let Some(s) = setup() else { return };
     s.first_enforcement();
-    let (code, out) = s.ctl(&["server", "start", "bob"]);
-    assert_eq!(code, Some(0), "{out}");
-    s.eventually("bob's server runs", Duration::from_secs(60), || {
-        s.hub_user("bob")
-            .is_some_and(|u| u["server"].is_string() && u["pending"].is_null())
-    });
+    s.server_running("bob");
     let admin = s.user_token("alice");
     let member = s.user_token("carol");
     let (code, body) = s.user_server("bob", "GET", "/api/status", &admin, None);
@@ -712,12 +721,7 @@ fn with_admin_access_off_a_server_admits_its_owner_only() {
         return;
     };
     s.first_enforcement();
-    let (code, out) = s.ctl(&["server", "start", "bob"]);
-    assert_eq!(code, Some(0), "{out}");
-    s.eventually("bob's server runs", Duration::from_secs(60), || {
-        s.hub_user("bob")
-            .is_some_and(|u| u["server"].is_string() && u["pending"].is_null())
-    });
+    s.server_running("bob");
     let admin = s.user_token("alice");
     let owner = s.user_token("bob");
     assert_eq!(
