@@ -441,9 +441,7 @@ check "3 the file survived the stop and start" file_kept
 # their own, as JupyterHub's documentation says admins can; section 5 switches it off.
 user_token() { hub_api "/users/$1/tokens" -X POST -d '{"note": "fullstack"}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])'; }
 at_server() { "${C[@]}" -o /dev/null -w '%{http_code}' -H "Authorization: token $1" "$URL/user/$MEMBER/api/status"; }
-ADMIN_USER_TOKEN=$(user_token admin || true)
-MEMBER_TOKEN=$(user_token "$MEMBER" || true)
-admin_reaches() { local c; c=$(at_server "$ADMIN_USER_TOKEN"); note "GET /user/$MEMBER/api/status with admin's token: $c"; [ "$c" = 200 ]; }
+admin_reaches() { local c; c=$(at_server "$(user_token admin)"); note "GET /user/$MEMBER/api/status with admin's token: $c"; [ "$c" = 200 ]; }
 check "3 hub.admin_access on (default): the admin 'admin' reaches $MEMBER's server with their own token" admin_reaches
 
 # --- 4. Dask
@@ -593,8 +591,9 @@ check "5 helm-controller upgraded the release with it; the hub restarted" wait_f
 owner_only() {
     hub_api "/users/$MEMBER/server" -X POST -o /dev/null || return 1
     wait_for 300 "$MEMBER's server" server_ready || return 1
+    # Fresh tokens: section 6 deleted the member's hub user (and with it the token of section 3).
     local admin owner
-    admin=$(at_server "$ADMIN_USER_TOKEN"); owner=$(at_server "$MEMBER_TOKEN")
+    admin=$(at_server "$(user_token admin)"); owner=$(at_server "$(user_token "$MEMBER")")
     note "GET /user/$MEMBER/api/status with admin's token: $admin; with $MEMBER's: $owner"
     [ "$admin" = 403 ] && [ "$owner" = 200 ]
 }
