@@ -11,6 +11,9 @@
 //! Prints a Markdown table for docs/BENCHMARKS.md.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "../tests/common/mod.rs"]
+mod common;
+
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -28,36 +31,10 @@ fn main() {
     let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
     setrlimit(Resource::RLIMIT_NOFILE, hard, hard).unwrap();
 
-    let dir = tempfile::tempdir().unwrap();
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/dev");
-    std::fs::copy(root.join("ipa-password"), dir.path().join("ipa-password")).unwrap();
-    std::fs::copy(root.join("ipa-ca.pem"), dir.path().join("ipa-ca.pem")).unwrap();
-    let config = dir.path().join("pangeod.toml");
-    std::fs::write(
-        &config,
-        r#"[cluster]
-name = "bench"
-external_ip = "192.0.2.10"
-[freeipa]
-server = "localhost:636"
-base_dn = "dc=example,dc=test"
-bind_dn = "uid=pangeod,cn=sysaccounts,cn=etc,dc=example,dc=test"
-password_file = "ipa-password"
-ca_file = "ipa-ca.pem"
-[api]
-socket = "run/admin.sock"
-listen = "127.0.0.1:0"
-admin_allowed_cidrs = ["127.0.0.0/8"]
-[daemon]
-state_dir = "state"
-data_dir = "."
-require_data_disk = false
-min_free_gb = 0
-[k3s]
-mode = "off"
-"#,
-    )
-    .unwrap();
+    // The tests' temp dir and config, with the TLS listener open to loopback.
+    let daemon = common::TestDaemon::new("");
+    daemon.write_main(&common::TestDaemon::tcp_main_text("\"127.0.0.0/8\""));
+    let (dir, config) = (&daemon.dir, daemon.config_path());
     let socket = dir.path().join("run/admin.sock");
     let log = std::fs::File::create(dir.path().join("pangeod.log")).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_pangeod"))
@@ -150,8 +127,8 @@ mode = "off"
         .count();
 
     let row = |name: &str, idle: Vec<f64>, flood: Vec<f64>| {
-        let (i50, i99, _) = percentiles(idle);
-        let (f50, f99, fmax) = percentiles(flood);
+        let (i50, i99, _) = common::timing::percentiles(idle);
+        let (f50, f99, fmax) = common::timing::percentiles(flood);
         println!(
             "| {name}: p50 / p99 idle | {i50:.2} / {i99:.2} ms | p50 / p99 / max in the flood | {f50:.2} / {f99:.2} / {fmax:.2} ms | p99 ratio {:.2} |",
             f99 / i99
@@ -208,41 +185,12 @@ async fn hold(port: u16, trickle: bool, stop: Arc<AtomicBool>, connects: Arc<Ato
 }
 
 async fn measure(transport: &client::Transport, socket: &std::path::Path) -> (Vec<f64>, Vec<f64>) {
+    let unix_socket = client::Transport::Unix(socket.to_path_buf());
     let mut tls = Vec::with_capacity(SAMPLES);
     let mut unix = Vec::with_capacity(SAMPLES);
     for _ in 0..SAMPLES {
-        let started = Instant::now();
-        let response = client::call(
-            transport,
-            Method::GET,
-            "/v1/status",
-            &[],
-            None,
-            Duration::from_secs(10),
-        )
-        .await
-        .unwrap();
-        assert_eq!(response.status, 200);
-        tls.push(started.elapsed().as_secs_f64() * 1000.0);
-        let started = Instant::now();
-        let response = client::request(
-            socket,
-            Method::GET,
-            "/v1/status",
-            &[],
-            None,
-            Duration::from_secs(10),
-        )
-        .await
-        .unwrap();
-        assert_eq!(response.status, 200);
-        unix.push(started.elapsed().as_secs_f64() * 1000.0);
+        tls.push(common::timing::status_ms(transport).await);
+        unix.push(common::timing::status_ms(&unix_socket).await);
     }
     (tls, unix)
-}
-
-fn percentiles(mut samples: Vec<f64>) -> (f64, f64, f64) {
-    samples.sort_by(|a, b| a.total_cmp(b));
-    let at = |q: f64| samples[((samples.len() as f64 - 1.0) * q).round() as usize];
-    (at(0.50), at(0.99), *samples.last().unwrap())
 }

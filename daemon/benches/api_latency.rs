@@ -8,6 +8,9 @@
 //! Prints a Markdown table for docs/BENCHMARKS.md.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "../tests/common/mod.rs"]
+mod common;
+
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -18,32 +21,9 @@ const SAMPLES: usize = 2000;
 const PATCHES: u32 = 1000;
 
 fn main() {
-    let dir = tempfile::tempdir().unwrap();
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/dev");
-    std::fs::copy(root.join("ipa-password"), dir.path().join("ipa-password")).unwrap();
-    std::fs::copy(root.join("ipa-ca.pem"), dir.path().join("ipa-ca.pem")).unwrap();
-    let config = dir.path().join("pangeod.toml");
-    std::fs::write(
-        &config,
-        r#"[cluster]
-name = "bench"
-external_ip = "192.0.2.10"
-[freeipa]
-server = "localhost:636"
-base_dn = "dc=example,dc=test"
-bind_dn = "uid=pangeod,cn=sysaccounts,cn=etc,dc=example,dc=test"
-password_file = "ipa-password"
-ca_file = "ipa-ca.pem"
-[api]
-socket = "run/admin.sock"
-[daemon]
-state_dir = "state"
-data_dir = "."
-require_data_disk = false
-min_free_gb = 0
-"#,
-    )
-    .unwrap();
+    // The tests' temp dir and config (no Kubernetes, no reachable directory).
+    let daemon = common::TestDaemon::new("");
+    let (dir, config) = (&daemon.dir, daemon.config_path());
     let socket = dir.path().join("run/admin.sock");
     let mut child = Command::new(env!("CARGO_BIN_EXE_pangeod"))
         .arg("--config")
@@ -122,9 +102,9 @@ min_free_gb = 0
     );
     let _ = child.wait();
 
-    let (b50, b99, bmax) = percentiles(baseline);
+    let (b50, b99, bmax) = common::timing::percentiles(baseline);
     let n = under_load.len();
-    let (l50, l99, lmax) = percentiles(under_load);
+    let (l50, l99, lmax) = common::timing::percentiles(under_load);
     println!("| measurement | value |");
     println!("|---|---|");
     println!(
@@ -147,29 +127,12 @@ min_free_gb = 0
 }
 
 async fn status_latencies(socket: &std::path::Path, count: usize) -> Vec<f64> {
+    let transport = client::Transport::Unix(socket.to_path_buf());
     let mut samples = Vec::with_capacity(count);
     for _ in 0..count {
-        let started = Instant::now();
-        let response = client::request(
-            socket,
-            Method::GET,
-            "/v1/status",
-            &[],
-            None,
-            Duration::from_secs(10),
-        )
-        .await
-        .unwrap();
-        assert_eq!(response.status, 200);
-        samples.push(started.elapsed().as_secs_f64() * 1000.0);
+        samples.push(common::timing::status_ms(&transport).await);
     }
     samples
-}
-
-fn percentiles(mut samples: Vec<f64>) -> (f64, f64, f64) {
-    samples.sort_by(|a, b| a.total_cmp(b));
-    let at = |q: f64| samples[((samples.len() as f64 - 1.0) * q).round() as usize];
-    (at(0.50), at(0.99), *samples.last().unwrap())
 }
 
 fn rss_kib(pid: u32) -> u64 {

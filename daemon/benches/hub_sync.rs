@@ -13,8 +13,10 @@
 //! Prints a Markdown table for docs/BENCHMARKS.md.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "../tests/common/mod.rs"]
+mod common;
+
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -251,23 +253,6 @@ fn bulk(rt: &tokio::runtime::Runtime, work: &Path) -> Vec<String> {
     ]
 }
 
-fn ldap_modify(env: &BTreeMap<String, String>, ldif: &str) {
-    let mut child = Command::new("ldapmodify")
-        .args(["-x", "-H", &env["LDAP_URI"], "-D", &env["LDAP_DM_DN"]])
-        .args(["-w", &env["LDAP_DM_PASSWORD"]])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(ldif.as_bytes())
-        .unwrap();
-    assert!(child.wait().unwrap().success(), "ldapmodify failed");
-}
-
 fn median(mut values: Vec<Duration>) -> Duration {
     values.sort();
     values[values.len() / 2]
@@ -356,7 +341,7 @@ fn removal(rt: &tokio::runtime::Runtime, work: &Path, ldap_dir: &str) -> Vec<Str
         prepare(&client);
         let through_content_sync = round % 2 == 0;
         let started = Instant::now();
-        ldap_modify(&ldap, &remove);
+        common::ldap_modify(&ldap, &remove);
         if !through_content_sync {
             rt.block_on(sync.run(&config, "bench", false)).unwrap();
         }
@@ -379,7 +364,7 @@ fn removal(rt: &tokio::runtime::Runtime, work: &Path, ldap_dir: &str) -> Vec<Str
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         });
-        ldap_modify(&ldap, &add);
+        common::ldap_modify(&ldap, &add);
         rt.block_on(sync.run(&config, "bench", true)).unwrap();
         hub_sync.kick();
     }

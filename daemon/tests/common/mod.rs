@@ -10,6 +10,7 @@ use pangeod::client;
 
 pub mod controlplane;
 pub mod hub;
+pub mod timing;
 
 pub const CA: &str = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
 
