@@ -1089,14 +1089,32 @@ fn a_stalled_directory_is_named_within_the_api_deadline() {
     }
 }
 
-/// Network namespaces of this test's own, removed when it ends.
-struct Netns(Vec<String>);
+/// Network namespaces of this test's own, removed when it ends, with the `/run/netns` mount
+/// that `ip netns add` makes if there was none before (the machine is shared with the next
+/// session and CI).
+struct Netns {
+    names: Vec<String>,
+    run_netns_was_mounted: bool,
+}
+
+fn run_netns_mounted() -> bool {
+    std::fs::read_to_string("/proc/self/mounts")
+        .unwrap_or_default()
+        .lines()
+        .any(|line| line.split_whitespace().nth(1) == Some("/run/netns"))
+}
 
 impl Drop for Netns {
     fn drop(&mut self) {
-        for name in &self.0 {
+        for name in &self.names {
             let _ = std::process::Command::new("ip")
                 .args(["netns", "delete", name])
+                .status();
+        }
+        let empty = std::fs::read_dir("/run/netns").is_ok_and(|mut d| d.next().is_none());
+        if !self.run_netns_was_mounted && empty && run_netns_mounted() {
+            let _ = std::process::Command::new("umount")
+                .arg("/run/netns")
                 .status();
         }
     }
@@ -1162,8 +1180,12 @@ fn the_apiserver_port_admits_the_admin_networks_and_refuses_other_sources() {
     }
     let tag = std::process::id();
     let (node, outside) = (format!("pgfw-node-{tag}"), format!("pgfw-net-{tag}"));
+    let run_netns_was_mounted = run_netns_mounted();
     ip(&["netns", "add", &node]);
-    let _namespaces = Netns(vec![node.clone(), outside.clone()]);
+    let namespaces = Netns {
+        names: vec![node.clone(), outside.clone()],
+        run_netns_was_mounted,
+    };
     ip(&["netns", "add", &outside]);
     ip(&[
         "-n", &node, "link", "add", "eth0", "type", "veth", "peer", "name", "eth0", "netns",
@@ -1247,5 +1269,10 @@ fn the_apiserver_port_admits_the_admin_networks_and_refuses_other_sources() {
         String::from_utf8_lossy(&tables.stdout).trim(),
         "table inet pangeo_apiserver",
         "one table of pangeod's own"
+    );
+    drop(namespaces);
+    assert!(
+        run_netns_was_mounted || !run_netns_mounted(),
+        "the /run/netns mount that ip netns made is gone"
     );
 }

@@ -100,32 +100,8 @@ pub(super) async fn run(kube: Kube, namespace: String, tracker: Tracker) {
     let charts = watcher::watcher(api, watcher::Config::default())
         .default_backoff()
         .map(|event| ("HelmChart", event.map(|e| drift_of(&tracker, &e))));
-    // The other kinds pangeod applies, found by its label.
-    let ours = || {
-        watcher::Config::default().labels(&format!(
-            "{}={}",
-            super::MANAGED_BY.0,
-            super::MANAGED_BY.1
-        ))
-    };
-    let classes = watcher::watcher(
-        kube::Api::<StorageClass>::all(kube.client().clone()),
-        ours(),
-    )
-    .default_backoff()
-    .map(|event| {
-        let drift = event.map(|e| other_drift(&tracker, "StorageClass", &e));
-        ("StorageClass", drift)
-    });
-    let configs = watcher::watcher(
-        kube::Api::<HelmChartConfig>::all(kube.client().clone()),
-        ours(),
-    )
-    .default_backoff()
-    .map(|event| {
-        let drift = event.map(|e| other_drift(&tracker, "HelmChartConfig", &e));
-        ("HelmChartConfig", drift)
-    });
+    let classes = labelled::<StorageClass>(&kube, &tracker, "StorageClass");
+    let configs = labelled::<HelmChartConfig>(&kube, &tracker, "HelmChartConfig");
     let stream =
         futures_util::stream::select(charts, futures_util::stream::select(classes, configs));
     let mut stream = std::pin::pin!(stream);
@@ -151,6 +127,31 @@ pub(super) async fn run(kube: Kube, namespace: String, tracker: Tracker) {
         wait_for_deletions(&kube, &namespace).await;
         apply_again(&kube, &tracker, &drift).await;
     }
+}
+
+/// A watch of the objects of kind `K` that carry pangeod's label (the other kinds it applies),
+/// as drift events.
+fn labelled<'a, K>(
+    kube: &Kube,
+    tracker: &'a Tracker,
+    kind: &'static str,
+) -> impl futures_util::Stream<Item = (&'static str, Result<Option<Drift>, watcher::Error>)> + 'a
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + 'static,
+{
+    let ours = watcher::Config::default().labels(&format!(
+        "{}={}",
+        super::MANAGED_BY.0,
+        super::MANAGED_BY.1
+    ));
+    watcher::watcher(kube::Api::<K>::all(kube.client().clone()), ours)
+        .default_backoff()
+        .map(move |event| (kind, event.map(|e| other_drift(tracker, kind, &e))))
 }
 
 /// Waits until no HelmChart in `namespace` is being deleted and no uninstall job runs, so that
