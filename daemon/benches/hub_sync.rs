@@ -293,16 +293,19 @@ fn removal(rt: &tokio::runtime::Runtime, work: &Path, ldap_dir: &str) -> Vec<Str
     rt.block_on(hub_sync.enforce(&config)).unwrap();
     let (_config_tx, config_rx) = tokio::sync::watch::channel(Some(config.clone()));
     let heartbeats = pangeod::systemd::Heartbeats::default();
+    let cancel = tokio_util::sync::CancellationToken::new();
     let directory_loop = rt.spawn(pangeod::directory::run_loop(
         sync.clone(),
         config_rx.clone(),
         heartbeats.clone(),
+        cancel.clone(),
     ));
-    let hub_loop = rt.spawn(
-        hub_sync
-            .clone()
-            .run_loop(config_rx, sync.status(), heartbeats),
-    );
+    let hub_loop = rt.spawn(hub_sync.clone().run_loop(
+        config_rx,
+        sync.status(),
+        heartbeats,
+        cancel.clone(),
+    ));
     // Let the content-sync search finish its refresh phase.
     std::thread::sleep(Duration::from_secs(3));
 

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::signal::unix::{SignalKind, signal};
+use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, AppState};
 use crate::boot::BootRunner;
@@ -163,14 +164,21 @@ pub async fn run(config_path: PathBuf) -> Result<(), DaemonError> {
             api_stopped,
         )));
     }
-    let runner = tokio::spawn(runner.run());
+    // Cancelled at the stop: every loop ends where it is (each run is idempotent and persisted).
+    let cancel = CancellationToken::new();
+    let runner = tokio::spawn(runner.run(cancel.clone()));
     let sync_loop = tokio::spawn(directory::run_loop(
         directory.clone(),
         boot.config.clone(),
         heartbeats.clone(),
+        cancel.clone(),
     ));
-    let hub_loop =
-        tokio::spawn(hub.run_loop(boot.config.clone(), directory.status(), heartbeats.clone()));
+    let hub_loop = tokio::spawn(hub.run_loop(
+        boot.config.clone(),
+        directory.status(),
+        heartbeats.clone(),
+        cancel.clone(),
+    ));
     heartbeats.beat(API_LOOP);
     let probe = tokio::spawn(probe_api(paths.api.socket.clone(), heartbeats.clone()));
     let watchdog = systemd::watchdog_interval().map(|interval| {
@@ -200,12 +208,16 @@ pub async fn run(config_path: PathBuf) -> Result<(), DaemonError> {
     if let Some(watchdog) = watchdog {
         watchdog.abort();
     }
-    // Steps are idempotent and persisted, so a step cut short resumes on the next start.
-    // abort() only asks; a task in the middle of a poll (on another worker) finishes that
-    // poll first, so wait for each to be gone before the last event is written.
+    // Steps are idempotent and persisted, so a step cut short resumes on the next start. A
+    // loop in the middle of a poll (on another worker) finishes that poll first, so wait for
+    // each to be gone before the last event is written.
+    cancel.cancel();
     for task in [runner, sync_loop, hub_loop] {
-        task.abort();
-        let _ = tokio::time::timeout(SHUTDOWN_BOUND, task).await;
+        let abort = task.abort_handle();
+        if tokio::time::timeout(SHUTDOWN_BOUND, task).await.is_err() {
+            tracing::warn!("a loop did not stop in time; aborting it");
+            abort.abort();
+        }
     }
     // A child k3s stops with pangeod; a k3s unit keeps running.
     if tokio::time::timeout(K3S_STOP_BOUND, k3s.shutdown())

@@ -10,6 +10,7 @@ pub mod components;
 pub mod config;
 pub mod daemon;
 pub mod directory;
+pub mod driver;
 pub mod hub;
 pub mod k3s;
 pub mod k8s;

@@ -69,7 +69,9 @@ pub fn router(app: AppState) -> Router {
     let router = router.route(
         "/v1/debug/hang",
         axum::routing::post(|| async {
-            crate::boot::HANG_BOOT_RUNNER.store(true, std::sync::atomic::Ordering::SeqCst);
+            *crate::driver::HANG
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) = Some(crate::boot::LOOP_NAME.to_string());
             "the boot runner will hang; the watchdog should restart pangeod"
         }),
     );

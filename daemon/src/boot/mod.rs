@@ -15,8 +15,10 @@ use std::time::Duration;
 
 use serde::Serialize;
 use tokio::sync::{Notify, watch};
+use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::driver::{Driver, Job, Outcome, Why};
 use crate::state::{State, StepRecord, now};
 use crate::systemd::{Heartbeats, Notifier};
 
@@ -223,6 +225,50 @@ pub struct BootRunner {
     reloads: Arc<ReloadRequests>,
     k3s: crate::k3s::K3sRuntime,
     components: crate::components::Tracker,
+    /// Whether the steps ran once in this process (the next timer run is a retry).
+    ran: bool,
+}
+
+/// The boot runner as a loop: the steps at once, then again on a reload (a wake) or when a
+/// failed step's retry is due (the timer).
+impl Job for BootRunner {
+    /// The actor of the reload.
+    type Wake = String;
+
+    async fn wake(&mut self) -> Option<String> {
+        // A `notify_one` that meets no waiter is kept as a permit, so a reload requested while
+        // the steps run is served right after them.
+        self.reloads.notify.notified().await;
+        Some(
+            self.reloads
+                .actor
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take()
+                .unwrap_or_else(|| "pangeod".into()),
+        )
+    }
+
+    async fn run(&mut self, why: Why<String>) -> Outcome {
+        let retry = match why {
+            Why::Timer => {
+                if self.ran {
+                    tracing::info!("retrying the failed boot step");
+                }
+                self.ran = true;
+                self.run_steps("pangeod", false).await
+            }
+            Why::Wake(actor) => {
+                self.ran = true;
+                self.notifier.reloading();
+                let retry = self.run_steps(&actor, true).await;
+                self.notifier.reloaded();
+                retry
+            }
+        };
+        // A failed step asks for its own retry time (the steps know why they failed).
+        Outcome::Done(retry)
+    }
 }
 
 /// The sooner of two retries; `None` is "never".
@@ -233,14 +279,6 @@ fn sooner(a: Option<Duration>, b: Option<Duration>) -> Option<Duration> {
     }
 }
 
-/// Test builds only (`--features fault-injection`): makes the boot runner stop beating, as a
-/// hung loop would, so that tests can watch systemd's watchdog restart the daemon.
-#[cfg(feature = "fault-injection")]
-pub static HANG_BOOT_RUNNER: std::sync::atomic::AtomicBool =
-    std::sync::atomic::AtomicBool::new(false);
-
-/// How often the runner beats while idle or while a step runs.
-const BEAT: Duration = Duration::from_secs(1);
 pub const LOOP_NAME: &str = "boot";
 
 impl BootRunner {
@@ -292,6 +330,7 @@ impl BootRunner {
                 reloads: reloads.clone(),
                 k3s,
                 components,
+                ran: false,
             },
             BootHandle {
                 status: status_rx,
@@ -301,44 +340,10 @@ impl BootRunner {
         ))
     }
 
-    /// Runs the steps, then serves reloads and retries until the task is aborted.
-    pub async fn run(mut self) {
-        let mut retry = self.run_steps("pangeod", false).await;
-        let mut beat = tokio::time::interval(BEAT);
-        loop {
-            let retry_sleep = async {
-                match retry {
-                    Some(after) => tokio::time::sleep(after).await,
-                    None => std::future::pending().await,
-                }
-            };
-            tokio::select! {
-                _ = beat.tick() => {
-                    #[cfg(feature = "fault-injection")]
-                    if HANG_BOOT_RUNNER.load(std::sync::atomic::Ordering::SeqCst) {
-                        tracing::warn!("fault injection: the boot runner hangs now");
-                        std::future::pending::<()>().await;
-                    }
-                    self.heartbeats.beat(LOOP_NAME);
-                }
-                () = retry_sleep => {
-                    tracing::info!("retrying the failed boot step");
-                    retry = self.run_steps("pangeod", false).await;
-                }
-                () = self.reloads.notify.notified() => {
-                    let actor = self
-                        .reloads
-                        .actor
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .take()
-                        .unwrap_or_else(|| "pangeod".into());
-                    self.notifier.reloading();
-                    retry = self.run_steps(&actor, true).await;
-                    self.notifier.reloaded();
-                }
-            }
-        }
+    /// Runs the steps, then serves reloads and retries until `cancel` is cancelled.
+    pub async fn run(self, cancel: CancellationToken) {
+        let driver = Driver::new(LOOP_NAME, self.heartbeats.clone(), cancel);
+        driver.drive(self).await;
     }
 
     /// Runs every step in order, stopping at the first failure. Returns when to retry.
@@ -365,19 +370,9 @@ impl BootRunner {
         for (index, step) in BOOT_STEPS.iter().enumerate() {
             ctx.progress.index = index;
             self.set_step(index, StepState::Running, "running".into(), 0.0, None, true);
-            let outcome = {
-                let future = steps::run(*step, &mut ctx);
-                tokio::pin!(future);
-                let mut beat = tokio::time::interval(BEAT);
-                loop {
-                    tokio::select! {
-                        outcome = &mut future => break outcome,
-                        // Beats only while the runner task is being polled: a step that blocks
-                        // the thread stops the beats, and the watchdog notices.
-                        _ = beat.tick() => self.heartbeats.beat(LOOP_NAME),
-                    }
-                }
-            };
+            // The driver beats while this is polled: a step that blocks the thread stops the
+            // beats, and the watchdog notices.
+            let outcome = steps::run(*step, &mut ctx).await;
             if let Some(revision) = ctx.revision {
                 self.status
                     .send_modify(|s| s.config_revision = Some(revision));

@@ -10,10 +10,13 @@ mod ldap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use backon::BackoffBuilder;
 use serde::Serialize;
 use tokio::sync::{Mutex, watch};
+use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::driver::{Driver, Job, Outcome, Why};
 use crate::state::{Member, State, StateError, SyncChanges, SyncRun, now};
 
 pub use ldap::{DirectoryClient, DirectoryUser, Snapshot, Tree, host_port, normalize_dn};
@@ -577,76 +580,112 @@ impl DirectorySync {
 pub const LOOP_NAME: &str = "directory-sync";
 
 /// Syncs every `freeipa.sync_interval_seconds`, and soon after the directory reports a change
-/// through content sync (RFC 4533 refreshAndPersist) where the server offers it. Beats while
-/// alive, even during a long sync, as long as the task is being polled.
+/// through content sync (RFC 4533 refreshAndPersist) where the server offers it, until `cancel`
+/// is cancelled. The boot step runs the first sync; the loop takes over after a minute.
 pub async fn run_loop(
     sync: DirectorySync,
-    mut config: watch::Receiver<Option<Arc<Config>>>,
+    config: watch::Receiver<Option<Arc<Config>>>,
     heartbeats: crate::systemd::Heartbeats,
+    cancel: CancellationToken,
 ) {
-    let changes = Arc::new(tokio::sync::Notify::new());
-    let mut watcher: Option<tokio::task::JoinHandle<()>> = None;
-    let mut beat = tokio::time::interval(Duration::from_secs(1));
-    // The boot step runs the first sync; the loop takes over after one interval.
-    let mut next = Instant::now() + Duration::from_secs(60);
-    let mut watched: Option<Arc<Config>> = None;
-    loop {
-        heartbeats.beat(LOOP_NAME);
-        let current = config.borrow().clone();
+    let job = SyncLoop {
+        sync,
+        config,
+        changes: Arc::new(tokio::sync::Notify::new()),
+        watcher: None,
+        watched: None,
+    };
+    Driver::new(LOOP_NAME, heartbeats, cancel)
+        .first_run_after(Duration::from_secs(60))
+        .drive(job)
+        .await;
+}
+
+struct SyncLoop {
+    sync: DirectorySync,
+    config: watch::Receiver<Option<Arc<Config>>>,
+    /// Woken by the content-sync watcher.
+    changes: Arc<tokio::sync::Notify>,
+    watcher: Option<tokio::task::JoinHandle<()>>,
+    /// The config the watcher follows.
+    watched: Option<Arc<Config>>,
+}
+
+impl SyncLoop {
+    /// Restarts the content-sync watcher when the config changed.
+    fn follow_config(&mut self) {
+        let current = self.config.borrow().clone();
         // Reloads replace the Arc even when nothing changed: compare the values.
-        if current.as_deref() != watched.as_deref() {
-            if let Some(old) = watcher.take() {
+        if current.as_deref() != self.watched.as_deref() {
+            if let Some(old) = self.watcher.take() {
                 old.abort();
             }
-            watched = current.clone();
-            watcher = current.map(|config| tokio::spawn(watch_directory(config, changes.clone())));
-        }
-        let wait = tokio::time::sleep_until(next.into());
-        tokio::select! {
-            _ = beat.tick() => continue,
-            () = wait => {}
-            () = changes.notified() => {
-                // Let a burst of related changes (a group and its members) land first.
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-            changed = config.changed() => if changed.is_err() { return } else { continue },
-        }
-        let Some(current) = config.borrow().clone() else {
-            next = Instant::now() + Duration::from_secs(5);
-            continue;
-        };
-        next =
-            Instant::now() + Duration::from_secs(u64::from(current.freeipa.sync_interval_seconds));
-        let run = sync.run(&current, "periodic", false);
-        tokio::pin!(run);
-        loop {
-            tokio::select! {
-                _ = &mut run => break,
-                _ = beat.tick() => heartbeats.beat(LOOP_NAME),
-            }
+            self.watched = current.clone();
+            self.watcher =
+                current.map(|config| tokio::spawn(watch_directory(config, self.changes.clone())));
         }
     }
 }
 
-/// Keeps a content-sync search open, reconnecting with backoff; each reported change wakes the
-/// sync loop. A server without content sync just leaves the periodic sync.
+impl Drop for SyncLoop {
+    fn drop(&mut self) {
+        if let Some(watcher) = self.watcher.take() {
+            watcher.abort();
+        }
+    }
+}
+
+impl Job for SyncLoop {
+    type Wake = ();
+
+    async fn wake(&mut self) -> Option<()> {
+        loop {
+            self.follow_config();
+            tokio::select! {
+                () = self.changes.notified() => {
+                    // Let a burst of related changes (a group and its members) land first.
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    return Some(());
+                }
+                changed = self.config.changed() => changed.ok()?,
+            }
+        }
+    }
+
+    async fn run(&mut self, _: Why<()>) -> Outcome {
+        let Some(current) = self.config.borrow().clone() else {
+            return Outcome::Done(Some(Duration::from_secs(5)));
+        };
+        // A failed sync is recorded and shown by the sync itself; the next one comes at the
+        // interval (the directory's outage keeps everyone, so there is nothing to hurry).
+        let _ = self.sync.run(&current, "periodic", false).await;
+        Outcome::Done(Some(Duration::from_secs(u64::from(
+            current.freeipa.sync_interval_seconds,
+        ))))
+    }
+}
+
+/// Keeps a content-sync search open, reconnecting with backoff (5 s to 5 min, reset after a
+/// search that lived a minute); each reported change wakes the sync loop. A server without
+/// content sync just leaves the periodic sync.
 pub async fn watch_directory(config: Arc<Config>, changes: Arc<tokio::sync::Notify>) {
     let tree = Tree::from_config(&config);
-    let mut backoff = Duration::from_secs(5);
+    let backoff = crate::driver::backoff(Duration::from_secs(5), Duration::from_secs(300));
+    let mut delays = backoff.build();
     loop {
         let started = Instant::now();
         let outcome = match DirectoryClient::connect(&config).await {
             Ok(client) => client.persist(&tree, || changes.notify_one()).await,
             Err(error) => Err(error),
         };
-        if let Err(error) = outcome {
-            tracing::info!(%error, retry_in = ?backoff, "directory change notifications unavailable; periodic sync continues");
-        }
         if started.elapsed() > Duration::from_secs(60) {
-            backoff = Duration::from_secs(5);
+            delays = backoff.build();
         }
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_secs(300));
+        let retry_in = delays.next().unwrap_or(Duration::from_secs(300));
+        if let Err(error) = outcome {
+            tracing::info!(%error, ?retry_in, "directory change notifications unavailable; periodic sync continues");
+        }
+        tokio::time::sleep(retry_in).await;
     }
 }
 

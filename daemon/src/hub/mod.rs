@@ -18,11 +18,13 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use tokio::sync::{Mutex, Notify, watch};
+use tokio_util::sync::CancellationToken;
 
 pub use client::{HubClient, HubError, HubToken, HubUser, ServerOutcome};
 pub use enforce::{EnforceReport, Plan, plan};
 
 use crate::config::Config;
+use crate::driver::{Driver, Job, Outcome, Why};
 use crate::state::State;
 
 /// The loop name the watchdog knows.
@@ -331,56 +333,53 @@ impl HubSync {
     }
 
     /// Runs after every directory sync, on a kick, every few minutes, and again with a backoff
-    /// while the hub is down. Beats while alive.
+    /// (2 s to 30 s) while the hub is down, until `cancel` is cancelled.
     pub async fn run_loop(
         self,
-        mut config: watch::Receiver<Option<Arc<Config>>>,
-        mut synced: watch::Receiver<crate::directory::SyncStatus>,
+        config: watch::Receiver<Option<Arc<Config>>>,
+        synced: watch::Receiver<crate::directory::SyncStatus>,
         heartbeats: crate::systemd::Heartbeats,
+        cancel: CancellationToken,
     ) {
-        let mut beat = tokio::time::interval(Duration::from_secs(1));
-        let mut backoff = Duration::from_secs(2);
-        let mut next = Instant::now();
-        loop {
-            heartbeats.beat(LOOP_NAME);
-            tokio::select! {
-                _ = beat.tick() => continue,
-                () = tokio::time::sleep_until(next.into()) => {}
-                () = self.kick.notified() => {}
-                changed = synced.changed() => if changed.is_err() { return },
-                changed = config.changed() => if changed.is_err() { return },
+        let job = HubLoop {
+            hub: self,
+            config,
+            synced,
+        };
+        Driver::new(LOOP_NAME, heartbeats, cancel).drive(job).await;
+    }
+}
+
+struct HubLoop {
+    hub: HubSync,
+    config: watch::Receiver<Option<Arc<Config>>>,
+    synced: watch::Receiver<crate::directory::SyncStatus>,
+}
+
+impl Job for HubLoop {
+    type Wake = ();
+
+    async fn wake(&mut self) -> Option<()> {
+        tokio::select! {
+            () = self.hub.kick.notified() => Some(()),
+            changed = self.synced.changed() => changed.ok(),
+            changed = self.config.changed() => changed.ok(),
+        }
+    }
+
+    async fn run(&mut self, _: Why<()>) -> Outcome {
+        let Some(current) = self.config.borrow().clone() else {
+            return Outcome::Done(Some(Duration::from_secs(5)));
+        };
+        match self.hub.enforce(&current).await {
+            // Changes the hub refused are tried again soon; the rest at the period.
+            Ok(report) if report.failed > 0 => Outcome::Done(Some(Duration::from_secs(10))),
+            Ok(_) => Outcome::Done(Some(PERIOD)),
+            Err(error @ HubError::NotInstalled(_)) => {
+                tracing::debug!(%error, "hub sync waits");
+                Outcome::Retry(None)
             }
-            let Some(current) = config.borrow().clone() else {
-                next = Instant::now() + Duration::from_secs(5);
-                continue;
-            };
-            let run = self.enforce(&current);
-            tokio::pin!(run);
-            let outcome = loop {
-                tokio::select! {
-                    outcome = &mut run => break outcome,
-                    _ = beat.tick() => heartbeats.beat(LOOP_NAME),
-                }
-            };
-            match outcome {
-                Ok(report) => {
-                    backoff = Duration::from_secs(2);
-                    next = Instant::now() + PERIOD;
-                    if report.failed > 0 {
-                        next = Instant::now() + Duration::from_secs(10);
-                    }
-                }
-                Err(error) => {
-                    match &error {
-                        HubError::NotInstalled(_) => tracing::debug!(%error, "hub sync waits"),
-                        _ => {
-                            tracing::warn!(%error, retry_in = ?backoff, "hub sync failed; nothing is lost, it is retried")
-                        }
-                    }
-                    next = Instant::now() + backoff;
-                    backoff = (backoff * 2).min(Duration::from_secs(30));
-                }
-            }
+            Err(error) => Outcome::Retry(Some(error.to_string())),
         }
     }
 }
