@@ -91,9 +91,15 @@ impl Driver {
         let mut beat = tokio::time::interval(BEAT);
         let mut next = Some(Instant::now() + self.first);
         let mut delays = self.backoff.build();
+        // No first delay: the first run starts in this very poll, not a timer tick later (the
+        // boot runner marks its steps running before a status request can see the restored
+        // ones).
+        let mut at_once = self.first.is_zero();
         loop {
             self.heartbeats.beat(self.name);
-            let why = {
+            let why = if std::mem::take(&mut at_once) {
+                Why::Timer
+            } else {
                 let wake = job.wake();
                 tokio::pin!(wake);
                 let timer = async {

@@ -27,6 +27,18 @@ impl Metrics {
                 "pangeod_http_requests_total{{method=\"{method}\",route=\"{route}\",status=\"{status}\"}} {count}"
             );
         }
+        drop(requests);
+        let _ = writeln!(
+            out,
+            "# HELP pangeod_kubernetes_requests_total Requests made of the Kubernetes API, by the admin API route whose handler made them, or background."
+        );
+        let _ = writeln!(out, "# TYPE pangeod_kubernetes_requests_total counter");
+        for (caller, count) in crate::k8s::count::request_counts() {
+            let _ = writeln!(
+                out,
+                "pangeod_kubernetes_requests_total{{caller=\"{caller}\"}} {count}"
+            );
+        }
     }
 }
 
@@ -36,7 +48,8 @@ pub async fn track(State(metrics): State<Arc<Metrics>>, request: Request, next: 
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
-    let response = next.run(request).await;
+    let caller = format!("{method} {route}");
+    let response = crate::k8s::count::as_caller(caller, next.run(request)).await;
     let key = (method, route, response.status().as_u16());
     *metrics
         .requests

@@ -119,8 +119,9 @@ pub struct Status {
     pub notebook_capacity: Option<crate::components::capacity::Capacity>,
     /// Why the capacity could not be read.
     pub notebook_capacity_error: Option<String>,
-    /// When `rollouts`, `notebook_capacity` and `k3s.process` were read (in the background,
-    /// at most 5 s before a status request sets off the next reading); null before the first.
+    /// When `k3s.process` was read (in the background, at most 5 s before a status request
+    /// sets off the next reading); null before the first. `rollouts` and `notebook_capacity`
+    /// are as current as the watches behind them.
     pub cluster_read_at: Option<String>,
     /// The TCP listener for the portal, when configured.
     pub api_listener: Option<TcpListenerInfo>,
@@ -215,7 +216,7 @@ async fn status(Extract(app): Extract<AppState>) -> Json<Status> {
     let config = app.boot.config.borrow().clone();
     let hub_url = config.as_ref().map(|c| c.hub_url());
     // The cluster and the k3s process as last read in the background: no request here.
-    let reading = app.cluster.current(&app.k3s, config);
+    let reading = app.cluster.current(&app.k3s, config.as_deref());
     let mut k3s = app.k3s.snapshot_without_process();
     k3s.process = reading.process.clone();
     let directory = app.directory.status().borrow().clone();
@@ -239,10 +240,10 @@ async fn status(Extract(app): Extract<AppState>) -> Json<Status> {
         health,
         directory,
         hub,
-        rollouts: reading.rollouts.clone(),
-        notebook_capacity: reading.capacity.clone(),
-        notebook_capacity_error: reading.capacity_error.clone(),
-        cluster_read_at: reading.read_at.clone(),
+        rollouts: reading.rollouts,
+        notebook_capacity: reading.capacity,
+        notebook_capacity_error: reading.capacity_error,
+        cluster_read_at: reading.read_at,
     })
 }
 

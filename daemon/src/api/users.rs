@@ -440,11 +440,15 @@ pub async fn confirm_sync(
 ) -> Result<Json<SyncReport>, Problem> {
     match app.directory.confirm().await {
         Ok(Some(report)) => {
-            let _ = app.state.record_event(
-                &actor.0,
-                "sync.confirmed",
-                serde_json::json!({ "run": report.run.id }),
-            );
+            let (state, run) = (app.state.clone(), report.run.id);
+            let _ = blocking(move || {
+                state.record_event(
+                    &actor.0,
+                    "sync.confirmed",
+                    serde_json::json!({ "run": run }),
+                )
+            })
+            .await;
             Ok(Json(report))
         }
         Ok(None) => Err(Problem::new(

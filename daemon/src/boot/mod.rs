@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::driver::{Driver, Job, Outcome, Why};
-use crate::state::{State, StepRecord, now};
+use crate::state::{State, StateCall, StepRecord, now};
 use crate::systemd::{Heartbeats, Notifier};
 
 /// A boot step, in the order the platform comes up.
@@ -311,7 +311,8 @@ impl BootRunner {
         let initial = BootStatus {
             phase: Phase::Booting,
             steps,
-            config_revision: None,
+            // Like the steps, the revision last in force shows until the config step runs.
+            config_revision: state.latest_config_revision()?.map(|r| r.id),
             reload_error: None,
         };
         let (status_tx, status_rx) = watch::channel(initial);
@@ -369,7 +370,8 @@ impl BootRunner {
         let mut deferred: Option<Option<Duration>> = None;
         for (index, step) in BOOT_STEPS.iter().enumerate() {
             ctx.progress.index = index;
-            self.set_step(index, StepState::Running, "running".into(), 0.0, None, true);
+            self.set_step(index, StepState::Running, "running".into(), 0.0, None, true)
+                .await;
             // The driver beats while this is polled: a step that blocks the thread stops the
             // beats, and the watchdog notices.
             let outcome = steps::run(*step, &mut ctx).await;
@@ -383,13 +385,15 @@ impl BootRunner {
                         self.status.send_modify(|s| s.reload_error = None);
                         self.config.send_replace(ctx.current.clone());
                     }
-                    self.set_step(index, StepState::Done, message, 1.0, None, false);
+                    self.set_step(index, StepState::Done, message, 1.0, None, false)
+                        .await;
                     if *step == LOCK_KEYS_AFTER {
-                        self.lock_unlocked_keys(actor);
+                        self.lock_unlocked_keys(actor).await;
                     }
                 }
                 Ok(steps::StepOutcome::Skipped(message)) => {
-                    self.set_step(index, StepState::Skipped, message, 1.0, None, false);
+                    self.set_step(index, StepState::Skipped, message, 1.0, None, false)
+                        .await;
                 }
                 Ok(steps::StepOutcome::ReloadRefused(error)) => {
                     // The previous config stays in force; the platform is not disturbed.
@@ -400,7 +404,8 @@ impl BootRunner {
                         actor,
                         "config.reload_refused",
                         serde_json::json!({ "error": message, "key": error.key }),
-                    );
+                    )
+                    .await;
                     tracing::warn!(error = %error.message, "config reload refused; keeping the config in force");
                     self.set_step(
                         index,
@@ -409,7 +414,8 @@ impl BootRunner {
                         1.0,
                         None,
                         false,
-                    );
+                    )
+                    .await;
                 }
                 Err(error) => {
                     tracing::error!(step = step.name(), error = %error.message, "boot step failed");
@@ -417,7 +423,7 @@ impl BootRunner {
                         "pangeod",
                         "boot.step_failed",
                         serde_json::json!({ "step": step.name(), "error": error.message, "key": error.key }),
-                    );
+                    ).await;
                     let retry = error.retry_after;
                     self.set_step(
                         index,
@@ -426,7 +432,8 @@ impl BootRunner {
                         0.0,
                         error.key,
                         false,
-                    );
+                    )
+                    .await;
                     if !step.blocks_later_steps() {
                         deferred = Some(sooner(deferred.flatten(), retry));
                         continue;
@@ -439,7 +446,8 @@ impl BootRunner {
                             0.0,
                             None,
                             false,
-                        );
+                        )
+                        .await;
                     }
                     self.status.send_modify(|s| s.phase = Phase::Failed);
                     self.notifier.status(&self.status.borrow().summary());
@@ -455,7 +463,7 @@ impl BootRunner {
         let first_ready = self.status.borrow().phase != Phase::Ready;
         self.status.send_modify(|s| s.phase = Phase::Ready);
         if first_ready {
-            self.on_ready(actor);
+            self.on_ready(actor).await;
         }
         self.notifier.status(&self.status.borrow().summary());
         None
@@ -463,11 +471,11 @@ impl BootRunner {
 
     /// Once the platform is built on them, the immutable keys are locked for good. A key not
     /// locked yet (one that a newer image made immutable) is locked at its current value.
-    fn lock_unlocked_keys(&self, actor: &str) {
+    async fn lock_unlocked_keys(&self, actor: &str) {
         let Some(config) = self.config.borrow().clone() else {
             return;
         };
-        match self.state.locked_keys() {
+        match self.state.call(|s| s.locked_keys()).await {
             Ok(locked) => {
                 let values: Vec<(String, String)> = config
                     .immutable_values()
@@ -477,7 +485,8 @@ impl BootRunner {
                 if values.is_empty() {
                     return;
                 }
-                match self.state.lock_keys(&values) {
+                let to_lock = values.clone();
+                match self.state.call(move |s| s.lock_keys(&to_lock)).await {
                     Ok(()) => {
                         let keys: serde_json::Map<_, _> = values
                             .into_iter()
@@ -487,7 +496,8 @@ impl BootRunner {
                             actor,
                             "config.keys_locked",
                             serde_json::json!({ "keys": keys }),
-                        );
+                        )
+                        .await;
                     }
                     Err(error) => tracing::error!(%error, "cannot lock the immutable keys"),
                 }
@@ -496,7 +506,7 @@ impl BootRunner {
         }
     }
 
-    fn on_ready(&self, actor: &str) {
+    async fn on_ready(&self, actor: &str) {
         let Some(config) = self.config.borrow().clone() else {
             return;
         };
@@ -504,11 +514,12 @@ impl BootRunner {
             actor,
             "boot.ready",
             serde_json::json!({ "hub_url": config.hub_url() }),
-        );
+        )
+        .await;
         tracing::info!(hub_url = %config.hub_url(), "all boot steps done");
     }
 
-    fn set_step(
+    async fn set_step(
         &self,
         index: usize,
         state: StepState,
@@ -543,18 +554,22 @@ impl BootRunner {
                 });
             }
         });
-        if let Some(record) = record
-            && let Err(error) = self.state.save_step(&record)
-        {
-            {
-                tracing::error!(%error, step = record.name, "cannot persist the boot step");
+        if let Some(record) = record {
+            let name = record.name.clone();
+            if let Err(error) = self.state.call(move |s| s.save_step(&record)).await {
+                tracing::error!(%error, step = name, "cannot persist the boot step");
             }
         }
         self.notifier.status(&self.status.borrow().summary());
     }
 
-    fn record_event(&self, actor: &str, action: &str, details: serde_json::Value) {
-        if let Err(error) = self.state.record_event(actor, action, details) {
+    async fn record_event(&self, actor: &str, action: &str, details: serde_json::Value) {
+        let (who, what) = (actor.to_string(), action.to_string());
+        let recorded = self
+            .state
+            .call(move |s| s.record_event(&who, &what, details))
+            .await;
+        if let Err(error) = recorded {
             tracing::error!(%error, action, "cannot record the event");
         }
     }

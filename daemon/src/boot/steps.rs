@@ -5,14 +5,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::{Config, ConfigError, Layer, LdapTls};
-use crate::state::State;
+use crate::state::{State, StateCall};
 
 use super::{Step, StepError, credentials, preflight};
 
 pub(super) struct StepContext<'a> {
     pub config_path: &'a Path,
     pub directory: &'a crate::directory::DirectorySync,
-    pub state: &'a State,
+    pub state: &'a Arc<State>,
     /// The config in force; the config step replaces it when a new one passes validation.
     pub current: Option<Arc<Config>>,
     pub actor: &'a str,
@@ -94,7 +94,10 @@ async fn components(ctx: &mut StepContext<'_>) -> Result<StepOutcome, StepError>
         },
         message: error.to_string(),
     };
-    let secrets = components::secrets(ctx.state)
+    let secrets = ctx
+        .state
+        .call(components::secrets)
+        .await
         .map_err(ComponentsError::from)
         .map_err(fail)?;
     let directory = components::directory_material(&config).map_err(fail)?;
@@ -102,12 +105,18 @@ async fn components(ctx: &mut StepContext<'_>) -> Result<StepOutcome, StepError>
         .report("rendering and validating the charts", 0.2);
     let mut rendered = components::render(&config, &secrets, &directory);
     if rendered.tls_mode == components::ingress::TlsMode::LocalCa {
-        let tls =
-            components::ingress::local_tls(ctx.state, &config.domain()).map_err(|e| StepError {
-                message: e.to_string(),
-                key: None,
-                retry_after: Some(Duration::from_secs(30)),
-            })?;
+        // Key generation and SQLite: off the async threads.
+        let (state, domain) = (ctx.state.clone(), config.domain());
+        let tls = tokio::task::spawn_blocking(move || {
+            components::ingress::local_tls(&state, &domain).map_err(|e| e.to_string())
+        })
+        .await
+        .unwrap_or_else(|e| Err(e.to_string()))
+        .map_err(|message| StepError {
+            message,
+            key: None,
+            retry_after: Some(Duration::from_secs(30)),
+        })?;
         rendered.local_tls = Some(tls);
     }
     for chart in &rendered.charts {
@@ -143,24 +152,12 @@ async fn components(ctx: &mut StepContext<'_>) -> Result<StepOutcome, StepError>
             {
                 Ok(expanded) => {
                     for e in expanded {
-                        if let Err(error) = ctx.state.record_event(
-                            ctx.actor,
-                            "storage.expanded",
-                            serde_json::json!(e),
-                        ) {
-                            tracing::error!(%error, "cannot record the event");
-                        }
+                        record(ctx, "storage.expanded", serde_json::json!(e)).await;
                     }
                 }
                 Err(error) => return Err(fail(error)),
             }
-            if let Err(error) = ctx.state.record_event(
-                ctx.actor,
-                "components.applied",
-                serde_json::json!({ "objects": report.objects, "charts": report.charts, "revision": ctx.revision }),
-            ) {
-                tracing::error!(%error, "cannot record the event");
-            }
+            record(ctx, "components.applied", serde_json::json!({ "objects": report.objects, "charts": report.charts, "revision": ctx.revision })).await;
             Ok(StepOutcome::Done(format!(
                 "{} objects applied; {}",
                 report.objects,
@@ -181,13 +178,12 @@ async fn components(ctx: &mut StepContext<'_>) -> Result<StepOutcome, StepError>
             for name in at_fault {
                 ctx.components.set(name, None, "failed", message.clone());
             }
-            if let Err(e) = ctx.state.record_event(
-                ctx.actor,
+            record(
+                ctx,
                 "components.failed",
                 serde_json::json!({ "error": message }),
-            ) {
-                tracing::error!(error = %e, "cannot record the event");
-            }
+            )
+            .await;
             Err(fail(error))
         }
     }
@@ -262,11 +258,7 @@ async fn storage(ctx: &mut StepContext<'_>) -> Result<StepOutcome, StepError> {
             message: error.to_string(),
         })?;
     if group.created {
-        let _ = ctx.state.record_event(
-            ctx.actor,
-            "storage.created",
-            serde_json::json!({ "volume_group": group.name, "physical_volume": group.physical_volume, "size_bytes": group.size_bytes }),
-        );
+        record(ctx, "storage.created", serde_json::json!({ "volume_group": group.name, "physical_volume": group.physical_volume, "size_bytes": group.size_bytes })).await;
     }
     Ok(StepOutcome::Done(format!(
         "volume group {} on {}: {} GiB, {} GiB free{}",
@@ -305,8 +297,11 @@ async fn config(ctx: &mut StepContext<'_>) -> Result<StepOutcome, StepError> {
     // Compare-and-set with the PATCHes (see `State::save_config_revision`): a conflict means
     // a PATCH got in between, and the files are loaded again on top of its revision.
     for _ in 0..CAS_ATTEMPTS {
-        let latest = ctx.state.latest_config_revision().map_err(state_error)?;
-        let locked = ctx.state.locked_keys().map_err(state_error)?;
+        let (latest, locked) = ctx
+            .state
+            .call(|s| Ok((s.latest_config_revision()?, s.locked_keys()?)))
+            .await
+            .map_err(state_error)?;
         let loaded = load(ctx.config_path, latest.as_ref(), &locked);
         let config = match loaded {
             Ok(config) => config,
@@ -370,14 +365,21 @@ async fn config(ctx: &mut StepContext<'_>) -> Result<StepOutcome, StepError> {
                 } else {
                     "files"
                 };
-                match ctx.state.save_config_revision(
-                    expected,
-                    ctx.actor,
-                    source,
-                    &overlay,
-                    &effective,
-                    &serde_json::Value::Null,
-                ) {
+                let actor = ctx.actor.to_string();
+                let saved = ctx
+                    .state
+                    .call(move |s| {
+                        s.save_config_revision(
+                            expected,
+                            &actor,
+                            source,
+                            &overlay,
+                            &effective,
+                            &serde_json::Value::Null,
+                        )
+                    })
+                    .await;
+                match saved {
                     Ok(id) => id,
                     // A PATCH stored a revision since `latest` was read: load again on top of it.
                     Err(crate::state::StateError::RevisionConflict { .. }) => continue,
@@ -914,4 +916,17 @@ fn patch_config(
         config: effective,
         overlay,
     })
+}
+
+/// Records an event of the step's actor, off the async threads; a failure is logged (the step's
+/// work stands).
+async fn record(ctx: &StepContext<'_>, action: &'static str, details: serde_json::Value) {
+    let actor = ctx.actor.to_string();
+    let recorded = ctx
+        .state
+        .call(move |s| s.record_event(&actor, action, details))
+        .await;
+    if let Err(error) = recorded {
+        tracing::error!(%error, action, "cannot record the event");
+    }
 }

@@ -3,11 +3,10 @@
 //! the limit), after what the pods already on the node request.
 
 use k8s_openapi::api::core::v1::{Node, Pod};
-use kube::api::ListParams;
 use serde::Serialize;
 
 use crate::config::Config;
-use crate::k8s::{Kube, KubeError};
+use std::sync::Arc;
 
 /// What status shows.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
@@ -91,14 +90,10 @@ fn requests_of(pod: &Pod) -> (u64, u64) {
     (cpu.max(init_cpu), memory.max(init_memory))
 }
 
-/// Reads the node and its pods.
-pub async fn capacity(kube: &Kube, config: &Config) -> Result<Capacity, KubeError> {
-    let node_name = crate::k3s::node_name(config);
-    let nodes: kube::Api<Node> = kube::Api::all(kube.client().clone());
-    let node = nodes
-        .get(&node_name)
-        .await
-        .map_err(|e| KubeError::from_kube(e, "get", &format!("Node {node_name}")))?;
+/// How many more servers fit on `node`, after the requests of its pods that have not finished
+/// (`pods` may hold other nodes' pods: they are left out).
+pub fn capacity(node: &Node, pods: &[Arc<Pod>], config: &Config) -> Capacity {
+    let node_name = node.metadata.name.clone().unwrap_or_default();
     let allocatable = node
         .status
         .as_ref()
@@ -112,19 +107,17 @@ pub async fn capacity(kube: &Kube, config: &Config) -> Result<Capacity, KubeErro
             )
         })
         .unwrap_or((0, 0));
-    let pods: kube::Api<Pod> = kube::Api::all(kube.client().clone());
-    let list = pods
-        .list(&ListParams::default().fields(&format!(
-            "spec.nodeName={node_name},status.phase!=Succeeded,status.phase!=Failed"
-        )))
-        .await
-        .map_err(|e| KubeError::from_kube(e, "list", &format!("Pods on node {node_name}")))?;
-    let requested = list
-        .items
+    let requested = pods
         .iter()
-        .map(requests_of)
+        .filter(|pod| {
+            let on_node =
+                pod.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(node_name.as_str());
+            let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+            on_node && !matches!(phase, Some("Succeeded" | "Failed"))
+        })
+        .map(|pod| requests_of(pod))
         .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
-    Ok(fit(&node_name, allocatable, requested, per_server(config)))
+    fit(&node_name, allocatable, requested, per_server(config))
 }
 
 /// What one notebook server is guaranteed: (millicpu, bytes). The chart gets `notebook.ram_gb`
@@ -171,5 +164,45 @@ mod tests {
         assert_eq!((c.servers_that_fit, c.limited_by.as_str()), (2, "memory"));
         let c = fit("n", (1000, gb), (2000, 2 * gb), (1000, gb));
         assert_eq!(c.servers_that_fit, 0, "an overcommitted node fits none");
+    }
+
+    #[test]
+    fn only_unfinished_pods_on_the_node_count() {
+        let node: Node = serde_json::from_value(serde_json::json!({
+            "metadata": { "name": "n1" },
+            "status": { "allocatable": { "cpu": "4", "memory": "8Gi" } },
+        }))
+        .unwrap();
+        let pod = |name: &str, node: &str, phase: &str, cpu: &str| {
+            Arc::new(
+                serde_json::from_value::<Pod>(serde_json::json!({
+                    "metadata": { "name": name },
+                    "spec": { "nodeName": node, "containers": [
+                        { "name": "c", "resources": { "requests": { "cpu": cpu, "memory": "1Gi" } } }
+                    ] },
+                    "status": { "phase": phase },
+                }))
+                .unwrap(),
+            )
+        };
+        let pods = [
+            pod("running", "n1", "Running", "1"),
+            pod("pending", "n1", "Pending", "500m"),
+            pod("done", "n1", "Succeeded", "2"),
+            pod("failed", "n1", "Failed", "2"),
+            pod("elsewhere", "n2", "Running", "2"),
+        ];
+        let c = fit("n1", (4000, 8 << 30), (1500, 2 << 30), (1000, 1 << 30));
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("pw"), "x").unwrap();
+        std::fs::write(dir.path().join("ca.pem"), "-----BEGIN CERTIFICATE-----\n").unwrap();
+        let text = "[cluster]\nname = \"demo\"\nexternal_ip = \"192.0.2.10\"\n[notebook]\ncpus = 1\nram_gb = 1\n[freeipa]\nserver = \"ipa.example.test\"\nbase_dn = \"dc=example,dc=test\"\nbind_dn = \"uid=pangeod,dc=example,dc=test\"\npassword_file = \"pw\"\nca_file = \"ca.pem\"\n";
+        let layer =
+            crate::config::Layer::from_str("test.toml", Some(dir.path().to_path_buf()), text)
+                .unwrap();
+        let config = Config::from_layers(&[layer], &Default::default()).unwrap();
+        let got = capacity(&node, &pods, &config);
+        assert_eq!(got, c);
+        assert_eq!((got.requested_millicpu, got.servers_that_fit), (1500, 2));
     }
 }

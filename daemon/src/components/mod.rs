@@ -3,6 +3,7 @@
 //! generated secrets. Rendering is pure ([`render`]); [`reconcile`] validates every chart's
 //! values against its upstream schema first and applies nothing when one fails.
 
+pub mod cache;
 pub mod capacity;
 mod drift;
 pub mod homes;

@@ -6,7 +6,7 @@ use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use kube::ResourceExt;
 use serde::Serialize;
 
-use crate::k8s::{Kube, KubeError};
+use std::sync::Arc;
 
 const RELEASE_ANNOTATION: &str = "meta.helm.sh/release-name";
 
@@ -90,56 +90,39 @@ fn of_release<K: kube::Resource>(object: &K, release: &str) -> bool {
 }
 
 /// The rollout of each release in `namespace`, in the order given.
-pub async fn rollouts(
-    kube: &Kube,
-    namespace: &str,
+/// Each release's workloads and whether every one is rolled out, from the platform
+/// namespace's objects (the status reflectors' stores).
+pub fn rollouts(
+    deployments: &[Arc<Deployment>],
+    stateful_sets: &[Arc<StatefulSet>],
+    daemon_sets: &[Arc<DaemonSet>],
     releases: &[&str],
-) -> Result<Vec<(String, Rollout)>, KubeError> {
-    let client = kube.client().clone();
-    let list = |kind: &'static str| {
-        move |e| KubeError::from_kube(e, "list", &format!("{kind} {namespace}/*"))
-    };
-    let params = kube::api::ListParams::default();
-    let deployments = kube::Api::<Deployment>::namespaced(client.clone(), namespace)
-        .list(&params)
-        .await
-        .map_err(list("Deployment"))?;
-    let stateful_sets = kube::Api::<StatefulSet>::namespaced(client.clone(), namespace)
-        .list(&params)
-        .await
-        .map_err(list("StatefulSet"))?;
-    let daemon_sets = kube::Api::<DaemonSet>::namespaced(client, namespace)
-        .list(&params)
-        .await
-        .map_err(list("DaemonSet"))?;
-    Ok(releases
+) -> Vec<(String, Rollout)> {
+    releases
         .iter()
         .map(|release| {
             let mut workloads: Vec<Workload> = deployments
-                .items
                 .iter()
-                .filter(|o| of_release(*o, release))
-                .map(deployment)
+                .filter(|o| of_release(o.as_ref(), release))
+                .map(|o| deployment(o))
                 .chain(
                     stateful_sets
-                        .items
                         .iter()
-                        .filter(|o| of_release(*o, release))
-                        .map(stateful_set),
+                        .filter(|o| of_release(o.as_ref(), release))
+                        .map(|o| stateful_set(o)),
                 )
                 .chain(
                     daemon_sets
-                        .items
                         .iter()
-                        .filter(|o| of_release(*o, release))
-                        .map(daemon_set),
+                        .filter(|o| of_release(o.as_ref(), release))
+                        .map(|o| daemon_set(o)),
                 )
                 .collect();
             workloads.sort_by(|a, b| (&a.kind, &a.name).cmp(&(&b.kind, &b.name)));
             let ready = !workloads.is_empty() && workloads.iter().all(|w| w.rolled_out);
             (release.to_string(), Rollout { ready, workloads })
         })
-        .collect())
+        .collect()
 }
 
 #[cfg(test)]

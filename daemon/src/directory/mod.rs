@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::driver::{Driver, Job, Outcome, Why};
-use crate::state::{Member, State, StateError, SyncChanges, SyncRun, now};
+use crate::state::{Member, State, StateCall, StateError, SyncChanges, SyncRun, now};
 
 pub use ldap::{DirectoryClient, DirectoryUser, Snapshot, Tree, host_port, normalize_dn};
 
@@ -227,7 +227,7 @@ pub struct PendingSync {
     /// Active users missing from the result, who keep their access until it is confirmed.
     pub would_remove: usize,
     #[serde(skip)]
-    members: Vec<Member>,
+    members: Arc<Vec<Member>>,
 }
 
 /// What of a sync result waits for an admin.
@@ -318,6 +318,10 @@ impl DirectorySync {
         )
         .await
         .unwrap_or(Err(DirectoryError::Overall(SYNC_TIMEOUT)));
+        let active_users = self
+            .state
+            .call(|s| s.count_users(crate::state::UserState::Active))
+            .await;
         match &outcome {
             Ok(report) => {
                 self.status.send_modify(|s| {
@@ -327,10 +331,7 @@ impl DirectorySync {
                         s.last_success_at = Some(report.run.started_at.clone());
                     }
                     s.pending = engine.pending.clone();
-                    s.active_users = self
-                        .state
-                        .count_users(crate::state::UserState::Active)
-                        .unwrap_or(s.active_users);
+                    s.active_users = active_users.as_ref().copied().unwrap_or(s.active_users);
                 });
             }
             Err(error) => {
@@ -348,7 +349,12 @@ impl DirectorySync {
                     reenabled: 0,
                     error: Some(error.to_string()),
                 };
-                let id = self.state.record_sync_run(&run).unwrap_or(0);
+                let record = run.clone();
+                let id = self
+                    .state
+                    .call(move |s| s.record_sync_run(&record))
+                    .await
+                    .unwrap_or(0);
                 tracing::warn!(%error, "directory sync failed; the user table is unchanged");
                 self.status.send_modify(|s| {
                     s.last_run = Some(SyncRun { id, ..run });
@@ -399,9 +405,13 @@ impl DirectorySync {
             if !client.changed_since(&tree, usn).await? {
                 engine.runs_since_full += 1;
                 engine.client = Some((client_key, client));
-                let members = self.state.count_users(crate::state::UserState::Active)?;
+                let members = self
+                    .state
+                    .call(|s| s.count_users(crate::state::UserState::Active))
+                    .await?;
                 let run = self.finish_run(started_at, started, trigger, "unchanged", members);
-                let id = self.state.record_sync_run(&run)?;
+                let record = run.clone();
+                let id = self.state.call(move |s| s.record_sync_run(&record)).await?;
                 return Ok(SyncReport {
                     run: SyncRun { id, ..run },
                     changes: SyncChanges::default(),
@@ -419,15 +429,19 @@ impl DirectorySync {
         if snapshot.admins_group_missing {
             tracing::info!(group = %tree.admins_group, "the admins group does not exist; admins come from the config and the API only");
         }
-        let api_admins = self.state.api_admins()?;
+        let api_admins = self.state.call(|s| s.api_admins()).await?;
         let (members, skipped) = members_from(&snapshot, config, &api_admins);
-        self.note_skipped(skipped);
+        let members = Arc::new(members);
+        self.note_skipped(skipped).await;
         let active_after = members.iter().filter(|m| !m.disabled).count() as i64;
         let crate::state::MemberDiff {
             changes: _,
             active_before,
             active_missing,
-        } = self.state.diff_members(&members)?;
+        } = {
+            let members = members.clone();
+            self.state.call(move |s| s.diff_members(&members)).await?
+        };
         if active_before > 0 && active_after * 2 < active_before && active_missing > 0 {
             // Only the removals by absence wait: a directory that answers with half its members
             // missing may be wrong, but what it says of the members it does return (disabled,
@@ -438,12 +452,20 @@ impl DirectorySync {
                 would_remove = active_missing,
                 "directory sync held: its removals would drop more than half the users; they wait for POST /v1/sync/confirm, the rest is applied"
             );
-            let _ = self.state.record_event(
-                "directory-sync",
-                "sync.held",
-                serde_json::json!({ "active_before": active_before, "active_after": active_after, "would_remove": active_missing }),
-            );
-            let report = self.apply(started_at, started, trigger, &members, Hold::Removals)?;
+            let details = serde_json::json!({ "active_before": active_before, "active_after": active_after, "would_remove": active_missing });
+            let _ = self
+                .state
+                .call(move |s| s.record_event("directory-sync", "sync.held", details))
+                .await;
+            let report = self
+                .apply(
+                    started_at,
+                    started,
+                    trigger,
+                    members.clone(),
+                    Hold::Removals,
+                )
+                .await?;
             engine.pending = Some(PendingSync {
                 found_at: started_at.to_string(),
                 active_before,
@@ -454,7 +476,9 @@ impl DirectorySync {
             return Ok(report);
         }
         engine.pending = None;
-        let report = self.apply(started_at, started, trigger, &members, Hold::Nothing)?;
+        let report = self
+            .apply(started_at, started, trigger, members, Hold::Nothing)
+            .await?;
         engine.usn = snapshot.usn.map(|usn| (tree_key, usn));
         engine.runs_since_full = 0;
         Ok(report)
@@ -468,13 +492,15 @@ impl DirectorySync {
         };
         let started = Instant::now();
         let started_at = now();
-        let report = self.apply(
-            &started_at,
-            started,
-            "confirm",
-            &pending.members,
-            Hold::Nothing,
-        )?;
+        let report = self
+            .apply(
+                &started_at,
+                started,
+                "confirm",
+                pending.members.clone(),
+                Hold::Nothing,
+            )
+            .await?;
         engine.usn = None;
         self.status.send_modify(|s| {
             s.pending = None;
@@ -484,24 +510,32 @@ impl DirectorySync {
         Ok(Some(report))
     }
 
-    fn apply(
+    async fn apply(
         &self,
         started_at: &str,
         started: Instant,
         trigger: &str,
-        members: &[Member],
+        members: Arc<Vec<Member>>,
         hold: Hold,
     ) -> Result<SyncReport, DirectoryError> {
         let active = members.iter().filter(|m| !m.disabled).count() as i64;
         let (run, (changes, id)) = match hold {
             Hold::Nothing => {
                 let run = self.finish_run(started_at, started, trigger, "applied", active);
-                let applied = self.state.apply_members(members, &run)?;
+                let record = run.clone();
+                let applied = self
+                    .state
+                    .call(move |s| s.apply_members(&members, &record))
+                    .await?;
                 (run, applied)
             }
             Hold::Removals => {
                 let run = self.finish_run(started_at, started, trigger, "held", active);
-                let applied = self.state.apply_members_keeping_missing(members, &run)?;
+                let record = run.clone();
+                let applied = self
+                    .state
+                    .call(move |s| s.apply_members_keeping_missing(&members, &record))
+                    .await?;
                 (run, applied)
             }
         };
@@ -529,11 +563,11 @@ impl DirectorySync {
 
     /// Publishes the entries the read did not admit; each newly skipped one is logged and
     /// recorded once (not at every run).
-    fn note_skipped(&self, skipped: Vec<SkippedEntry>) {
+    async fn note_skipped(&self, skipped: Vec<SkippedEntry>) {
         let before = self.status.borrow().skipped.clone();
         let new: Vec<&SkippedEntry> = skipped.iter().filter(|s| !before.contains(s)).collect();
         if !new.is_empty() {
-            let events: Vec<(&str, serde_json::Value)> = new
+            let events: Vec<(&'static str, serde_json::Value)> = new
                 .iter()
                 .map(|entry| {
                     tracing::warn!(uid = %entry.uid.escape_debug(), reason = %entry.reason, "a directory member is not admitted: no hub can hold this user name; rename the user in FreeIPA");
@@ -543,7 +577,11 @@ impl DirectorySync {
                     )
                 })
                 .collect();
-            if let Err(error) = self.state.record_events("directory-sync", &events) {
+            let recorded = self
+                .state
+                .call(move |s| s.record_events("directory-sync", &events))
+                .await;
+            if let Err(error) = recorded {
                 tracing::error!(%error, "cannot record the skipped directory entries");
             }
         }

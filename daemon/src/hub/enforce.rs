@@ -392,11 +392,8 @@ where
     T: Send + 'static,
     F: FnOnce(&State) -> Result<T, StateError> + Send + 'static,
 {
-    let state = state.clone();
-    match tokio::task::spawn_blocking(move || call(&state)).await {
-        Ok(outcome) => outcome.map_err(|e| e.to_string()),
-        Err(error) => Err(format!("the state task failed: {error}")),
-    }
+    use crate::state::StateCall;
+    state.call(call).await.map_err(|e| e.to_string())
 }
 
 /// Writes down the changes about to be made. A change that cannot be written down is not

@@ -25,7 +25,7 @@ pub use enforce::{EnforceReport, Plan, plan};
 
 use crate::config::Config;
 use crate::driver::{Driver, Job, Outcome, Why};
-use crate::state::State;
+use crate::state::{State, StateCall};
 
 /// The loop name the watchdog knows.
 pub const LOOP_NAME: &str = "hub-sync";
@@ -209,7 +209,9 @@ impl HubSync {
                     ))
                 })?,
             None => {
-                crate::components::secrets(&self.state)
+                self.state
+                    .call(crate::components::secrets)
+                    .await
                     .map_err(|e| HubError::Config(e.to_string()))?
                     .appliance_token
             }
@@ -277,7 +279,11 @@ impl HubSync {
                         )
                     })
                     .collect();
-                if let Err(error) = self.state.record_events("hub-sync", &events) {
+                let recorded = self
+                    .state
+                    .call(move |s| s.record_events("hub-sync", &events))
+                    .await;
+                if let Err(error) = recorded {
                     tracing::error!(%error, "cannot record the stopped Dask clusters");
                 }
             }

@@ -2,6 +2,7 @@
 //! manager, waits by watch (never by sleep-polling an object), and API errors that name the
 //! resource.
 
+pub mod count;
 mod error;
 mod helmchart;
 
@@ -154,7 +155,10 @@ impl Kube {
                 .await
                 .map_err(|e| fail(e.to_string()))?;
         config.connect_timeout = Some(Duration::from_secs(5));
-        let client = Client::try_from(config).map_err(|e| fail(e.to_string()))?;
+        let client = kube::client::ClientBuilder::try_from(config)
+            .map_err(|e| fail(e.to_string()))?
+            .with_layer(&count::CountLayer)
+            .build();
         Ok(Self { client })
     }
 

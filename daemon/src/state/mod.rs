@@ -77,6 +77,8 @@ pub enum StateError {
     },
     #[error("the system's random source failed while generating the secret {what}")]
     Random { what: String },
+    #[error("state database: the blocking task ended without an answer: {0}")]
+    Task(String),
     #[error("state database: cannot encode {what}: {source}")]
     Encode {
         what: &'static str,
@@ -202,6 +204,30 @@ fn create_private(path: &Path) -> std::io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The async code's way in: every call runs on tokio's blocking pool, so a slow disk (each write
+/// is fsynced) or a long transaction (a sync of 20,000 members) never holds an async worker. The
+/// calls still go one at a time through the connection's mutex, in the order they were made by
+/// one task.
+pub trait StateCall {
+    fn call<T, F>(&self, f: F) -> impl std::future::Future<Output = Result<T, StateError>> + Send
+    where
+        F: FnOnce(&State) -> Result<T, StateError> + Send + 'static,
+        T: Send + 'static;
+}
+
+impl StateCall for std::sync::Arc<State> {
+    async fn call<T, F>(&self, f: F) -> Result<T, StateError>
+    where
+        F: FnOnce(&State) -> Result<T, StateError> + Send + 'static,
+        T: Send + 'static,
+    {
+        let state = self.clone();
+        tokio::task::spawn_blocking(move || f(&state))
+            .await
+            .map_err(|e| StateError::Task(e.to_string()))?
+    }
 }
 
 impl State {

@@ -292,6 +292,11 @@ mode = "off"
         self.request(Method::GET, path, &[], None).json().unwrap()
     }
 
+    pub fn get_text(&self, path: &str) -> String {
+        let response = self.request(Method::GET, path, &[], None);
+        String::from_utf8_lossy(&response.body).into_owned()
+    }
+
     /// Polls `/v1/status` until `check` holds.
     pub fn wait_status(
         &self,
