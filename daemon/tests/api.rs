@@ -492,9 +492,7 @@ fn the_openapi_document_is_served_and_matches_the_committed_one() {
         }
     }
     documented.sort();
-    let mut updatable: Vec<String> = pangeod::config::UPDATABLE_KEYS
-        .iter()
-        .chain(pangeod::config::WRITE_ONLY_KEYS)
+    let mut updatable: Vec<String> = pangeod::config::settings::api_keys()
         .map(|k| k.to_string())
         .collect();
     updatable.sort();
