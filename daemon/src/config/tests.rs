@@ -282,7 +282,7 @@ fn the_declared_patterns_are_the_config_rules() {
             .build(&schema)
             .unwrap()
     };
-    let dn = validator(serde_json::to_value(crate::api::dn_schema()).unwrap());
+    let dn = validator(serde_json::to_value(crate::api::dn_schema().build()).unwrap());
     let server = validator(serde_json::to_value(crate::api::server_schema()).unwrap());
     let same = |text: &str| {
         let value = serde_json::Value::from(text);
