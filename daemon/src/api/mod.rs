@@ -9,7 +9,7 @@ mod patch_schema;
 mod problem;
 mod routes;
 #[cfg(test)]
-pub(crate) use patch_schema::{dn_schema, server_schema};
+pub(crate) use patch_schema::{dn_schema, server_schema, user_name_schema};
 mod users;
 mod view;
 

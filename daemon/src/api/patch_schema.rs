@@ -16,10 +16,6 @@ use crate::config::settings::{self, Kind, Setting};
 /// The body of `PATCH /v1/config`: the keys the API takes.
 pub struct ConfigPatch;
 
-/// The user names `hub.admin_users` takes (the config's rule, declared so that the schema and
-/// the server agree).
-const USER_NAME_PATTERN: &str = r"^[a-zA-Z0-9_.][a-zA-Z0-9_.-]*$";
-
 /// `freeipa.password`: what `boot/credentials.rs: check_password` takes.
 const PASSWORD_PATTERN: &str = r"^[^\u0000-\u001f\u007f-\u009f]+$";
 
@@ -135,14 +131,7 @@ pub(crate) fn key_schema(setting: &Setting) -> Schema {
             }
             schema
         }
-        Kind::UserNames => nullable_array(
-            setting.doc,
-            ObjectBuilder::new()
-                .schema_type(Type::String)
-                .pattern(Some(USER_NAME_PATTERN))
-                .min_length(Some(1))
-                .max_length(Some(255)),
-        ),
+        Kind::UserNames => nullable_array(setting.doc, user_name_schema()),
         Kind::Cidrs => nullable_array(setting.doc, ObjectBuilder::new().schema_type(Type::String)),
         Kind::Secret => string()
             .min_length(Some(1))
@@ -157,6 +146,15 @@ pub(crate) fn key_schema(setting: &Setting) -> Schema {
         | Kind::SocketAddress
         | Kind::Url => string().into(),
     }
+}
+
+/// A user name of `hub.admin_users`: the config's rule (`config::rules::is_username`).
+pub(crate) fn user_name_schema() -> ObjectBuilder {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .pattern(Some(crate::config::USER_NAME_PATTERN))
+        .min_length(Some(1))
+        .max_length(Some(255))
 }
 
 /// `freeipa.base_dn` and `bind_dn`: the config's DN rule (`config::rules::check_dn`) as a

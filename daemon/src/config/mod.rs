@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 
 pub use bootstrap::{Bootstrap, bootstrap};
 pub use layers::{Layer, Location, Origins, dropin_dir, load_layers};
-pub use rules::{DN_PATTERN, SERVER_PATTERN, SERVER_V6_PATTERN};
+pub use rules::{DN_PATTERN, SERVER_PATTERN, SERVER_V6_PATTERN, USER_NAME_PATTERN};
 
 /// Where the daemon reads its configuration by default.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/pangeod/pangeod.toml";

@@ -539,7 +539,11 @@ pub const SERVER_V6_PATTERN: &str = concat!(
     r"$"
 );
 
-fn is_username(name: &str) -> bool {
+/// The rule of `is_username` as a JSON Schema pattern (with `maxLength` 255), declared in the
+/// OpenAPI document for `hub.admin_users`. A test holds the two to the same answer.
+pub const USER_NAME_PATTERN: &str = r"^[a-zA-Z0-9_.][a-zA-Z0-9_.-]*$";
+
+pub(crate) fn is_username(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 255
         && name

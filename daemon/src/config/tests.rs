@@ -284,8 +284,15 @@ fn the_declared_patterns_are_the_config_rules() {
     };
     let dn = validator(serde_json::to_value(crate::api::dn_schema().build()).unwrap());
     let server = validator(serde_json::to_value(crate::api::server_schema()).unwrap());
+    let user = validator(serde_json::to_value(crate::api::user_name_schema().build()).unwrap());
     let same = |text: &str| {
         let value = serde_json::Value::from(text);
+        assert_eq!(
+            rules::is_username(text),
+            user.is_valid(&value),
+            "user name {text:?}: the config says {}",
+            rules::is_username(text)
+        );
         assert_eq!(
             rules::check_dn(text).is_ok(),
             dn.is_valid(&value),
@@ -338,6 +345,11 @@ fn the_declared_patterns_are_the_config_rules() {
         "[1:2:3:4:5:6:7:8]",
         "1:2:3:4:5:6:7:8:9",
         "ldap://ipa.example.org",
+        "admin",
+        "-admin",
+        ".admin",
+        "a_b-c.d",
+        "Jos\u{e9}",
     ] {
         same(text);
     }
@@ -351,7 +363,9 @@ fn the_declared_patterns_are_the_config_rules() {
     same(&long);
     same(&format!("{long}e"));
     same(&format!("{long}:389"));
-    let alphabet: Vec<char> = "cnd=, +\\\"#;<>{}3Bab.-:0129[]fF\u{e9}\u{1}\u{85}\u{a0}\n"
+    same(&"u".repeat(255));
+    same(&"u".repeat(256));
+    let alphabet: Vec<char> = "cnd=, +\\\"#;<>{}3Bab.-:0129[]fF_\u{e9}\u{1}\u{85}\u{a0}\n"
         .chars()
         .collect();
     let mut rng = rand::rngs::StdRng::seed_from_u64(20261206);
