@@ -237,12 +237,13 @@ const fn noted(
     }
 }
 
-use Change::{Api, ApiOnly, File, Locked};
-use DefaultValue::{Bool, Integer, List, Required, Text, Unset};
-
 const fn int(min: u32, max: u32) -> Kind {
     Kind::Integer { min, max }
 }
+
+// The table's own shorthand.
+use Change::{Api, ApiOnly, File, Locked};
+use DefaultValue::{Bool, Integer, List, Required, Text, Unset};
 
 /// Every setting, in the order of the README and of the error messages that list keys.
 pub static SETTINGS: &[Setting] = &[
