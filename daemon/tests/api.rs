@@ -477,12 +477,9 @@ fn the_openapi_document_is_served_and_matches_the_committed_one() {
     // Every key the API lets you change is in the PATCH schema, and nothing else.
     let schemas = &served["components"]["schemas"];
     let mut documented = Vec::new();
-    for (section, reference) in schemas["ConfigPatch"]["properties"].as_object().unwrap() {
-        let name = reference.to_string();
-        let schema_name = ["NotebookPatch", "DaskPatch", "FreeIpaPatch", "HubPatch"]
-            .into_iter()
-            .find(|n| name.contains(n))
-            .unwrap();
+    for (section, choices) in schemas["ConfigPatch"]["properties"].as_object().unwrap() {
+        let reference = choices["oneOf"][0]["$ref"].as_str().unwrap();
+        let schema_name = reference.strip_prefix("#/components/schemas/").unwrap();
         for key in schemas[schema_name]["properties"]
             .as_object()
             .unwrap()
@@ -492,9 +489,7 @@ fn the_openapi_document_is_served_and_matches_the_committed_one() {
         }
     }
     documented.sort();
-    let mut updatable: Vec<String> = pangeod::config::UPDATABLE_KEYS
-        .iter()
-        .chain(pangeod::config::WRITE_ONLY_KEYS)
+    let mut updatable: Vec<String> = pangeod::config::settings::api_keys()
         .map(|k| k.to_string())
         .collect();
     updatable.sort();

@@ -5,10 +5,11 @@ pub mod auth;
 mod body;
 mod listen;
 mod metrics;
+mod patch_schema;
 mod problem;
 mod routes;
 #[cfg(test)]
-pub(crate) use routes::{dn_schema, server_schema};
+pub(crate) use patch_schema::{dn_schema, server_schema, user_name_schema};
 mod users;
 mod view;
 

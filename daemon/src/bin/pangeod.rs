@@ -19,6 +19,10 @@ struct Args {
     /// Print the admin API's OpenAPI document and exit.
     #[arg(long)]
     print_openapi: bool,
+    /// Print the configuration reference (README.md's table of settings, from
+    /// `config/settings.rs`) and exit.
+    #[arg(long)]
+    print_settings_table: bool,
     /// Print the hub's config for this config as a jupyterhub_config.py (the chart's
     /// hub.config, for a hub outside Kubernetes such as the test fixture) and exit.
     #[arg(long)]
@@ -42,6 +46,10 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         };
+    }
+    if args.print_settings_table {
+        print!("{}", pangeod::config::settings::reference_table());
+        return ExitCode::SUCCESS;
     }
     if args.print_hub_config {
         return match Config::load(&args.config, None) {

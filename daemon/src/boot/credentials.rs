@@ -21,7 +21,7 @@ pub const CA_PEM_KEY: &str = "ca_pem";
 
 /// The largest accepted bind password and CA bundle.
 /// The longest password taken, in characters (the OpenAPI document's `maxLength`).
-const MAX_PASSWORD_CHARS: usize = 1024;
+pub(crate) const MAX_PASSWORD_CHARS: usize = 1024;
 const MAX_CA_PEM_BYTES: usize = 64 * 1024;
 
 /// A credential value that cannot be taken.

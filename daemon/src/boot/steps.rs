@@ -650,7 +650,7 @@ fn patch_config(
     check_directory: DirectoryCheck<'_>,
     stored: &mut Vec<std::path::PathBuf>,
 ) -> Result<PatchOutcome, PatchError> {
-    use crate::config::{IMMUTABLE_KEYS, UPDATABLE_KEYS};
+    use crate::config::settings::{self, Change};
     use credentials::{CA_PEM_KEY, PASSWORD_KEY};
     let shape = |key: &str, detail: String| PatchError::Shape {
         key: key.to_string(),
@@ -673,16 +673,13 @@ fn patch_config(
             if !entries.is_null() {
                 return Ok((section.clone(), entries.clone()));
             }
-            if !UPDATABLE_KEYS
-                .iter()
-                .chain(crate::config::WRITE_ONLY_KEYS)
-                .any(|k| k.split_once('.').is_some_and(|(s, _)| s == section))
-            {
+            if !settings::api_sections().contains(&section.as_str()) {
                 return Err(shape(
                     section,
                     format!(
-                        "\"{}\" is not a section the API may change; the sections are notebook, dask, freeipa and hub",
-                        section.escape_debug()
+                        "\"{}\" is not a section the API may change; the sections are {}",
+                        section.escape_debug(),
+                        settings::join_and(&settings::api_sections())
                     ),
                 ));
             }
@@ -721,8 +718,9 @@ fn patch_config(
             return Err(shape(
                 section,
                 format!(
-                    "\"{}\" is not a section of the config; the sections the API may change are notebook, dask, freeipa and hub",
-                    section.escape_debug()
+                    "\"{}\" is not a section of the config; the sections the API may change are {}",
+                    section.escape_debug(),
+                    settings::join_and(&settings::api_sections())
                 ),
             ));
         }
@@ -790,29 +788,26 @@ fn patch_config(
             if full == "freeipa.server" || full == "freeipa.tls" {
                 destination_touched = true;
             }
-            if IMMUTABLE_KEYS.contains(&full.as_str()) {
-                return Err(PatchError::Immutable { key: full });
-            }
             let known = crate::config::is_known_key(&full);
-            if known && !UPDATABLE_KEYS.contains(&full.as_str()) {
-                return Err(PatchError::FileOnly { key: full });
+            match settings::get(&full).map(|s| s.change) {
+                Some(Change::Locked) => return Err(PatchError::Immutable { key: full }),
+                Some(Change::File) => return Err(PatchError::FileOnly { key: full }),
+                Some(Change::Api | Change::ApiOnly) | None => {}
             }
             // An unknown key is refused whatever its value: with a value, the config's own
             // check below names it (with a spelling suggestion); a `null` would pass there, as
             // removing nothing, so it is refused here.
             if !known && value.is_null() {
-                let keys: Vec<&str> = UPDATABLE_KEYS
-                    .iter()
-                    .chain(crate::config::WRITE_ONLY_KEYS)
+                let keys: Vec<&str> = settings::api_keys()
                     .filter(|k| k.split_once('.').is_some_and(|(s, _)| s == section))
-                    .copied()
                     .collect();
                 return Err(shape(
                     &full,
                     if keys.is_empty() {
                         format!(
-                            "{}: unknown key; remove it or correct the spelling (the sections the API may change are notebook, dask, freeipa and hub)",
-                            full.escape_debug()
+                            "{}: unknown key; remove it or correct the spelling (the sections the API may change are {})",
+                            full.escape_debug(),
+                            settings::join_and(&settings::api_sections())
                         )
                     } else {
                         format!(

@@ -8,98 +8,8 @@ use serde::{Deserialize, Serialize};
 use toml::de::{DeTable, DeValue};
 
 use super::raw::RawConfig;
+use super::settings;
 use super::{ConfigError, FieldError};
-
-/// Every key the configuration accepts, per section, with the kind of value it takes.
-/// Unknown keys are errors, so a typo never silently falls back to a default.
-pub(crate) const KNOWN_KEYS: &[(&str, &[(&str, &str)])] = &[
-    (
-        "cluster",
-        &[
-            ("name", "a string"),
-            ("external_ip", "a string"),
-            ("domain", "a string"),
-        ],
-    ),
-    (
-        "notebook",
-        &[
-            ("cpus", "an integer"),
-            ("ram_gb", "an integer"),
-            ("storage_gb", "an integer"),
-            ("idle_cull_timeout_minutes", "an integer"),
-        ],
-    ),
-    (
-        "dask",
-        &[
-            ("max_worker_cores", "an integer"),
-            ("max_worker_memory_gb", "an integer"),
-        ],
-    ),
-    (
-        "freeipa",
-        &[
-            ("server", "a string"),
-            ("tls", "one of \"ldaps\", \"starttls\", \"plain\""),
-            ("base_dn", "a string"),
-            ("bind_dn", "a string"),
-            ("password_file", "a string"),
-            ("ca_file", "a string"),
-            ("sync_interval_seconds", "an integer"),
-        ],
-    ),
-    (
-        "hub",
-        &[
-            ("admin_users", "an array of strings"),
-            ("admin_access", "true or false"),
-            ("api_url", "a string"),
-            ("api_token_file", "a string"),
-            ("ca_file", "a string"),
-        ],
-    ),
-    (
-        "api",
-        &[
-            ("socket", "a string"),
-            ("socket_group", "a string"),
-            ("admin_allowed_cidrs", "an array of strings"),
-            ("listen", "a string"),
-            ("token_file", "a string"),
-            ("tls_cert", "a string"),
-            ("tls_key", "a string"),
-        ],
-    ),
-    (
-        "daemon",
-        &[
-            ("state_dir", "a string"),
-            ("data_dir", "a string"),
-            ("require_data_disk", "true or false"),
-            ("min_free_gb", "an integer"),
-        ],
-    ),
-    (
-        "k3s",
-        &[
-            (
-                "mode",
-                "one of \"auto\", \"systemd\", \"child\", \"external\", \"off\"",
-            ),
-            ("binary", "a string"),
-            ("kubeconfig", "a string"),
-        ],
-    ),
-    (
-        "storage",
-        &[
-            ("volume_group", "a string"),
-            ("size_gb", "an integer"),
-            ("device", "a string"),
-        ],
-    ),
-];
 
 /// A position in a layer: `file:line:column` for files, just the name for API overlays.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -233,8 +143,12 @@ impl Layer {
     ) -> Result<Self, ConfigError> {
         let mut errors = Vec::new();
         for (section, value) in &table {
-            let Some((_, keys)) = KNOWN_KEYS.iter().find(|(known, _)| known == section) else {
-                let sections: Vec<_> = KNOWN_KEYS.iter().map(|(s, _)| format!("[{s}]")).collect();
+            // Unknown keys are errors, so a typo never silently falls back to a default.
+            if !settings::file_sections().contains(&section.as_str()) {
+                let sections: Vec<_> = settings::file_sections()
+                    .iter()
+                    .map(|s| format!("[{s}]"))
+                    .collect();
                 errors.push(FieldError {
                     key: section.clone(),
                     location: locations.get(section).cloned(),
@@ -245,7 +159,7 @@ impl Layer {
                     ),
                 });
                 continue;
-            };
+            }
             let toml::Value::Table(entries) = value else {
                 errors.push(FieldError {
                     key: section.clone(),
@@ -257,8 +171,8 @@ impl Layer {
             };
             for (key, value) in entries {
                 let full = format!("{section}.{key}");
-                let Some((_, kind)) = keys.iter().find(|(known, _)| known == key) else {
-                    let valid: Vec<_> = keys.iter().map(|(k, _)| *k).collect();
+                let Some(setting) = settings::get(&full).filter(|s| s.in_files()) else {
+                    let valid: Vec<_> = settings::file_keys(section).map(|s| s.name()).collect();
                     errors.push(FieldError {
                         key: full.clone(),
                         location: locations.get(&full).cloned(),
@@ -275,7 +189,7 @@ impl Layer {
                         key: full.clone(),
                         location: locations.get(&full).cloned(),
                         problem,
-                        fix: format!("write it as {kind}"),
+                        fix: format!("write it as {}", setting.kind.toml_phrase()),
                     });
                 }
             }

@@ -10,6 +10,7 @@ pub mod defaults;
 mod layers;
 mod raw;
 mod rules;
+pub mod settings;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -21,47 +22,10 @@ use serde::{Deserialize, Serialize};
 
 pub use bootstrap::{Bootstrap, bootstrap};
 pub use layers::{Layer, Location, Origins, dropin_dir, load_layers};
-pub use rules::{DN_PATTERN, SERVER_PATTERN, SERVER_V6_PATTERN};
+pub use rules::{DN_PATTERN, SERVER_PATTERN, SERVER_V6_PATTERN, USER_NAME_PATTERN};
 
 /// Where the daemon reads its configuration by default.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/pangeod/pangeod.toml";
-
-/// Keys that are fixed once the platform has booted successfully: they are baked into
-/// certificates, group names and URLs. The volume group too: the homes' StorageClass names it,
-/// Kubernetes never lets a StorageClass's parameters change, and a new name would strand every
-/// existing volume.
-pub const IMMUTABLE_KEYS: &[&str] = &[
-    "cluster.name",
-    "cluster.external_ip",
-    "cluster.domain",
-    "storage.volume_group",
-];
-
-/// Keys the admin API may change at run time. Everything else is set in the files only.
-///
-/// No path-valued key is here: a path would let a token holder make pangeod read any file on
-/// the VM (and send it as the bind password). The bind password and the directory's CA go
-/// through the API as values instead (`freeipa.password`, `freeipa.ca_pem`; see
-/// `boot/credentials.rs`), and `freeipa.tls = "plain"` is refused there.
-pub const UPDATABLE_KEYS: &[&str] = &[
-    "notebook.cpus",
-    "notebook.ram_gb",
-    "notebook.storage_gb",
-    "notebook.idle_cull_timeout_minutes",
-    "dask.max_worker_cores",
-    "dask.max_worker_memory_gb",
-    "freeipa.server",
-    "freeipa.tls",
-    "freeipa.base_dn",
-    "freeipa.bind_dn",
-    "freeipa.sync_interval_seconds",
-    "hub.admin_users",
-    "hub.admin_access",
-];
-
-/// Keys the admin API takes as values and never returns (see `boot/credentials.rs`): the
-/// directory's bind password and CA, kept by pangeod as files of its own.
-pub const WRITE_ONLY_KEYS: &[&str] = &["freeipa.password", "freeipa.ca_pem"];
 
 /// The validated configuration. Construct it only through [`Config::load`] or
 /// [`Config::from_layers`], so that every instance has passed validation.
@@ -230,18 +194,17 @@ impl Config {
         let config = rules::validate(raw, &origins).map_err(ConfigError::Invalid)?;
         let locked_all = locked;
         let mut errors = Vec::new();
-        for key in IMMUTABLE_KEYS {
-            let (Some(locked), Some(value)) = (locked.get(*key), config.immutable_value(key))
-            else {
+        for key in settings::locked_keys() {
+            let (Some(locked), Some(value)) = (locked.get(key), config.immutable_value(key)) else {
                 continue;
             };
             // A derived domain follows the IP: report the IP change alone.
-            let derived_follows_ip = *key == "cluster.domain"
+            let derived_follows_ip = key == "cluster.domain"
                 && config.cluster.domain.is_none()
                 && locked_ip_changed(&config, locked_all);
             if locked.value != value && !derived_follows_ip {
                 errors.push(FieldError {
-                    key: (*key).to_string(),
+                    key: key.to_string(),
                     location: origins.location(key).cloned(),
                     problem: format!(
                         "cannot change from \"{}\" to \"{value}\": it was locked at the first successful boot ({}), and the appliance keeps \"{}\"",
@@ -263,9 +226,8 @@ impl Config {
 
     /// The values to lock after the first successful boot.
     pub fn immutable_values(&self) -> Vec<(String, String)> {
-        IMMUTABLE_KEYS
-            .iter()
-            .filter_map(|key| Some(((*key).to_string(), self.immutable_value(key)?)))
+        settings::locked_keys()
+            .filter_map(|key| Some((key.to_string(), self.immutable_value(key)?)))
             .collect()
     }
 
@@ -313,19 +275,14 @@ fn group_prefix(cluster_name: &str) -> String {
     cluster_name.to_lowercase().replace('-', "_")
 }
 
-/// Whether `section.key` is a setting at all.
+/// Whether `section.key` is a key of the config files.
 pub fn is_known_key(full: &str) -> bool {
-    let Some((section, key)) = full.split_once('.') else {
-        return false;
-    };
-    layers::KNOWN_KEYS
-        .iter()
-        .any(|(s, keys)| *s == section && keys.iter().any(|(k, _)| *k == key))
+    settings::get(full).is_some_and(settings::Setting::in_files)
 }
 
 /// Whether `section` is a section of the config at all.
 pub fn is_known_section(section: &str) -> bool {
-    layers::KNOWN_KEYS.iter().any(|(s, _)| *s == section)
+    settings::file_sections().contains(&section)
 }
 
 /// `pangeo.<ip with . or : replaced by ->.sslip.io`, which sslip.io resolves back to the IP.

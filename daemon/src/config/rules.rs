@@ -1,4 +1,6 @@
-//! The rules every setting must satisfy, and the defaults. The only place values are checked.
+//! The rules every setting must satisfy. The only place values are checked; the integer ranges
+//! and the defaults are declared in `settings.rs`, the rules between keys and on a value's text
+//! here.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -8,6 +10,7 @@ use ipnet::IpNet;
 use super::layers::Origins;
 pub(crate) use super::raw::RawConfig;
 use super::raw::{RawApi, RawDaemon};
+use super::settings;
 use super::{
     Api, Cluster, Config, Daemon, Dask, FieldError, FreeIpa, Hub, K3s, K3sMode, LdapTls, Notebook,
     Storage,
@@ -40,7 +43,22 @@ impl Checker<'_> {
         value
     }
 
-    fn range(&mut self, key: &str, value: Option<i64>, default: u32, min: u32, max: u32) -> u32 {
+    /// A key the rules ask the table about, and the table does not declare as asked: a bug
+    /// here, reported like a broken rule rather than a panic (a test loads every default).
+    fn undeclared(&mut self, key: &str, what: &str) {
+        self.fail(
+            key,
+            format!("is not declared as {what} in config/settings.rs"),
+            "this is a bug in pangeod; report it",
+        );
+    }
+
+    /// An integer key within its declared range, or its declared default.
+    fn range(&mut self, key: &str, value: Option<i64>) -> u32 {
+        let Some((min, max, default)) = settings::integer_rule(key) else {
+            self.undeclared(key, "an integer with a default");
+            return 0;
+        };
         let Some(value) = value else { return default };
         match u32::try_from(value) {
             Ok(v) if (min..=max).contains(&v) => v,
@@ -53,6 +71,24 @@ impl Checker<'_> {
                 default
             }
         }
+    }
+
+    /// A true-or-false key, or its declared default.
+    fn flag(&mut self, key: &str, value: Option<bool>) -> bool {
+        value.unwrap_or_else(|| {
+            settings::bool_default(key).unwrap_or_else(|| {
+                self.undeclared(key, "true or false with a default");
+                false
+            })
+        })
+    }
+
+    /// A key whose default is a string: the value, or the declared default.
+    fn text_default(&mut self, key: &str) -> &'static str {
+        settings::text_default(key).unwrap_or_else(|| {
+            self.undeclared(key, "a string with a default");
+            ""
+        })
     }
 
     fn dn(&mut self, key: &str, value: Option<String>) -> String {
@@ -123,7 +159,9 @@ impl Checker<'_> {
         }
     }
 
-    fn path(&mut self, key: &str, value: Option<String>, default: &str) -> PathBuf {
+    /// A path with a declared default.
+    fn path(&mut self, key: &str, value: Option<String>) -> PathBuf {
+        let default = self.text_default(key);
         match value {
             Some(value) if value.is_empty() => {
                 self.fail(
@@ -198,26 +236,17 @@ pub(crate) fn validate(raw: RawConfig, origins: &Origins) -> Result<Config, Vec<
     };
 
     let notebook = Notebook {
-        cpus: c.range("notebook.cpus", raw.notebook.cpus, 1, 1, 256),
-        ram_gb: c.range("notebook.ram_gb", raw.notebook.ram_gb, 2, 1, 4096),
-        storage_gb: c.range("notebook.storage_gb", raw.notebook.storage_gb, 10, 1, 65536),
+        cpus: c.range("notebook.cpus", raw.notebook.cpus),
+        ram_gb: c.range("notebook.ram_gb", raw.notebook.ram_gb),
+        storage_gb: c.range("notebook.storage_gb", raw.notebook.storage_gb),
         idle_cull_timeout_minutes: c.range(
             "notebook.idle_cull_timeout_minutes",
             raw.notebook.idle_cull_timeout_minutes,
-            60,
-            0,
-            10080,
         ),
     };
     let dask = Dask {
-        max_worker_cores: c.range("dask.max_worker_cores", raw.dask.max_worker_cores, 8, 1, 8),
-        max_worker_memory_gb: c.range(
-            "dask.max_worker_memory_gb",
-            raw.dask.max_worker_memory_gb,
-            16,
-            1,
-            16,
-        ),
+        max_worker_cores: c.range("dask.max_worker_cores", raw.dask.max_worker_cores),
+        max_worker_memory_gb: c.range("dask.max_worker_memory_gb", raw.dask.max_worker_memory_gb),
     };
 
     let server = c
@@ -230,6 +259,7 @@ pub(crate) fn validate(raw: RawConfig, origins: &Origins) -> Result<Config, Vec<
             "write it like \"ipa.example.org\" or \"ipa.example.org:636\", without ldap:// (set freeipa.tls for the protocol)",
         );
     }
+    // The enums' defaults are the table's too (a test holds them to it).
     let tls = raw.freeipa.tls.unwrap_or(LdapTls::Ldaps);
     let base_dn = c.dn("freeipa.base_dn", raw.freeipa.base_dn);
     let bind_dn = c.dn("freeipa.bind_dn", raw.freeipa.bind_dn);
@@ -252,16 +282,19 @@ pub(crate) fn validate(raw: RawConfig, origins: &Origins) -> Result<Config, Vec<
         sync_interval_seconds: c.range(
             "freeipa.sync_interval_seconds",
             raw.freeipa.sync_interval_seconds,
-            300,
-            10,
-            86400,
         ),
     };
 
-    let admin_users = raw
-        .hub
-        .admin_users
-        .unwrap_or_else(|| vec!["admin".to_string()]);
+    let admin_users = match raw.hub.admin_users {
+        Some(users) => users,
+        None => match settings::list_default("hub.admin_users") {
+            Some(users) => users.iter().map(ToString::to_string).collect(),
+            None => {
+                c.undeclared("hub.admin_users", "a list with a default");
+                Vec::new()
+            }
+        },
+    };
     for user in &admin_users {
         if !is_username(user) {
             c.fail(
@@ -300,21 +333,18 @@ pub(crate) fn validate(raw: RawConfig, origins: &Origins) -> Result<Config, Vec<
         .ca_file
         .map(|file| c.readable_file("hub.ca_file", Some(file), Some("BEGIN CERTIFICATE")));
 
+    let admin_access = c.flag("hub.admin_access", raw.hub.admin_access);
     let (api, daemon) = plumbing(&mut c, raw.api, raw.daemon);
     let k3s = K3s {
         mode: raw.k3s.mode.unwrap_or(K3sMode::Auto),
-        binary: c.path("k3s.binary", raw.k3s.binary, super::defaults::K3S_BINARY),
-        kubeconfig: c.path(
-            "k3s.kubeconfig",
-            raw.k3s.kubeconfig,
-            super::defaults::KUBECONFIG_PATH,
-        ),
+        binary: c.path("k3s.binary", raw.k3s.binary),
+        kubeconfig: c.path("k3s.kubeconfig", raw.k3s.kubeconfig),
     };
 
-    let volume_group = raw
-        .storage
-        .volume_group
-        .unwrap_or_else(|| super::defaults::VOLUME_GROUP.to_string());
+    let volume_group = match raw.storage.volume_group {
+        Some(name) => name,
+        None => c.text_default("storage.volume_group").to_string(),
+    };
     if volume_group.is_empty()
         || volume_group.len() > 64
         || !volume_group
@@ -330,7 +360,7 @@ pub(crate) fn validate(raw: RawConfig, origins: &Origins) -> Result<Config, Vec<
     }
     let storage = Storage {
         volume_group,
-        size_gb: c.range("storage.size_gb", raw.storage.size_gb, 0, 0, 1_048_576),
+        size_gb: c.range("storage.size_gb", raw.storage.size_gb),
         device: c.optional_path("storage.device", raw.storage.device),
     };
 
@@ -348,7 +378,7 @@ pub(crate) fn validate(raw: RawConfig, origins: &Origins) -> Result<Config, Vec<
         freeipa,
         hub: Hub {
             admin_users,
-            admin_access: raw.hub.admin_access.unwrap_or(true),
+            admin_access,
             api_url,
             api_token_file,
             ca_file: hub_ca_file,
@@ -394,7 +424,7 @@ fn plumbing(c: &mut Checker<'_>, api: RawApi, daemon: RawDaemon) -> (Api, Daemon
         None => None,
     };
     let api_section = Api {
-        socket: c.path("api.socket", api.socket, "/run/pangeod/admin.sock"),
+        socket: c.path("api.socket", api.socket),
         socket_group: api.socket_group.filter(|group| !group.is_empty()),
         admin_allowed_cidrs,
         listen,
@@ -403,14 +433,10 @@ fn plumbing(c: &mut Checker<'_>, api: RawApi, daemon: RawDaemon) -> (Api, Daemon
         tls_key: c.optional_path("api.tls_key", api.tls_key),
     };
     let daemon_section = Daemon {
-        state_dir: c.path(
-            "daemon.state_dir",
-            daemon.state_dir,
-            "/var/lib/pangeo/state",
-        ),
-        data_dir: c.path("daemon.data_dir", daemon.data_dir, "/var/lib/pangeo"),
-        require_data_disk: daemon.require_data_disk.unwrap_or(true),
-        min_free_gb: c.range("daemon.min_free_gb", daemon.min_free_gb, 2, 0, 100_000),
+        state_dir: c.path("daemon.state_dir", daemon.state_dir),
+        data_dir: c.path("daemon.data_dir", daemon.data_dir),
+        require_data_disk: c.flag("daemon.require_data_disk", daemon.require_data_disk),
+        min_free_gb: c.range("daemon.min_free_gb", daemon.min_free_gb),
     };
 
     if api_section.tls_cert.is_some() != api_section.tls_key.is_some() {
@@ -513,7 +539,11 @@ pub const SERVER_V6_PATTERN: &str = concat!(
     r"$"
 );
 
-fn is_username(name: &str) -> bool {
+/// The rule of `is_username` as a JSON Schema pattern (with `maxLength` 255), declared in the
+/// OpenAPI document for `hub.admin_users`. A test holds the two to the same answer.
+pub const USER_NAME_PATTERN: &str = r"^[a-zA-Z0-9_.][a-zA-Z0-9_.-]*$";
+
+pub(crate) fn is_username(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 255
         && name

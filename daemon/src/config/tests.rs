@@ -282,10 +282,17 @@ fn the_declared_patterns_are_the_config_rules() {
             .build(&schema)
             .unwrap()
     };
-    let dn = validator(serde_json::to_value(crate::api::dn_schema()).unwrap());
+    let dn = validator(serde_json::to_value(crate::api::dn_schema().build()).unwrap());
     let server = validator(serde_json::to_value(crate::api::server_schema()).unwrap());
+    let user = validator(serde_json::to_value(crate::api::user_name_schema().build()).unwrap());
     let same = |text: &str| {
         let value = serde_json::Value::from(text);
+        assert_eq!(
+            rules::is_username(text),
+            user.is_valid(&value),
+            "user name {text:?}: the config says {}",
+            rules::is_username(text)
+        );
         assert_eq!(
             rules::check_dn(text).is_ok(),
             dn.is_valid(&value),
@@ -338,6 +345,11 @@ fn the_declared_patterns_are_the_config_rules() {
         "[1:2:3:4:5:6:7:8]",
         "1:2:3:4:5:6:7:8:9",
         "ldap://ipa.example.org",
+        "admin",
+        "-admin",
+        ".admin",
+        "a_b-c.d",
+        "Jos\u{e9}",
     ] {
         same(text);
     }
@@ -351,7 +363,9 @@ fn the_declared_patterns_are_the_config_rules() {
     same(&long);
     same(&format!("{long}e"));
     same(&format!("{long}:389"));
-    let alphabet: Vec<char> = "cnd=, +\\\"#;<>{}3Bab.-:0129[]fF\u{e9}\u{1}\u{85}\u{a0}\n"
+    same(&"u".repeat(255));
+    same(&"u".repeat(256));
+    let alphabet: Vec<char> = "cnd=, +\\\"#;<>{}3Bab.-:0129[]fF_\u{e9}\u{1}\u{85}\u{a0}\n"
         .chars()
         .collect();
     let mut rng = rand::rngs::StdRng::seed_from_u64(20261206);
@@ -453,7 +467,7 @@ fn api_overlay_is_checked_like_a_file() {
 #[test]
 fn every_known_key_is_wired_to_the_model() {
     // A config setting every key to a non-default value: each must show up in the result,
-    // so a key listed in KNOWN_KEYS but ignored by the rules fails here.
+    // so a key declared in SETTINGS but ignored by the rules fails here.
     let f = Fixture::new();
     let state = f.dir.path().join("state");
     f.write_main(&format!(
@@ -508,10 +522,7 @@ device = "/dev/vdc"
         state.display()
     ));
     let config = f.load().unwrap();
-    let mut keys_seen = 0;
-    for (_, keys) in layers::KNOWN_KEYS {
-        keys_seen += keys.len();
-    }
+    let keys_seen = settings::SETTINGS.iter().filter(|s| s.in_files()).count();
     assert_eq!(keys_seen, 38, "update this test when adding a key");
     assert_eq!(config.k3s.mode, crate::config::K3sMode::External);
     assert_eq!(config.storage.volume_group, "homes");
@@ -727,4 +738,233 @@ fn a_hub_api_url_must_be_the_hubs_api() {
     ));
     let error = f.load().unwrap_err().to_string();
     assert!(error.contains("is not an http(s) URL"), "{error}");
+}
+
+/// The fields serde knows in one struct of `RawConfig` (the top level when `section` is
+/// `None`), in declaration order, as its unknown-field error lists them.
+fn raw_fields(section: Option<&str>) -> Vec<String> {
+    use serde::Deserialize;
+    let probe = "not_a_key_of_any_section";
+    let mut table = toml::Table::new();
+    match section {
+        None => {
+            table.insert(probe.into(), toml::Value::Table(toml::Table::new()));
+        }
+        Some(section) => {
+            let mut inner = toml::Table::new();
+            inner.insert(probe.into(), toml::Value::Integer(0));
+            table.insert(section.into(), toml::Value::Table(inner));
+        }
+    }
+    let error = raw::RawConfig::deserialize(toml::Value::Table(table))
+        .unwrap_err()
+        .message()
+        .to_string();
+    // "unknown field `x`, expected one of `a`, `b`" (or "expected `a`" for one field)
+    let (_, expected) = error
+        .split_once("expected")
+        .unwrap_or_else(|| panic!("not an unknown-field error: {error}"));
+    let fields: Vec<String> = expected
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .map(str::to_string)
+        .collect();
+    assert!(!fields.is_empty(), "no field list in: {error}");
+    fields
+}
+
+#[test]
+fn the_settings_table_and_the_raw_config_have_the_same_keys() {
+    let sections = settings::file_sections();
+    assert_eq!(
+        raw_fields(None),
+        sections,
+        "the sections of RawConfig (raw.rs) and of SETTINGS (settings.rs) differ"
+    );
+    for section in sections {
+        let declared: Vec<&str> = settings::file_keys(section).map(|s| s.name()).collect();
+        assert_eq!(
+            raw_fields(Some(section)),
+            declared,
+            "the keys of [{section}] in raw.rs and in settings.rs differ (the order too counts: it is the README's and the error messages')"
+        );
+    }
+    // A choice's values are exactly what serde takes for it.
+    for setting in settings::SETTINGS.iter().filter(|s| s.in_files()) {
+        let check = |value: toml::Value| {
+            let mut inner = toml::Table::new();
+            inner.insert(setting.name().into(), value);
+            let mut table = toml::Table::new();
+            table.insert(setting.section().into(), toml::Value::Table(inner));
+            Layer::from_table("test", table)
+        };
+        if let settings::Kind::Choice(values) = setting.kind {
+            for value in values {
+                assert!(
+                    check(toml::Value::from(*value)).is_ok(),
+                    "{}: serde refuses the declared choice {value:?}",
+                    setting.key
+                );
+            }
+            let error = check(toml::Value::from("none-of-these"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                error.contains(&format!("write it as {}", setting.kind.toml_phrase())),
+                "{error}"
+            );
+        }
+    }
+    // The API-only keys are no keys of the files.
+    for setting in settings::SETTINGS.iter().filter(|s| !s.in_files()) {
+        assert!(!is_known_key(setting.key), "{}", setting.key);
+        assert!(setting.through_api(), "{}", setting.key);
+    }
+}
+
+#[test]
+fn the_defaults_in_force_are_the_declared_ones() {
+    let f = Fixture::new();
+    let main = replace(&Fixture::valid_main(), "[notebook]\ncpus = 2\n", "");
+    f.write_main(&main);
+    let set: toml::Table = toml::from_str(&main).unwrap();
+    let is_set = |s: &settings::Setting| {
+        set.get(s.section())
+            .and_then(|section| section.get(s.name()))
+            .is_some()
+    };
+    let config = serde_json::to_value(f.load().unwrap()).unwrap();
+    let mut checked = 0;
+    for setting in settings::SETTINGS.iter().filter(|s| s.in_files()) {
+        let value = &config[setting.section()][setting.name()];
+        let expected = match setting.default {
+            settings::DefaultValue::Required => {
+                assert!(is_set(setting), "{} is required", setting.key);
+                continue;
+            }
+            _ if is_set(setting) => continue,
+            settings::DefaultValue::Integer(n) => serde_json::Value::from(n),
+            settings::DefaultValue::Bool(b) => serde_json::Value::from(b),
+            settings::DefaultValue::Text(text) => serde_json::Value::from(text),
+            settings::DefaultValue::List(items) => serde_json::Value::from(items.to_vec()),
+            settings::DefaultValue::Unset(_) => serde_json::Value::Null,
+        };
+        assert_eq!(value, &expected, "the default of {} in force", setting.key);
+        checked += 1;
+    }
+    assert_eq!(checked, 31, "every key the fixture does not set is checked");
+}
+
+#[test]
+fn the_declared_integer_ranges_are_enforced() {
+    let mut checked = 0;
+    for setting in settings::SETTINGS.iter().filter(|s| s.in_files()) {
+        let settings::Kind::Integer { min, max } = setting.kind else {
+            continue;
+        };
+        let f = Fixture::new();
+        let write = |value: i64| {
+            f.write_dropin(
+                "50-range.toml",
+                &format!("[{}]\n{} = {value}\n", setting.section(), setting.name()),
+            )
+        };
+        for value in [i64::from(min), i64::from(max)] {
+            write(value);
+            let config = serde_json::to_value(f.load().unwrap()).unwrap();
+            assert_eq!(config[setting.section()][setting.name()], value);
+        }
+        for value in [i64::from(min) - 1, i64::from(max) + 1] {
+            let path = write(value);
+            assert_eq!(
+                f.error(),
+                format!(
+                    "{}:2:1: {}: {value} is out of range: it must be an integer from {min} to {max}; set {} to a value from {min} to {max}",
+                    path.display(),
+                    setting.key,
+                    setting.key
+                )
+            );
+        }
+        checked += 1;
+    }
+    assert_eq!(checked, 9);
+}
+
+#[test]
+fn every_locked_key_has_a_value_to_lock() {
+    let config = Fixture::new().load().unwrap();
+    let locked: Vec<_> = settings::locked_keys().collect();
+    assert_eq!(
+        locked,
+        [
+            "cluster.name",
+            "cluster.external_ip",
+            "cluster.domain",
+            "storage.volume_group"
+        ]
+    );
+    for key in locked {
+        assert!(config.immutable_value(key).is_some(), "{key}");
+    }
+    assert_eq!(config.immutable_values().len(), 4);
+}
+
+#[test]
+fn the_readme_table_is_the_settings_table() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md");
+    let readme = std::fs::read_to_string(&path).unwrap();
+    let header = "| key | type | default | changeable | what it is |\n";
+    let start = readme.find(header).expect(
+        "README.md has no configuration table with the header of settings::reference_table",
+    );
+    let table_len = readme[start..]
+        .split_inclusive('\n')
+        .take_while(|line| line.starts_with('|'))
+        .map(str::len)
+        .sum::<usize>();
+    let table = &readme[start..start + table_len];
+    let expected = settings::reference_table();
+    if table == expected {
+        return;
+    }
+    if std::env::var_os("PANGEOD_UPDATE_README").is_some() {
+        let updated = format!(
+            "{}{expected}{}",
+            &readme[..start],
+            &readme[start + table_len..]
+        );
+        std::fs::write(&path, updated).unwrap();
+        eprintln!("README.md: the configuration table was rewritten from SETTINGS");
+        return;
+    }
+    let first_difference = table
+        .lines()
+        .zip(expected.lines())
+        .find(|(a, b)| a != b)
+        .map_or_else(
+            || "a row is missing or extra".to_string(),
+            |(a, b)| format!("README has\n  {a}\nSETTINGS makes\n  {b}"),
+        );
+    panic!(
+        "README.md's configuration table differs from SETTINGS (daemon/src/config/settings.rs); \
+         regenerate it with `PANGEOD_UPDATE_README=1 cargo test -p pangeod --lib readme`, or \
+         replace it with the output of `cargo run -q --bin pangeod -- --print-settings-table`.\n\
+         {first_difference}"
+    );
+}
+
+#[test]
+fn no_path_is_changed_through_the_api() {
+    // A path through the API would let a token holder make pangeod read any file on the VM.
+    let mut api_keys = 0;
+    for setting in settings::SETTINGS {
+        if setting.through_api() {
+            assert_ne!(setting.kind, settings::Kind::Path, "{}", setting.key);
+            api_keys += 1;
+        }
+    }
+    assert_eq!(api_keys, settings::api_keys().count());
+    assert_eq!(api_keys, 15);
 }
