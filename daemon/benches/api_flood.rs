@@ -185,7 +185,7 @@ async fn hold(port: u16, trickle: bool, stop: Arc<AtomicBool>, connects: Arc<Ato
 }
 
 async fn measure(transport: &client::Transport, socket: &std::path::Path) -> (Vec<f64>, Vec<f64>) {
-    let unix_socket = client::Transport::Unix(socket.to_path_buf());
+    let unix_socket = client::Transport::unix(socket).unwrap();
     let mut tls = Vec::with_capacity(SAMPLES);
     let mut unix = Vec::with_capacity(SAMPLES);
     for _ in 0..SAMPLES {

@@ -136,7 +136,7 @@ fn main() {
 }
 
 async fn status_latencies(socket: &std::path::Path, count: usize) -> Vec<f64> {
-    let transport = client::Transport::Unix(socket.to_path_buf());
+    let transport = client::Transport::unix(socket).unwrap();
     let mut samples = Vec::with_capacity(count);
     for _ in 0..count {
         samples.push(common::timing::status_ms(&transport).await);

@@ -302,7 +302,7 @@ fn fail(code: u8, message: &str) -> ExitCode {
 
 fn transport(args: &Args) -> Result<Transport, String> {
     let Some(url) = &args.url else {
-        return Ok(Transport::Unix(args.socket.clone()));
+        return Transport::unix(&args.socket).map_err(|e| e.to_string());
     };
     let rest = url.strip_prefix("https://").ok_or_else(|| {
         format!("--url must start with https:// (got {url}); the TCP listener only speaks TLS")

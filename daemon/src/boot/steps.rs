@@ -103,26 +103,28 @@ async fn components(ctx: &mut StepContext<'_>) -> Result<StepOutcome, StepError>
     let directory = components::directory_material(&config).map_err(fail)?;
     ctx.progress
         .report("rendering and validating the charts", 0.2);
-    let mut rendered = components::render(&config, &secrets, &directory);
-    if rendered.tls_mode == components::ingress::TlsMode::LocalCa {
-        // Key generation and SQLite: off the async threads.
-        let (state, domain) = (ctx.state.clone(), config.domain());
-        let tls = tokio::task::spawn_blocking(move || {
-            components::ingress::local_tls(&state, &domain).map_err(|e| e.to_string())
-        })
-        .await
-        .unwrap_or_else(|e| Err(e.to_string()))
-        .map_err(|message| StepError {
-            message,
-            key: None,
-            retry_after: Some(Duration::from_secs(30)),
-        })?;
-        rendered.local_tls = Some(tls);
-    }
-    for chart in &rendered.charts {
+    let local_tls = match components::ingress::tls_mode(&config) {
+        components::ingress::TlsMode::LocalCa => {
+            // Key generation and SQLite: off the async threads.
+            let (state, domain) = (ctx.state.clone(), config.domain());
+            let tls = tokio::task::spawn_blocking(move || {
+                components::ingress::local_tls(&state, &domain).map_err(|e| e.to_string())
+            })
+            .await
+            .unwrap_or_else(|e| Err(e.to_string()))
+            .map_err(|message| StepError {
+                message,
+                key: None,
+                retry_after: Some(Duration::from_secs(30)),
+            })?;
+            Some(tls)
+        }
+        components::ingress::TlsMode::Acme => None,
+    };
+    for (name, version) in components::CHARTS {
         ctx.components.set(
-            chart.name,
-            Some(format!("{} {}", chart.name, chart.version)),
+            name,
+            Some(format!("{name} {version}")),
             "rendered",
             String::new(),
         );
@@ -131,16 +133,19 @@ async fn components(ctx: &mut StepContext<'_>) -> Result<StepOutcome, StepError>
         ctx.components
             .watch_jobs(&kube, components::NAMESPACE, ctx.heartbeats);
     }
-    ctx.progress.report("applying", 0.5);
-    // The level-triggered reconcile keeps these in place from now on (components/drift.rs);
-    // handed over before the apply, so it never re-applies an older set.
-    if rendered.validate().is_ok()
-        && let Ok(objects) = rendered.objects()
-    {
-        ctx.components
-            .set_desired(&kube, components::NAMESPACE, objects);
-    }
-    match components::reconcile(&kube, &rendered).await {
+    let outcome = match components::plan(&config, &secrets, &directory, local_tls) {
+        Ok(plan) => {
+            ctx.progress.report("applying", 0.5);
+            // The level-triggered reconcile keeps these in place from now on
+            // (components/drift.rs); handed over before the apply, so it never re-applies an
+            // older set.
+            ctx.components
+                .set_desired(&kube, components::NAMESPACE, plan.objects().to_vec());
+            components::apply(&kube, &plan).await
+        }
+        Err(error) => Err(error),
+    };
+    match outcome {
         Ok(report) => {
             for (name, generation) in &report.charts {
                 ctx.components

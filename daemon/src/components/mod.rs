@@ -1,7 +1,8 @@
 //! The platform's components as Kubernetes objects: JupyterHub and Dask Gateway as k3s
 //! `HelmChart`s, the storage provisioner's chart and the homes' StorageClass, and the
-//! generated secrets. Rendering is pure ([`render`]); [`reconcile`] validates every chart's
-//! values against its upstream schema first and applies nothing when one fails.
+//! generated secrets. [`plan`] is pure: config, secrets and directory material in, the
+//! desired objects out, every chart's values validated against its upstream schema (so a
+//! chart that fails makes no plan, and nothing is applied). [`apply`] does the I/O.
 
 pub mod cache;
 pub mod capacity;
@@ -38,6 +39,12 @@ pub const STORAGE_RELEASE: &str = "lvm-localpv";
 pub const STORAGE_CHART_VERSION: &str = "1.7.0";
 /// Every chart [`render`] makes, in apply order.
 pub const RELEASES: [&str; 3] = [STORAGE_RELEASE, HUB_RELEASE, GATEWAY_RELEASE];
+/// Each chart [`render`] makes and its version, in apply order.
+pub const CHARTS: [(&str, &str); 3] = [
+    (STORAGE_RELEASE, STORAGE_CHART_VERSION),
+    (HUB_RELEASE, schema::JUPYTERHUB_VERSION),
+    (GATEWAY_RELEASE, schema::DASK_GATEWAY_VERSION),
+];
 /// The homes' StorageClass: sized, expandable volumes (OpenEBS LVM LocalPV).
 pub const STORAGE_CLASS: &str = "pangeo-homes";
 /// The LVM volume group on the data disk that the StorageClass provisions from.
@@ -121,7 +128,7 @@ impl RenderedChart {
     }
 }
 
-/// Everything [`reconcile`] applies.
+/// The charts' values and the settings the other objects come from, before validation.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Rendered {
     pub namespace: String,
@@ -130,12 +137,12 @@ pub struct Rendered {
     pub tls_mode: ingress::TlsMode,
     /// The LVM volume group the homes' StorageClass provisions from (`storage.volume_group`).
     pub volume_group: String,
-    /// The domain's certificate in local-CA mode, applied as the ingress's TLS Secret (set by
-    /// the components step, which keeps it in the state database).
+    /// The domain's certificate in local-CA mode, applied as the ingress's TLS Secret (made
+    /// once by the components step, which keeps it in the state database).
     pub local_tls: Option<ingress::LocalTls>,
 }
 
-/// Pure: the objects for `config`.
+/// Pure: the charts' values for `config`, not yet validated (see [`plan`]).
 pub fn render(config: &Config, secrets: &Secrets, directory: &DirectoryMaterial) -> Rendered {
     let chart = |name, version: &'static str, values, schema| RenderedChart {
         name,
@@ -292,10 +299,51 @@ impl Rendered {
     }
 }
 
+/// The desired state: the rendered charts, each valid against its upstream schema, and every
+/// object in apply order. Only [`Plan::new`] makes one, so [`apply`] never sees a chart that
+/// failed its schema.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    rendered: Rendered,
+    objects: Vec<Desired>,
+}
+
+impl Plan {
+    /// Validates every chart's values, then builds the objects. Pure.
+    pub fn new(rendered: Rendered) -> Result<Self, ComponentsError> {
+        rendered.validate()?;
+        let objects = rendered.objects()?;
+        Ok(Plan { rendered, objects })
+    }
+
+    pub fn rendered(&self) -> &Rendered {
+        &self.rendered
+    }
+
+    /// Everything, in apply order.
+    pub fn objects(&self) -> &[Desired] {
+        &self.objects
+    }
+}
+
+/// Pure: the desired objects for `config`, with the generated `secrets`, the directory's
+/// material (its CA) and, in local-CA mode, the ingress's certificate, all read by the caller.
+/// A chart whose values fail its upstream schema is the error (a pangeod bug).
+pub fn plan(
+    config: &Config,
+    secrets: &Secrets,
+    directory: &DirectoryMaterial,
+    local_tls: Option<ingress::LocalTls>,
+) -> Result<Plan, ComponentsError> {
+    let mut rendered = render(config, secrets, directory);
+    rendered.local_tls = local_tls;
+    Plan::new(rendered)
+}
+
 /// The chart HelmCharts pangeod would apply for `config`, as a pretty JSON array (`pangeod
 /// --print-helmcharts`, for rendering the real charts with `helm template` in the tests).
 /// The generated secrets are not read: each is a fixed placeholder of the real length. The
-/// values are validated against the charts' schemas first, as [`reconcile`] does.
+/// values are validated against the charts' schemas first, as [`plan`] does.
 pub fn print_helm_charts(config: &Config) -> Result<String, ComponentsError> {
     let placeholder = |c: char| c.to_string().repeat(64);
     let secrets = Secrets {
@@ -304,8 +352,8 @@ pub fn print_helm_charts(config: &Config) -> Result<String, ComponentsError> {
         appliance_token: placeholder('3'),
         gateway_token: placeholder('4'),
     };
-    let rendered = render(config, &secrets, &directory_material(config)?);
-    rendered.validate()?;
+    let plan = plan(config, &secrets, &directory_material(config)?, None)?;
+    let rendered = plan.rendered();
     let charts = rendered
         .charts
         .iter()
@@ -339,7 +387,7 @@ pub fn directory_material(config: &Config) -> Result<DirectoryMaterial, Componen
     })
 }
 
-/// What one reconcile did.
+/// What one apply did.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ReconcileReport {
     pub objects: usize,
@@ -347,17 +395,12 @@ pub struct ReconcileReport {
     pub charts: BTreeMap<String, i64>,
 }
 
-/// Validates every chart, then applies every object. Nothing is applied when a chart fails
-/// its schema.
-pub async fn reconcile(
-    kube: &Kube,
-    rendered: &Rendered,
-) -> Result<ReconcileReport, ComponentsError> {
-    rendered.validate()?;
-    let objects = rendered.objects()?;
+/// Applies every object of `plan`, in order, once no chart is being uninstalled.
+pub async fn apply(kube: &Kube, plan: &Plan) -> Result<ReconcileReport, ComponentsError> {
+    let objects = plan.objects();
     // Never into the middle of an uninstall (a chart someone deleted): see drift.rs.
-    drift::wait_for_deletions(kube, &rendered.namespace).await;
-    let report = kube.apply_all(&objects, Duration::from_secs(120)).await?;
+    drift::wait_for_deletions(kube, &plan.rendered.namespace).await;
+    let report = kube.apply_all(objects, Duration::from_secs(120)).await?;
     let charts = report
         .stored
         .iter()
@@ -373,6 +416,14 @@ pub async fn reconcile(
         objects: objects.len(),
         charts,
     })
+}
+
+/// [`plan`]'s second half, then [`apply`]: nothing is applied when a chart fails its schema.
+pub async fn reconcile(
+    kube: &Kube,
+    rendered: &Rendered,
+) -> Result<ReconcileReport, ComponentsError> {
+    apply(kube, &Plan::new(rendered.clone())?).await
 }
 
 /// The annotation KubeSpawner 7 puts on a user's PVC (its names are slugs).

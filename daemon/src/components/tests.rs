@@ -426,3 +426,98 @@ fn notebooks_find_the_gateway_through_daskhubs_environment() {
     );
     assert_eq!(gateway["gateway"]["auth"]["type"], "jupyterhub");
 }
+
+fn names(plan: &Plan) -> Vec<String> {
+    plan.objects().iter().map(Desired::describe).collect()
+}
+
+/// The plan is pure (no Kubernetes, no state, no files): the rendered charts, validated, and
+/// every object in apply order; the same inputs give the same objects.
+#[test]
+fn the_plan_is_every_object_in_apply_order() {
+    let plan = plan(&config(""), &secrets(), &directory(), None).unwrap();
+    let charts: Vec<_> = plan
+        .rendered()
+        .charts
+        .iter()
+        .map(|c| (c.name, c.version))
+        .collect();
+    assert_eq!(charts, CHARTS, "CHARTS lists what render makes");
+    assert_eq!(
+        names(&plan),
+        [
+            "Namespace pangeo",
+            "Secret pangeo/pangeo-secrets",
+            "StorageClass pangeo-homes",
+            "HelmChart pangeo/lvm-localpv",
+            "HelmChart pangeo/jupyterhub",
+            "HelmChart pangeo/dask-gateway",
+        ]
+    );
+    let again = super::plan(&config(""), &secrets(), &directory(), None).unwrap();
+    let objects = |p: &Plan| -> Vec<Value> {
+        p.objects()
+            .iter()
+            .map(|d| serde_json::to_value(d.object()).unwrap())
+            .collect()
+    };
+    assert_eq!(objects(&plan), objects(&again));
+}
+
+/// In local-CA mode the certificate the caller read from the state goes in as the ingress's
+/// Secret (the chain, then the key and the CA), before the charts; with a global IP the plan
+/// has Traefik's ACME HelmChartConfig instead.
+#[test]
+fn the_plan_carries_the_ingress_tls_of_its_mode() {
+    let config = config("");
+    assert_eq!(ingress::tls_mode(&config), ingress::TlsMode::LocalCa);
+    let tls = ingress::LocalTls {
+        ca_pem: "CA\n".into(),
+        cert_pem: "CERT\n".into(),
+        key_pem: "KEY\n".into(),
+    };
+    let plan = plan(&config, &secrets(), &directory(), Some(tls)).unwrap();
+    assert_eq!(names(&plan)[3], "Secret pangeo/pangeo-ingress-tls");
+    let secret = &plan.objects()[3].object().data;
+    assert_eq!(
+        secret["stringData"],
+        json!({ "tls.crt": "CERT\nCA\n", "tls.key": "KEY\n", "ca.crt": "CA\n" })
+    );
+    assert_eq!(secret["type"], "kubernetes.io/tls");
+
+    let mut public = config.clone();
+    public.cluster.external_ip = "8.8.8.8".parse().unwrap();
+    assert_eq!(ingress::tls_mode(&public), ingress::TlsMode::Acme);
+    let plan = super::plan(&public, &secrets(), &directory(), None).unwrap();
+    let names = names(&plan);
+    assert!(
+        names[3].starts_with("HelmChartConfig kube-system/"),
+        "{names:?}"
+    );
+    assert!(!names.iter().any(|n| n.contains(ingress::TLS_SECRET)));
+}
+
+/// A value a chart's schema refuses makes no plan, so there is nothing to apply.
+#[test]
+fn a_chart_that_fails_its_schema_makes_no_plan() {
+    let mut rendered = render(&config(""), &secrets(), &directory());
+    let gateway = rendered
+        .charts
+        .iter_mut()
+        .find(|c| c.name == GATEWAY_RELEASE)
+        .unwrap();
+    gateway.values["gateway"]["replicas"] = json!("two");
+    let error = Plan::new(rendered).unwrap_err();
+    let ComponentsError::Schema(schema) = &error else {
+        panic!("{error:?}");
+    };
+    assert_eq!(schema.chart, GATEWAY_RELEASE);
+    assert!(
+        schema
+            .problems
+            .iter()
+            .any(|p| p.starts_with("/gateway/replicas: ")),
+        "{error}"
+    );
+    assert_eq!(error.retry_after(), None, "a pangeod bug: no retry");
+}
