@@ -64,37 +64,12 @@ fn main() {
     std::thread::sleep(Duration::from_secs(2));
     let rss_idle = rss_kib(child.id());
 
-    let baseline = rt.block_on(status_latencies(&socket, SAMPLES));
+    let baseline = rt.block_on(common::timing::status_latencies(&socket, SAMPLES));
 
-    let (under_load, patch_time, patched) = rt.block_on(async {
-        let writer_socket = socket.clone();
-        let writer = tokio::spawn(async move {
-            let started = Instant::now();
-            let mut ok = 0u32;
-            for i in 0..PATCHES {
-                let body = format!(r#"{{"notebook": {{"storage_gb": {}}}}}"#, 11 + i);
-                let response = client::request(
-                    &writer_socket,
-                    Method::PATCH,
-                    "/v1/config",
-                    &[("content-type", "application/json")],
-                    Some(body.into_bytes()),
-                    Duration::from_secs(10),
-                )
-                .await
-                .unwrap();
-                assert_eq!(response.status, 200);
-                ok += 1;
-            }
-            (started.elapsed(), ok)
-        });
-        let mut samples = Vec::new();
-        while !writer.is_finished() {
-            samples.extend(status_latencies(&socket, 50).await);
-        }
-        let (elapsed, ok) = writer.await.unwrap();
-        (samples, elapsed, ok)
-    });
+    let (under_load, patch_time, patched) = rt.block_on(common::timing::status_during_patches(
+        socket.clone(),
+        PATCHES,
+    ));
     let rss_after = rss_kib(child.id());
     let _ = nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id() as i32),
@@ -124,15 +99,6 @@ fn main() {
         rss_idle as f64 / 1024.0,
         rss_after as f64 / 1024.0
     );
-}
-
-async fn status_latencies(socket: &std::path::Path, count: usize) -> Vec<f64> {
-    let transport = client::Transport::unix(socket).unwrap();
-    let mut samples = Vec::with_capacity(count);
-    for _ in 0..count {
-        samples.push(common::timing::status_ms(&transport).await);
-    }
-    samples
 }
 
 fn rss_kib(pid: u32) -> u64 {

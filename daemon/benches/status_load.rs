@@ -16,7 +16,7 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use hyper::Method;
 use pangeod::client;
@@ -43,31 +43,11 @@ fn main() {
         s["boot"]["phase"] == "ready" && s["rollouts"].is_object()
     });
     let before = rt.block_on(kube_requests(&socket));
-    let baseline = rt.block_on(status_latencies(&socket, SAMPLES));
+    let baseline = rt.block_on(common::timing::status_latencies(&socket, SAMPLES));
     let after_idle = rt.block_on(kube_requests(&socket));
 
     let (under_load, patch_time, patched, syncs) = rt.block_on(async {
-        let writer_socket = socket.clone();
-        let writer = tokio::spawn(async move {
-            let started = Instant::now();
-            let mut ok = 0u32;
-            for i in 0..PATCHES {
-                let body = format!(r#"{{"notebook": {{"storage_gb": {}}}}}"#, 11 + i);
-                let response = client::request(
-                    &writer_socket,
-                    Method::PATCH,
-                    "/v1/config",
-                    &[("content-type", "application/json")],
-                    Some(body.into_bytes()),
-                    Duration::from_secs(30),
-                )
-                .await
-                .unwrap();
-                assert_eq!(response.status, 200, "{:?}", response.body);
-                ok += 1;
-            }
-            (started.elapsed(), ok)
-        });
+        // Directory syncs back to back, beside the PATCHes.
         let syncs = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
         let (sync_socket, count) = (socket.clone(), syncs.clone());
         let syncing = tokio::spawn(async move {
@@ -86,14 +66,15 @@ fn main() {
                 count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             }
         });
-        let mut samples = Vec::new();
-        while !writer.is_finished() {
-            samples.extend(status_latencies(&socket, 50).await);
-        }
-        let (elapsed, ok) = writer.await.unwrap();
+        let (samples, elapsed, ok) =
+            common::timing::status_during_patches(socket.clone(), PATCHES).await;
         syncing.abort();
-        let syncs = syncs.load(std::sync::atomic::Ordering::SeqCst);
-        (samples, elapsed, ok, syncs)
+        (
+            samples,
+            elapsed,
+            ok,
+            syncs.load(std::sync::atomic::Ordering::SeqCst),
+        )
     });
     let after_load = rt.block_on(kube_requests(&socket));
     daemon.stop();
@@ -133,15 +114,6 @@ fn main() {
         0,
         "status made Kubernetes requests: {after_load:?}"
     );
-}
-
-async fn status_latencies(socket: &std::path::Path, count: usize) -> Vec<f64> {
-    let transport = client::Transport::unix(socket).unwrap();
-    let mut samples = Vec::with_capacity(count);
-    for _ in 0..count {
-        samples.push(common::timing::status_ms(&transport).await);
-    }
-    samples
 }
 
 /// `pangeod_kubernetes_requests_total` by caller.

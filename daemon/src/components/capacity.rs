@@ -134,6 +134,20 @@ pub fn per_server(config: &Config) -> (u64, u64) {
 mod tests {
     use super::*;
 
+    /// A valid config with these notebook settings.
+    fn config(cpus: u32, ram_gb: u32) -> Config {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("pw"), "x").unwrap();
+        std::fs::write(dir.path().join("ca.pem"), "-----BEGIN CERTIFICATE-----\n").unwrap();
+        let text = format!(
+            "[cluster]\nname = \"demo\"\nexternal_ip = \"192.0.2.10\"\n[notebook]\ncpus = {cpus}\nram_gb = {ram_gb}\n[freeipa]\nserver = \"ipa.example.test\"\nbase_dn = \"dc=example,dc=test\"\nbind_dn = \"uid=pangeod,dc=example,dc=test\"\npassword_file = \"pw\"\nca_file = \"ca.pem\"\n"
+        );
+        let layer =
+            crate::config::Layer::from_str("test.toml", Some(dir.path().to_path_buf()), &text)
+                .unwrap();
+        Config::from_layers(&[layer], &Default::default()).unwrap()
+    }
+
     #[test]
     fn cpu_quantities() {
         assert_eq!(millicpu("2"), Some(2000));
@@ -144,15 +158,7 @@ mod tests {
 
     #[test]
     fn a_server_is_guaranteed_what_kubespawner_requests() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("pw"), "x").unwrap();
-        std::fs::write(dir.path().join("ca.pem"), "-----BEGIN CERTIFICATE-----\n").unwrap();
-        let text = "[cluster]\nname = \"demo\"\nexternal_ip = \"192.0.2.10\"\n[notebook]\ncpus = 2\nram_gb = 2\n[freeipa]\nserver = \"ipa.example.test\"\nbase_dn = \"dc=example,dc=test\"\nbind_dn = \"uid=pangeod,dc=example,dc=test\"\npassword_file = \"pw\"\nca_file = \"ca.pem\"\n";
-        let layer =
-            crate::config::Layer::from_str("test.toml", Some(dir.path().to_path_buf()), text)
-                .unwrap();
-        let config = Config::from_layers(&[layer], &Default::default()).unwrap();
-        assert_eq!(per_server(&config), (2000, 2_147_483_648));
+        assert_eq!(per_server(&config(2, 2)), (2000, 2_147_483_648));
     }
 
     #[test]
@@ -193,15 +199,7 @@ mod tests {
             pod("elsewhere", "n2", "Running", "2"),
         ];
         let c = fit("n1", (4000, 8 << 30), (1500, 2 << 30), (1000, 1 << 30));
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("pw"), "x").unwrap();
-        std::fs::write(dir.path().join("ca.pem"), "-----BEGIN CERTIFICATE-----\n").unwrap();
-        let text = "[cluster]\nname = \"demo\"\nexternal_ip = \"192.0.2.10\"\n[notebook]\ncpus = 1\nram_gb = 1\n[freeipa]\nserver = \"ipa.example.test\"\nbase_dn = \"dc=example,dc=test\"\nbind_dn = \"uid=pangeod,dc=example,dc=test\"\npassword_file = \"pw\"\nca_file = \"ca.pem\"\n";
-        let layer =
-            crate::config::Layer::from_str("test.toml", Some(dir.path().to_path_buf()), text)
-                .unwrap();
-        let config = Config::from_layers(&[layer], &Default::default()).unwrap();
-        let got = capacity(&node, &pods, &config);
+        let got = capacity(&node, &pods, &config(1, 1));
         assert_eq!(got, c);
         assert_eq!((got.requested_millicpu, got.servers_that_fit), (1500, 2));
     }

@@ -178,17 +178,44 @@ mode = "off"
             }));
         }
         self.child = Some(child);
+        let started = jiff::Timestamp::now();
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
                 panic!("pangeod exited early with {status}: {}", self.stderr());
             }
             if self.try_get("/v1/health").is_some() {
+                self.wait_config_step(started, deadline);
                 return;
             }
             std::thread::sleep(Duration::from_millis(50));
         }
         panic!("pangeod did not answer on {}", self.socket().display());
+    }
+
+    /// Waits (until `deadline`, then goes on) for this process's `config` step to settle, so
+    /// that a test's first request meets the config in force, not the "no valid config yet" of
+    /// the first milliseconds. A step restored from an earlier run is older than `started`.
+    fn wait_config_step(&self, started: jiff::Timestamp, deadline: Instant) {
+        while Instant::now() < deadline {
+            let settled = self
+                .try_get("/v1/status")
+                .and_then(|r| r.json().ok())
+                .is_some_and(|status| {
+                    let config = step(&status, "config");
+                    let at = config["updated_at"]
+                        .as_str()
+                        .and_then(|t| t.parse::<jiff::Timestamp>().ok());
+                    matches!(
+                        config["state"].as_str(),
+                        Some("done" | "failed" | "skipped")
+                    ) && at.is_some_and(|at| at >= started - jiff::SignedDuration::from_millis(1))
+                });
+            if settled {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     pub fn pid(&self) -> i32 {
