@@ -40,7 +40,7 @@ fn main() {
         .build()
         .unwrap();
     daemon.wait_status_within("the platform booted", Duration::from_secs(120), |s| {
-        s["boot"]["phase"] == "ready" && s["rollouts"].is_object()
+        s["phase"] == "ready" && s["rollouts"].is_object()
     });
     let before = rt.block_on(kube_requests(&socket));
     let baseline = rt.block_on(common::timing::status_latencies(&socket, SAMPLES));
