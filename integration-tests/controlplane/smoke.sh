@@ -10,11 +10,7 @@ WD="$(mktemp -d "${TMPDIR:-/tmp}/pangeo-controlplane-smoke.XXXXXX")"
 cleanup() {
   local rc=$?
   "$CP_DIR/stop.sh" "$WD" >/dev/null 2>&1 || true
-  if [ "${KEEP_WORKDIR:-0}" = 1 ] || [ "$FAILED" -gt 0 ]; then
-    echo "workdir kept: $WD" >&2
-  else
-    rm -rf "$WD"
-  fi
+  keep_or_remove "$WD"
   exit "$rc"
 }
 trap cleanup EXIT

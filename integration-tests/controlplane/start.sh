@@ -43,15 +43,7 @@ done
 die_if_running "$WD/pids" "a control plane"
 
 # Binaries (cached build; "SKIPPED: go not found" -> exit 3).
-if [ -n "${CONTROLPLANE_BIN_DIR:-}" ]; then
-  BIN="$CONTROLPLANE_BIN_DIR"
-  cp_bin_complete "$BIN" || die "CONTROLPLANE_BIN_DIR=$BIN lacks one of: ${CP_BINARIES[*]}" 1
-else
-  rc=0
-  BIN="$("$CP_DIR/build.sh" --print-bin-dir)" || rc=$?
-  if [ "$rc" -eq 3 ]; then echo "SKIPPED: go not found"; exit 3; fi
-  [ "$rc" -eq 0 ] || die "build.sh failed (exit $rc)" 1
-fi
+use_bins CONTROLPLANE_BIN_DIR "${CONTROLPLANE_BIN_DIR:-}" "$CP_DIR/build.sh" "${CP_BINARIES[@]}"
 
 REF="$(pangeo_reference_dir)"
 CRD_FILES=(
@@ -68,14 +60,7 @@ fixture_init "$WD" "$WD/pids" "$WD/logs"
 pki_init "$WD/pki" "$WD/logs/openssl.log"
 PKI="$WD/pki"
 
-STARTED_OK=0
-on_exit() {
-  if [ "$STARTED_OK" != 1 ]; then
-    log "start failed; stopping what was started"
-    "$CP_DIR/stop.sh" "$WD" >&2 || true
-  fi
-}
-trap on_exit EXIT
+trap 'stop_if_start_fails "$CP_DIR/stop.sh" "$WD"' EXIT
 
 # A real node: the apiserver must be reachable from pods (through the `kubernetes` Service, which
 # kube-proxy maps to the advertised address), so not on 127.0.0.1. A /32 on `lo` is reachable from
@@ -330,5 +315,5 @@ KUBE_CONTROLLER_MANAGER_PID=$PID_KUBE_CONTROLLER_MANAGER
 HELM_CONTROLLER_PID=$PID_HELM_CONTROLLER
 CONTROLPLANE_WORKDIR=$WD
 EOF
-STARTED_OK=1
+started
 log "control plane up at $APISERVER_URL after $(elapsed "$T_START")s; env in $WD/env"

@@ -82,6 +82,14 @@ fail() { FAILED=$((FAILED + 1)); echo "FAIL: $*"; }
 check() { local d="$1"; shift; if "$@"; then pass "$d"; else fail "$d"; fi; }
 # finish: the closing line, then exit 0 when nothing failed, 1 otherwise.
 finish() { echo "$PASSED passed, $FAILED failed"; [ "$FAILED" -eq 0 ] && exit 0; exit 1; }
+# keep_or_remove DIR...: at the end of a smoke test, keep the work dirs (saying so) with
+# KEEP_WORKDIR=1 or after a failure, remove them otherwise.
+keep_or_remove() {
+  local d
+  for d in "$@"; do
+    if [ "${KEEP_WORKDIR:-0}" = 1 ] || [ "$FAILED" -gt 0 ]; then echo "workdir kept: $d" >&2; else rm -rf "$d"; fi
+  done
+}
 # skip_suite REASON: the whole suite cannot run here (integration-tests/run counts exit 3 as skipped).
 skip_suite() { echo "SKIPPED: $*"; echo "0 passed, 0 failed"; exit 3; }
 
@@ -124,6 +132,31 @@ fixture_init() {
   mkdir -p "$FIXTURE_LOGS"
   : >"$FIXTURE_PIDS"
 }
+# stop_if_start_fails COMMAND...: the EXIT trap of a start.sh (trap 'stop_if_start_fails
+# path/stop.sh "$WD"' EXIT): unless the script called started at its end, stop what was started.
+STARTED_OK=0
+started() { STARTED_OK=1; }
+stop_if_start_fails() {
+  [ "$STARTED_OK" = 1 ] && return 0
+  log "start failed; stopping what was started"
+  "$@" >&2 || true
+}
+
+# use_bins NAME GIVEN BUILD_SH BINARY...: sets BIN to GIVEN (the value of the variable NAME, which
+# must hold every BINARY) or, when empty, to what BUILD_SH --print-bin-dir builds (cached); says
+# "SKIPPED: go not found" and exits 3 without Go.
+use_bins() {
+  local name="$1" given="$2" build="$3" rc=0; shift 3
+  if [ -n "$given" ]; then
+    BIN="$given"
+    bins_complete "$BIN" "$@" || die "$name=$BIN lacks one of: $*" 1
+    return 0
+  fi
+  BIN="$("$build" --print-bin-dir)" || rc=$?
+  if [ "$rc" -eq 3 ]; then echo "SKIPPED: go not found"; exit 3; fi
+  [ "$rc" -eq 0 ] || die "$build failed (exit $rc)" 1
+}
+
 # launch NAME COMMAND...: start COMMAND in its own session (stdin /dev/null, output to its log),
 # record it, and set PID_<NAME> (upper case, - as _).
 launch() {

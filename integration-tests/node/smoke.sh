@@ -37,11 +37,7 @@ stop_all() {
 cleanup() {
   local rc=$?
   stop_all >/dev/null 2>&1
-  if [ "${KEEP_WORKDIR:-0}" = 1 ] || [ "$FAILED" -gt 0 ]; then
-    echo "workdir kept: $WD" >&2
-  else
-    rm -rf "$WD"
-  fi
+  keep_or_remove "$WD"
   exit "$rc"
 }
 trap cleanup EXIT

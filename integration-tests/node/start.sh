@@ -58,15 +58,7 @@ if ip link show cni0 >/dev/null 2>&1; then
 fi
 
 # Binaries.
-if [ -n "${NODE_BIN_DIR:-}" ]; then
-  BIN="$NODE_BIN_DIR"
-  node_bin_complete "$BIN" || die "NODE_BIN_DIR=$BIN lacks one of: ${NODE_BINARIES[*]}" 1
-else
-  rc=0
-  BIN="$("$NODE_DIR/build.sh" --print-bin-dir)" || rc=$?
-  if [ "$rc" -eq 3 ]; then echo "SKIPPED: go not found"; exit 3; fi
-  [ "$rc" -eq 0 ] || die "build.sh failed (exit $rc)" 1
-fi
+use_bins NODE_BIN_DIR "${NODE_BIN_DIR:-}" "$NODE_DIR/build.sh" "${NODE_BINARIES[@]}"
 
 # Unix socket paths are limited to 107 bytes.
 [ ${#ND} -le 60 ] || die "workdir path too long for containerd's sockets ($ND: keep it under 60 characters)" 2
@@ -78,15 +70,9 @@ fixture_init "$ND" "$ND/pids" "$ND/logs"
 echo "$BIN" >"$ND/bin-dir"
 echo "$CP_BIN" >"$ND/controlplane-bin-dir"
 
-STARTED_OK=0
-on_exit() {
-  if [ "$STARTED_OK" != 1 ]; then
-    log "start failed; stopping what was started"
-    exec 7>&-   # stop.sh takes the lock once the node's processes (which hold it too) are gone
-    "$NODE_DIR/stop.sh" "$WD" >&2 || true
-  fi
-}
-trap on_exit EXIT
+# On a failed start, stop.sh takes the lock once the node's processes (which hold it too) are gone:
+# this script's fd 7 is closed first.
+trap '[ "$STARTED_OK" = 1 ] || exec 7>&-; stop_if_start_fails "$NODE_DIR/stop.sh" "$WD"' EXIT
 
 # ---------------------------------------------------------------- host state to restore at stop
 # kubelet sets kernel.panic*, vm.overcommit_memory, vm.panic_on_oom, kernel.keys.*; kube-proxy
@@ -582,5 +568,5 @@ KUBE_PROXY_PID=$PID_KUBE_PROXY
 KUBE_SCHEDULER_PID=$PID_KUBE_SCHEDULER
 NODE_WORKDIR=$ND
 EOF
-STARTED_OK=1
+started
 log "node $NODE_NAME up after $(elapsed "$T_START")s; env in $WD/node.env"
