@@ -4,19 +4,19 @@
 
 VM_HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 VM_REPO=$(dirname "$VM_HERE")
-PANGEO_CACHE_ROOT=${PANGEO_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/pangeo-appliance}
+# shellcheck source=../integration-tests/lib/common.sh
+. "$VM_REPO/integration-tests/lib/common.sh"
+PANGEO_LOG_TAG=vm
+PANGEO_CACHE_ROOT=$(pangeo_cache_dir)
 # the one VM that may run at a time on this machine
 VM_RUNNING_FILE=$PANGEO_CACHE_ROOT/vm-running
 
-vm_log() { printf '[vm %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-vm_die() { printf 'vm: error: %s\n' "$*" >&2; exit 1; }
-vm_now() { date +%s.%N; }
-vm_elapsed() { awk -v a="$1" -v b="$(vm_now)" 'BEGIN{printf "%.1f", b-a}'; }
+# log, die, now, elapsed: integration-tests/lib/common.sh
 
 # vm_load_env VMDIR: read VMDIR/vm.env into the shell (KEY=value lines).
 vm_load_env() {
     local dir=$1
-    [ -f "$dir/vm.env" ] || vm_die "$dir/vm.env not found (was the VM booted with vm/boot?)"
+    [ -f "$dir/vm.env" ] || die "$dir/vm.env not found (was the VM booted with vm/boot?)"
     # shellcheck disable=SC1091
     . "$dir/vm.env"
 }
@@ -38,9 +38,9 @@ vm_wait_health() {
             return 0
         fi
         vm_load_env "$dir"
-        vm_pid_alive "$QEMU_PID" || { vm_log "qemu (pid $QEMU_PID) exited"; return 1; }
+        vm_pid_alive "$QEMU_PID" || { log "qemu (pid $QEMU_PID) exited"; return 1; }
         if crash=$(vm_guest_crash "$dir"); then
-            vm_log "the guest kernel crashed (serial console: $crash)"; return 1
+            log "the guest kernel crashed (serial console: $crash)"; return 1
         fi
         [ $(( $(date +%s) - start )) -lt "$timeout" ] || return 1
         sleep 2

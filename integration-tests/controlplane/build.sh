@@ -17,47 +17,12 @@ set -euo pipefail
 PRINT_ONLY=0
 [ "${1:-}" = "--print-bin-dir" ] && PRINT_ONLY=1
 
-if ! GO="$(cp_find_go)"; then
+if ! GO="$(find_go)"; then
   echo "SKIPPED: go not found (install Go >= 1.26.7 to build the test control plane)"
   exit 3
 fi
-
-ROOT="$(cp_cache_root)"
-KEY="$(cp_cache_key "$GO")"
-KEYDIR="$ROOT/$KEY"
-BIN="$KEYDIR/bin"
-
-if cp_bin_complete "$BIN"; then
-  cp_log "cache hit: $BIN"
-  [ "$PRINT_ONLY" = 1 ] && echo "$BIN"
-  exit 0
-fi
-
-mkdir -p "$ROOT"
-# One builder at a time per cache dir (parallel test runs share it).
-exec 9>"$ROOT/.build.lock"
-if command -v flock >/dev/null 2>&1 && ! flock -n 9; then
-  cp_log "another build holds $ROOT/.build.lock; waiting"
-  flock 9
-fi
-if cp_bin_complete "$BIN"; then    # built by someone else while we waited
-  cp_log "cache hit: $BIN"
-  [ "$PRINT_ONLY" = 1 ] && echo "$BIN"
-  exit 0
-fi
-
-export GOMODCACHE="$ROOT/gomod"
-export GOCACHE="$ROOT/gocache"
-export GOFLAGS=-mod=readonly     # go.mod/go.sum are committed; never rewrite them
-export GOTOOLCHAIN=local
-export GOWORK=off
-cp_log "cache miss: building into $BIN"
-cp_log "go: $GO ($("$GO" env GOVERSION)), GOMODCACHE=$GOMODCACHE, GOCACHE=$GOCACHE"
-cp_log "versions: kubernetes $KUBERNETES_VERSION, kine $KINE_VERSION, helm-controller $HELM_CONTROLLER_VERSION"
-
-TMP="$KEYDIR/bin.tmp.$$"
-rm -rf "$TMP"; mkdir -p "$TMP"
-trap 'rm -rf "$TMP"' EXIT
+go_build_start "the control plane" "$(cp_cache_root)" "$(cp_cache_key "$GO")" "${CP_BINARIES[@]}"
+log "versions: kubernetes $KUBERNETES_VERSION, kine $KINE_VERSION, helm-controller $HELM_CONTROLLER_VERSION"
 
 K8S_MINOR="${KUBERNETES_VERSION#v1.}"; K8S_MINOR="${K8S_MINOR%%.*}"
 K8S_LDFLAGS="-s -w \
@@ -78,50 +43,21 @@ KINE_CFLAGS="-DSQLITE_DEFAULT_MEMSTATUS=0 -DSQLITE_DISABLE_INTRINSIC -DSQLITE_EN
  -DSQLITE_ENABLE_STAT4 -DSQLITE_ENABLE_UNLOCK_NOTIFY -DSQLITE_LIKE_DOESNT_MATCH_BLOBS \
  -DSQLITE_THREADSAFE=1 -DSQLITE_WITHOUT_ZONEMALLOC"
 
-build_one() { # name module-dir package [extra go build args...]
-  local name="$1" dir="$2" pkg="$3"; shift 3
-  local t0 t1
-  t0=$(date +%s)
-  cp_log "building $name ($pkg) ..."
-  if ! (cd "$CP_DIR/go/$dir" && "$GO" build -trimpath "$@" -o "$TMP/$name" "$pkg") >"$TMP/$name.log" 2>&1; then
-    tail -n 40 "$TMP/$name.log" >&2
-    cp_die "building $name failed (see output above; go downloads missing modules from \$GOPROXY=$("$GO" env GOPROXY))" 1
-  fi
-  t1=$(date +%s)
-  cp_log "built $name in $((t1 - t0))s"
-}
-
-# Every binary of one module in one `go build` (-o DIR/), so shared packages compile once:
-# the control plane's and the test node's (kubelet, kube-proxy, kube-scheduler).
-build_module() { # label module-dir [go build args...] -- packages...
-  local label="$1" dir="$2"; shift 2
-  local args=() t0 t1
-  while [ "$1" != "--" ]; do args+=("$1"); shift; done; shift
-  t0=$(date +%s)
-  cp_log "building $label ($*) ..."
-  if ! (cd "$CP_DIR/go/$dir" && "$GO" build -trimpath "${args[@]}" -o "$TMP/" "$@") >"$TMP/$label.log" 2>&1; then
-    tail -n 40 "$TMP/$label.log" >&2
-    cp_die "building $label failed (see output above; go downloads missing modules from \$GOPROXY=$("$GO" env GOPROXY))" 1
-  fi
-  t1=$(date +%s)
-  cp_log "built $label in $((t1 - t0))s"
-}
 K8S_PACKAGES=()
 for b in "${CP_K8S_BINARIES[@]}"; do K8S_PACKAGES+=("k8s.io/kubernetes/cmd/$b"); done
-build_module kubernetes kubernetes -ldflags "$K8S_LDFLAGS" -- "${K8S_PACKAGES[@]}"
-CGO_ENABLED=1 CGO_CFLAGS="$KINE_CFLAGS" build_one kine kine github.com/k3s-io/kine -tags "$KINE_TAGS" \
-  -ldflags "-s -w -X github.com/k3s-io/kine/pkg/version.Version=$KINE_VERSION"
-build_one helm-controller helm-controller github.com/k3s-io/helm-controller \
-  -ldflags "-s -w -X github.com/k3s-io/helm-controller/pkg/version.Version=$HELM_CONTROLLER_VERSION"
-
-rm -f "$TMP"/*.log
-rm -rf "$BIN"
-mv "$TMP" "$BIN"
-trap - EXIT
+# Every binary of one module in one `go build`, so shared packages compile once: the control
+# plane's and the test node's (kubelet, kube-proxy, kube-scheduler).
+go_build kubernetes "$CP_DIR/go/kubernetes" -ldflags "$K8S_LDFLAGS" -- "${K8S_PACKAGES[@]}"
+CGO_ENABLED=1 CGO_CFLAGS="$KINE_CFLAGS" go_build kine "$CP_DIR/go/kine" -tags "$KINE_TAGS" \
+  -ldflags "-s -w -X github.com/k3s-io/kine/pkg/version.Version=$KINE_VERSION" -- github.com/k3s-io/kine
+go_build helm-controller "$CP_DIR/go/helm-controller" \
+  -ldflags "-s -w -X github.com/k3s-io/helm-controller/pkg/version.Version=$HELM_CONTROLLER_VERSION" -- \
+  github.com/k3s-io/helm-controller
+go_build_finish
 # The Go build cache (about 4 GiB) is shared with the node's build (integration-tests/node/build.sh),
-# which drops it once every Go binary is cached; see cp_drop_gocache in lib.sh.
-[ "${CP_KEEP_GOCACHE:-0}" = 1 ] || cp_drop_gocache "$GO"
-cp_log "done: $BIN"
+# which drops it once every Go binary is cached; see go_drop_cache in integration-tests/lib/common.sh.
+[ "${CP_KEEP_GOCACHE:-0}" = 1 ] || go_drop_cache "$GO"
+log "done: $BIN"
 [ "$PRINT_ONLY" = 1 ] && echo "$BIN"
 exit 0
 }

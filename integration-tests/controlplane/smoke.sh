@@ -5,52 +5,32 @@
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-PASSED=0
-FAILED=0
 WD="$(mktemp -d "${TMPDIR:-/tmp}/pangeo-controlplane-smoke.XXXXXX")"
 
 cleanup() {
   local rc=$?
   "$CP_DIR/stop.sh" "$WD" >/dev/null 2>&1 || true
-  if [ "${KEEP_WORKDIR:-0}" = 1 ] || [ "$FAILED" -gt 0 ]; then
-    echo "workdir kept: $WD" >&2
-  else
-    rm -rf "$WD"
-  fi
+  keep_or_remove "$WD"
   exit "$rc"
 }
 trap cleanup EXIT
-
-pass() { PASSED=$((PASSED + 1)); echo "PASS: $1"; }
-fail() { FAILED=$((FAILED + 1)); echo "FAIL: $1"; }
-
-# wait_for <timeout-seconds> <command...>: retry until the command succeeds.
-wait_for() {
-  local t="$1"; shift
-  local deadline=$(( $(date +%s) + t ))
-  until "$@" >/dev/null 2>&1; do
-    [ "$(date +%s)" -lt "$deadline" ] || return 1
-    sleep 0.5
-  done
-}
 
 # ------------------------------------------------------------------ 1. build + start
 echo "== build (cached) and start control plane in $WD"
 rc=0
 CONTROLPLANE_BIN_DIR="$("$CP_DIR/build.sh" --print-bin-dir)" || rc=$?
 export CONTROLPLANE_BIN_DIR
-if [ "$rc" -eq 3 ]; then trap - EXIT; rm -rf "$WD"; echo "SKIPPED: go not found"; exit 3; fi
-[ "$rc" -eq 0 ] || { fail "build.sh (exit $rc)"; echo "$PASSED passed, $FAILED failed"; exit 1; }
+if [ "$rc" -eq 3 ]; then trap - EXIT; rm -rf "$WD"; skip_suite "go not found"; fi
+[ "$rc" -eq 0 ] || { fail "build.sh (exit $rc)"; finish; }
 
-t0=$(date +%s.%N)
+t0=$(now)
 if "$CP_DIR/start.sh" "$WD"; then
-  T_STARTED=$(date +%s.%N)
+  T_STARTED=$(now)
   pass "control plane started, /readyz ok, CRDs Established ($(elapsed "$t0")s)"
 else
   fail "start.sh"
   for f in "$WD"/logs/*.log; do echo "---- $f"; tail -n 20 "$f"; done
-  echo "$PASSED passed, $FAILED failed"
-  exit 1
+  finish
 fi
 # shellcheck disable=SC1091
 . "$WD/env"
@@ -173,7 +153,7 @@ check_node() {
 if check_node; then pass "node $NODE_NAME Ready, untainted"; else fail "node $NODE_NAME not Ready (or tainted)"; fi
 
 # ------------------------------------------------------------------ 6. stop
-t0=$(date +%s.%N)
+t0=$(now)
 "$CP_DIR/stop.sh" "$WD"
 left=""
 for v in KINE_PID KUBE_APISERVER_PID KUBE_CONTROLLER_MANAGER_PID HELM_CONTROLLER_PID; do
@@ -182,5 +162,4 @@ for v in KINE_PID KUBE_APISERVER_PID KUBE_CONTROLLER_MANAGER_PID HELM_CONTROLLER
 done
 if [ -z "$left" ]; then pass "stop.sh stopped all processes ($(elapsed "$t0")s)"; else fail "processes left after stop:$left"; fi
 
-echo "$PASSED passed, $FAILED failed"
-[ "$FAILED" -eq 0 ]
+finish

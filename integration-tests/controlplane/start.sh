@@ -25,99 +25,56 @@ set -euo pipefail
 [ $# -eq 1 ] || { echo "usage: $0 <workdir>" >&2; exit 2; }
 mkdir -p "$1"
 WD="$(cd "$1" && pwd)"
-case "$WD" in *[[:space:]]*) cp_die "workdir must not contain whitespace: $WD" 2 ;; esac
+case "$WD" in *[[:space:]]*) die "workdir must not contain whitespace: $WD" 2 ;; esac
 TIMEOUT="${CONTROLPLANE_START_TIMEOUT:-90}"
 FAKE_NODE="${CONTROLPLANE_FAKE_NODE:-1}"
-case "$FAKE_NODE" in 0|1) ;; *) cp_die "CONTROLPLANE_FAKE_NODE must be 0 or 1, not $FAKE_NODE" 2 ;; esac
+case "$FAKE_NODE" in 0|1) ;; *) die "CONTROLPLANE_FAKE_NODE must be 0 or 1, not $FAKE_NODE" 2 ;; esac
 NODE_IP=127.0.0.1
 if [ "$FAKE_NODE" = 0 ]; then
   NODE_IP="${CONTROLPLANE_NODE_IP:-10.201.255.254}"
-  [[ "$NODE_IP" =~ ^[0-9]+\.[0-9]+\.[0-9]+\.[0-9]+$ ]] || cp_die "CONTROLPLANE_NODE_IP must be an IPv4 address, not $NODE_IP" 2
+  [[ "$NODE_IP" =~ ^[0-9]+\.[0-9]+\.[0-9]+\.[0-9]+$ ]] || die "CONTROLPLANE_NODE_IP must be an IPv4 address, not $NODE_IP" 2
 fi
-T_START=$(date +%s.%N)
+T_START=$(now)
 
 for tool in openssl curl; do
-  command -v "$tool" >/dev/null 2>&1 || cp_die "$tool not found (needed to start the control plane)" 1
+  command -v "$tool" >/dev/null 2>&1 || die "$tool not found (needed to start the control plane)" 1
 done
 
-if [ -s "$WD/pids" ]; then
-  while read -r _name pid; do
-    if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
-      cp_die "a control plane already runs in $WD (pid $pid); run stop.sh $WD first" 1
-    fi
-  done <"$WD/pids"
-fi
+die_if_running "$WD/pids" "a control plane"
 
 # Binaries (cached build; "SKIPPED: go not found" -> exit 3).
-if [ -n "${CONTROLPLANE_BIN_DIR:-}" ]; then
-  BIN="$CONTROLPLANE_BIN_DIR"
-  cp_bin_complete "$BIN" || cp_die "CONTROLPLANE_BIN_DIR=$BIN lacks one of: ${CP_BINARIES[*]}" 1
-else
-  rc=0
-  BIN="$("$CP_DIR/build.sh" --print-bin-dir)" || rc=$?
-  if [ "$rc" -eq 3 ]; then echo "SKIPPED: go not found"; exit 3; fi
-  [ "$rc" -eq 0 ] || cp_die "build.sh failed (exit $rc)" 1
-fi
+use_bins CONTROLPLANE_BIN_DIR "${CONTROLPLANE_BIN_DIR:-}" "$CP_DIR/build.sh" "${CP_BINARIES[@]}"
 
-REF="$(cp_reference_dir)"
+REF="$(pangeo_reference_dir)"
 CRD_FILES=(
   "$REF/k3s-helm-controller/helm.cattle.io_helmcharts.yaml"
   "$REF/k3s-helm-controller/helm.cattle.io_helmchartconfigs.yaml"
   "$REF/dask-gateway-chart/daskclusters.yaml"
 )
-for f in "${CRD_FILES[@]}"; do [ -f "$f" ] || cp_die "CRD file not found: $f (set PANGEO_REFERENCE_DIR?)" 1; done
+for f in "${CRD_FILES[@]}"; do [ -f "$f" ] || die "CRD file not found: $f (set PANGEO_REFERENCE_DIR?)" 1; done
 
 rm -rf "$WD/logs" "$WD/pki" "$WD/data" "$WD/kcm-certs" "$WD/pids" "$WD/env" "$WD/kubeconfig" "$WD"/*.kubeconfig \
   "$WD/apiserver.args" "$WD/node-ip.added"
 mkdir -p "$WD/logs" "$WD/pki" "$WD/data" "$WD/kcm-certs"
-: >"$WD/pids"
+fixture_init "$WD" "$WD/pids" "$WD/logs"
+pki_init "$WD/pki" "$WD/logs/openssl.log"
 PKI="$WD/pki"
 
-STARTED_OK=0
-on_exit() {
-  if [ "$STARTED_OK" != 1 ]; then
-    cp_log "start failed; stopping what was started"
-    "$CP_DIR/stop.sh" "$WD" >&2 || true
-  fi
-}
-trap on_exit EXIT
+trap 'stop_if_start_fails "$CP_DIR/stop.sh" "$WD"' EXIT
 
 # A real node: the apiserver must be reachable from pods (through the `kubernetes` Service, which
 # kube-proxy maps to the advertised address), so not on 127.0.0.1. A /32 on `lo` is reachable from
 # this machine's pods and processes only. stop.sh removes it if this start added it.
 if [ "$FAKE_NODE" = 0 ] && ! ip -4 -o addr show | awk '{print $4}' | grep -qx "$NODE_IP/[0-9]*"; then
-  command -v ip >/dev/null 2>&1 || cp_die "ip (iproute2) not found: needed for CONTROLPLANE_FAKE_NODE=0" 1
-  cp_log "adding $NODE_IP/32 to lo (the apiserver's address for a real node)"
-  ip addr add "$NODE_IP/32" dev lo || cp_die "ip addr add $NODE_IP/32 dev lo failed (needs root)" 1
+  command -v ip >/dev/null 2>&1 || die "ip (iproute2) not found: needed for CONTROLPLANE_FAKE_NODE=0" 1
+  log "adding $NODE_IP/32 to lo (the apiserver's address for a real node)"
+  ip addr add "$NODE_IP/32" dev lo || die "ip addr add $NODE_IP/32 dev lo failed (needs root)" 1
   echo "$NODE_IP" >"$WD/node-ip.added"
 fi
 
 # ---------------------------------------------------------------- certificates
-cp_log "generating certificates in $PKI"
-ossl() { openssl "$@" >>"$WD/logs/openssl.log" 2>&1 || cp_die "openssl $1 failed (see $WD/logs/openssl.log)" 1; }
-ec_key() { ossl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$1"; }
-
-ec_key "$PKI/ca.key"
-ossl req -x509 -new -key "$PKI/ca.key" -sha256 -days 3650 -subj "/CN=pangeo-test-ca" \
-  -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign,digitalSignature" \
-  -out "$PKI/ca.crt"
-
-# cert <name> <subject> <extKeyUsage> [subjectAltName]
-cert() {
-  local name="$1" subj="$2" eku="$3" san="${4:-}" ext="$PKI/$1.ext"
-  ec_key "$PKI/$name.key"
-  ossl req -new -key "$PKI/$name.key" -subj "$subj" -out "$PKI/$name.csr"
-  {
-    echo "basicConstraints=critical,CA:FALSE"
-    echo "keyUsage=critical,digitalSignature,keyEncipherment"
-    echo "extendedKeyUsage=$eku"
-    [ -n "$san" ] && echo "subjectAltName=$san"
-  } >"$ext"
-  local ca="${CA_NAME:-ca}"
-  ossl x509 -req -in "$PKI/$name.csr" -CA "$PKI/$ca.crt" -CAkey "$PKI/$ca.key" -CAcreateserial \
-    -days 3650 -sha256 -extfile "$ext" -out "$PKI/$name.crt"
-  rm -f "$PKI/$name.csr" "$ext"
-}
+log "generating certificates in $PKI"
+ca_cert ca pangeo-test-ca
 APISERVER_EXTRA_SAN=""
 [ "$FAKE_NODE" = 0 ] && APISERVER_EXTRA_SAN="IP:$NODE_IP,"
 cert apiserver "/CN=kube-apiserver" serverAuth \
@@ -133,79 +90,35 @@ cert helm-controller "/O=system:masters/CN=helm-controller" clientAuth
 cert restricted "/CN=pangeo-restricted" clientAuth
 # Front proxy (aggregation layer) CA + client, as kubeadm/k3s: fills the requestheader CA in
 # kube-system/extension-apiserver-authentication that delegated authn (controller-manager) reads.
-ec_key "$PKI/front-proxy-ca.key"
-ossl req -x509 -new -key "$PKI/front-proxy-ca.key" -sha256 -days 3650 -subj "/CN=pangeo-test-front-proxy-ca" \
-  -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign,digitalSignature" \
-  -out "$PKI/front-proxy-ca.crt"
-CA_NAME=front-proxy-ca cert front-proxy-client "/CN=front-proxy-client" clientAuth
+ca_cert front-proxy-ca pangeo-test-front-proxy-ca
+pki_init "$PKI" "$WD/logs/openssl.log" "$PKI/front-proxy-ca.crt" "$PKI/front-proxy-ca.key"
+cert front-proxy-client "/CN=front-proxy-client" clientAuth
 # ServiceAccount token signing key pair (RSA, as kubeadm).
 ossl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$PKI/sa.key"
 ossl pkey -in "$PKI/sa.key" -pubout -out "$PKI/sa.pub"
 chmod 600 "$PKI"/*.key
 
 # ---------------------------------------------------------------- ports
-for v in KINE_PORT API_PORT KCM_PORT; do cp_free_port "$v" || cp_die "could not find a free port" 1; done
+for v in KINE_PORT API_PORT KCM_PORT; do free_port "$v" || die "could not find a free port" 1; done
 APISERVER_URL="https://$NODE_IP:$API_PORT"
 KINE_ENDPOINT="http://127.0.0.1:$KINE_PORT"
 
-# kubeconfig <file> <cert-name>: self-contained (certificates embedded as base64 data).
-kubeconfig() {
-  cat >"$1" <<EOF
-apiVersion: v1
-kind: Config
-clusters:
-- name: pangeo-test
-  cluster:
-    server: $APISERVER_URL
-    certificate-authority-data: $(base64 -w0 "$PKI/ca.crt")
-users:
-- name: $2
-  user:
-    client-certificate-data: $(base64 -w0 "$PKI/$2.crt")
-    client-key-data: $(base64 -w0 "$PKI/$2.key")
-contexts:
-- name: pangeo-test
-  context:
-    cluster: pangeo-test
-    user: $2
-current-context: pangeo-test
-EOF
-  chmod 600 "$1"
-}
-kubeconfig "$WD/kubeconfig" admin
-kubeconfig "$WD/kube-controller-manager.kubeconfig" kube-controller-manager
-kubeconfig "$WD/helm-controller.kubeconfig" helm-controller
-kubeconfig "$WD/restricted.kubeconfig" restricted
+kubeconfig "$WD/kubeconfig" "$APISERVER_URL" "$PKI/ca.crt" admin
+kubeconfig "$WD/kube-controller-manager.kubeconfig" "$APISERVER_URL" "$PKI/ca.crt" kube-controller-manager
+kubeconfig "$WD/helm-controller.kubeconfig" "$APISERVER_URL" "$PKI/ca.crt" helm-controller
+kubeconfig "$WD/restricted.kubeconfig" "$APISERVER_URL" "$PKI/ca.crt" restricted
 
 # ---------------------------------------------------------------- processes
-# launch <name> <binary> args...   (own session via setsid; PID recorded; log in logs/<name>.log)
-launch() {
-  local name="$1" bin="$2" pid; shift 2
-  cp_log "starting $name"
-  setsid "$BIN/$bin" "$@" </dev/null >"$WD/logs/$name.log" 2>&1 &
-  pid=$!
-  echo "$name $pid" >>"$WD/pids"
-  eval "PID_$(echo "$name" | tr 'a-z-' 'A-Z_')=$pid"
-}
-fail_with_logs() { # message, log names...
-  local msg="$1" n; shift
-  for n in "$@"; do
-    echo "---- last 30 lines of $WD/logs/$n.log" >&2
-    tail -n 30 "$WD/logs/$n.log" >&2 || true
-  done
-  cp_die "$msg" 1
-}
-alive() { kill -0 "$1" 2>/dev/null; }
-
-launch kine kine \
+# Each process in its own session, recorded in <workdir>/pids (launch: integration-tests/lib/common.sh).
+launch kine "$BIN/kine" \
   --listen-address "127.0.0.1:$KINE_PORT" \
   --endpoint "sqlite://$WD/data/state.db?_journal=WAL&cache=shared&_busy_timeout=30000&_txlock=immediate" \
   --metrics-bind-address 0
 
 # kine answers etcd's grpc on the port; wait until it listens.
 deadline=$(( $(date +%s) + TIMEOUT ))
-until (exec 3<>"/dev/tcp/127.0.0.1/$KINE_PORT") 2>/dev/null; do
-  alive "$PID_KINE" || fail_with_logs "kine exited during startup" kine
+until port_open 127.0.0.1 "$KINE_PORT"; do
+  proc_alive "$PID_KINE" || fail_with_logs "kine exited during startup" kine
   [ "$(date +%s)" -lt "$deadline" ] || fail_with_logs "kine did not listen on 127.0.0.1:$KINE_PORT within ${TIMEOUT}s" kine
   sleep 0.1
 done
@@ -273,14 +186,14 @@ printf '%s\n' "${API_ARGS[@]}" >"$WD/apiserver.args"
 # The shared apiserver: read the file back and substitute the port.
 PORT_PLACEHOLDER='{port}'
 mapfile -t api_args <"$WD/apiserver.args"
-launch kube-apiserver kube-apiserver "${api_args[@]//"$PORT_PLACEHOLDER"/$API_PORT}"
+launch kube-apiserver "$BIN/kube-apiserver" "${api_args[@]//"$PORT_PLACEHOLDER"/$API_PORT}"
 
-cp_log "waiting for $APISERVER_URL/readyz (timeout ${TIMEOUT}s)"
+log "waiting for $APISERVER_URL/readyz (timeout ${TIMEOUT}s)"
 CURL=(curl -sS --max-time 5 --cacert "$PKI/ca.crt" --cert "$PKI/admin.crt" --key "$PKI/admin.key")
 deadline=$(( $(date +%s) + TIMEOUT ))
 while :; do
-  alive "$PID_KUBE_APISERVER" || fail_with_logs "kube-apiserver exited during startup" kube-apiserver kine
-  alive "$PID_KINE" || fail_with_logs "kine exited during startup" kine
+  proc_alive "$PID_KUBE_APISERVER" || fail_with_logs "kube-apiserver exited during startup" kube-apiserver kine
+  proc_alive "$PID_KINE" || fail_with_logs "kine exited during startup" kine
   out="$("${CURL[@]}" "$APISERVER_URL/readyz" 2>&1)" && [ "$out" = ok ] && break
   [ "$(date +%s)" -lt "$deadline" ] || {
     echo "---- /readyz?verbose:" >&2
@@ -289,13 +202,13 @@ while :; do
   }
   sleep 0.2
 done
-cp_log "kube-apiserver ready after $(elapsed "$T_START")s"
+log "kube-apiserver ready after $(elapsed "$T_START")s"
 
 # All default controllers except node-lifecycle-controller (see "node" below: no kubelet heartbeats);
 # with a real kubelet, all of them (node-lifecycle lifts the not-ready taint once the node is Ready).
 KCM_CONTROLLERS='*,-node-lifecycle-controller'
 [ "$FAKE_NODE" = 0 ] && KCM_CONTROLLERS='*'
-launch kube-controller-manager kube-controller-manager \
+launch kube-controller-manager "$BIN/kube-controller-manager" \
   --kubeconfig="$WD/kube-controller-manager.kubeconfig" \
   --authentication-kubeconfig="$WD/kube-controller-manager.kubeconfig" \
   --authorization-kubeconfig="$WD/kube-controller-manager.kubeconfig" \
@@ -326,7 +239,7 @@ KUBECTL=("$BIN/kubectl" --kubeconfig "$WD/kubeconfig")
 NODE_NAME=${CONTROLPLANE_NODE_NAME:-pangeo-test-node}
 case "$(uname -m)" in x86_64) NODE_ARCH=amd64 ;; aarch64|arm64) NODE_ARCH=arm64 ;; *) NODE_ARCH="$(uname -m)" ;; esac
 if [ "$FAKE_NODE" = 1 ]; then
-cp_log "registering node $NODE_NAME"
+log "registering node $NODE_NAME"
 "${KUBECTL[@]}" apply --server-side --field-manager=pangeo-controlplane-fixture -f - >>"$WD/logs/node.log" 2>&1 <<EOF \
   || fail_with_logs "registering node $NODE_NAME failed" node kube-apiserver
 apiVersion: v1
@@ -352,11 +265,11 @@ EOF
 "${KUBECTL[@]}" wait --for=condition=Ready --timeout=10s "node/$NODE_NAME" >>"$WD/logs/node.log" 2>&1 \
   || fail_with_logs "node $NODE_NAME not Ready after the status patch" node kube-apiserver
 else
-  cp_log "no fake node: a kubelet registers $NODE_NAME (integration-tests/node/start.sh)"
+  log "no fake node: a kubelet registers $NODE_NAME (integration-tests/node/start.sh)"
 fi
 
 # ---------------------------------------------------------------- CRDs
-cp_log "installing CRDs from $REF"
+log "installing CRDs from $REF"
 for f in "${CRD_FILES[@]}"; do
   "${KUBECTL[@]}" apply --server-side --field-manager=pangeo-controlplane-fixture -f "$f" >>"$WD/logs/crds.log" 2>&1 \
     || fail_with_logs "applying $f failed" crds kube-apiserver
@@ -369,15 +282,15 @@ done
   || fail_with_logs "CRDs not Established within ${TIMEOUT}s" crds kube-apiserver
 
 # helm-controller: all namespaces (as k3s runs it), lease in kube-system.
-launch helm-controller helm-controller \
+launch helm-controller "$BIN/helm-controller" \
   --kubeconfig "$WD/helm-controller.kubeconfig" \
   --namespace "" \
   --node-name "$NODE_NAME"
 
 sleep 0.5
 for n in kine kube-apiserver kube-controller-manager helm-controller; do
-  pid="$(awk -v n="$n" '$1==n{print $2}' "$WD/pids")"
-  alive "$pid" || fail_with_logs "$n exited right after start" "$n"
+  pid="$(launched_pid "$n")"
+  proc_alive "$pid" || fail_with_logs "$n exited right after start" "$n"
 done
 
 cat >"$WD/env" <<EOF
@@ -402,5 +315,5 @@ KUBE_CONTROLLER_MANAGER_PID=$PID_KUBE_CONTROLLER_MANAGER
 HELM_CONTROLLER_PID=$PID_HELM_CONTROLLER
 CONTROLPLANE_WORKDIR=$WD
 EOF
-STARTED_OK=1
-cp_log "control plane up at $APISERVER_URL after $(elapsed "$T_START")s; env in $WD/env"
+started
+log "control plane up at $APISERVER_URL after $(elapsed "$T_START")s; env in $WD/env"

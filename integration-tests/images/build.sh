@@ -32,7 +32,7 @@ while [ $# -gt 0 ]; do
     --only) ONLY+=("${2:?--only needs an image name}"); shift ;;
     --relock) RELOCK="${2:?--relock needs an image name}"; shift ;;
     -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
-    *) img_die "unknown argument $1 (see --help)" 2 ;;
+    *) die "unknown argument $1 (see --help)" 2 ;;
   esac
   shift
 done
@@ -42,7 +42,7 @@ for t in python3 sha256sum flock unshare chroot; do
   command -v "$t" >/dev/null 2>&1 || { echo "SKIPPED: $t not found (Debian: apt-get install util-linux coreutils python3)"; exit 3; }
 done
 if ! command -v mmdebstrap >/dev/null 2>&1; then
-  img_log "installing mmdebstrap (apt-get install --no-install-recommends mmdebstrap)"
+  log "installing mmdebstrap (apt-get install --no-install-recommends mmdebstrap)"
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends mmdebstrap >&2 \
     || { echo "SKIPPED: mmdebstrap is missing and could not be installed (apt-get install mmdebstrap)"; exit 3; }
 fi
@@ -56,7 +56,7 @@ mkdir -p "$CACHE" "$PIP_CACHE" "$NPM_CACHE" "$DEB_CACHE"
 
 exec 9>"$CACHE/.test-images.lock"
 if ! flock -n 9; then
-  img_log "another build holds $CACHE/.test-images.lock; waiting"
+  log "another build holds $CACHE/.test-images.lock; waiting"
   flock 9
 fi
 
@@ -152,7 +152,7 @@ finalize_rootfs() {
       [ -d "$d" ] && dirs+=("${d#"$r"}")
     done
     in_root python3 -m compileall -q -f -j 2 --invalidation-mode unchecked-hash "${dirs[@]}" >/dev/null 2>&1 \
-      || img_log "compileall: some files did not compile (test data with syntax errors; harmless)"
+      || log "compileall: some files did not compile (test data with syntax errors; harmless)"
   fi
   rm -rf "$r"/var/lib/apt/lists/* "$r"/var/cache/apt/* "$r"/var/cache/debconf/*-old \
          "$r"/var/cache/pip-host "$r"/root/.cache "$r"/var/log/*.log "$r"/var/log/apt \
@@ -170,20 +170,20 @@ build_one() { # name -> sets BUILT_TAR (empty: a prerequisite is missing, see NO
   local name="$1" key dir t0 why
   img_load_recipe "$name"
   if declare -F available >/dev/null && ! why="$(available)"; then
-    img_log "$name: NOT BUILT: $why"
+    log "$name: NOT BUILT: $why"
     NOT_BUILT+=("$name: $why")
     BUILT_TAR=""
     return 0
   fi
-  key="$(img_key "$name")" || img_die "$name: cannot compute the cache key (a binary it needs is missing?)"
+  key="$(img_key "$name")" || die "$name: cannot compute the cache key (a binary it needs is missing?)"
   dir="$CACHE/test-$name-$key"
   BUILT_TAR="$dir/$name.tar"
   if [ -f "$BUILT_TAR" ]; then
-    img_log "$name: cache hit ($dir)"
+    log "$name: cache hit ($dir)"
     return 0
   fi
-  t0=$(date +%s.%N)
-  img_log "$name: building ($dir)"
+  t0=$(now)
+  log "$name: building ($dir)"
   WORK="$CACHE/test-work-$name.$$"
   rm -rf "$WORK"; mkdir -p "$WORK"
   ROOTFS="$WORK/rootfs"
@@ -203,17 +203,17 @@ build_one() { # name -> sets BUILT_TAR (empty: a prerequisite is missing, see NO
   python3 "$IMG_DIR/oci-image" "${args[@]}" --mtime "$IMG_EPOCH" --rootfs "$ROOTFS" -o "$WORK/$name.tar"
   rm -rf "$dir.tmp"; mkdir -p "$dir.tmp"
   mv "$WORK/$name.tar" "$dir.tmp/$name.tar"
-  echo "rootfs_mb=$rootfs_mb archive_bytes=$(stat -c %s "$dir.tmp/$name.tar") build_s=$(img_elapsed "$t0")" > "$dir.tmp/build-info"
+  echo "rootfs_mb=$rootfs_mb archive_bytes=$(stat -c %s "$dir.tmp/$name.tar") build_s=$(elapsed "$t0")" > "$dir.tmp/build-info"
   img_standin_lines "$name" > "$dir.tmp/STAND-IN.txt"
   rm -rf "$dir"; mv "$dir.tmp" "$dir"
   rm -rf "$WORK"; WORK=""
-  img_log "$name: built in $(img_elapsed "$t0") s (rootfs $rootfs_mb MB, archive $(du -m "$BUILT_TAR" | cut -f1) MB)"
+  log "$name: built in $(elapsed "$t0") s (rootfs $rootfs_mb MB, archive $(du -m "$BUILT_TAR" | cut -f1) MB)"
 }
 
 relock() { # name
   local name="$1"
   img_load_recipe "$name"
-  [ -f "$IMG_DIR/$name/requirements.in" ] || img_die "$name has no requirements.in"
+  [ -f "$IMG_DIR/$name/requirements.in" ] || die "$name has no requirements.in"
   WORK="$CACHE/test-work-relock-$name.$$"
   rm -rf "$WORK"; mkdir -p "$WORK"
   ROOTFS="$WORK/rootfs"
@@ -227,12 +227,12 @@ relock() { # name
     echo "# requirements.in with $(in_root /opt/venv/bin/python -c 'import sys; print("Python %d.%d" % sys.version_info[:2])') of Debian $IMG_SUITE, wheels preferred, on $(date -u +%Y-%m-%d)."
     in_root /opt/venv/bin/pip freeze --all --exclude pip --exclude setuptools --exclude wheel
   } > "$IMG_DIR/$name/requirements.txt"
-  img_log "wrote $IMG_DIR/$name/requirements.txt ($(grep -vc '^#' "$IMG_DIR/$name/requirements.txt") packages)"
+  log "wrote $IMG_DIR/$name/requirements.txt ($(grep -vc '^#' "$IMG_DIR/$name/requirements.txt") packages)"
 }
 
 if [ -n "$RELOCK" ]; then relock "$RELOCK"; exit 0; fi
 
-T0=$(date +%s.%N)
+T0=$(now)
 LIST=("${IMAGES[@]}")
 [ ${#ONLY[@]} -gt 0 ] && LIST=("${ONLY[@]}")
 TARS=()
@@ -261,7 +261,7 @@ if [ ${#ONLY[@]} -eq 0 ]; then
     mv "$SET.tmp" "$SET"
   fi
   ln -sfn "test-set-$SETKEY" "$CACHE/test-latest"
-  img_log "all images ready in $(img_elapsed "$T0") s: $SET"
+  log "all images ready in $(elapsed "$T0") s: $SET"
   [ "$PRINT_DIR" = 1 ] && echo "$SET"
 fi
 exit 0

@@ -13,9 +13,9 @@ set -euo pipefail
 [ $# -eq 2 ] || { echo "usage: $0 <ctr-binary> <containerd-socket>" >&2; exit 2; }
 CTR="$1"
 SOCK="$2"
-[ -x "$CTR" ] || img_die "ctr binary $CTR is not executable (integration-tests/node/build.sh --print-bin-dir has it)" 2
+[ -x "$CTR" ] || die "ctr binary $CTR is not executable (integration-tests/node/build.sh --print-bin-dir has it)" 2
 case "$SOCK" in /*) ;; *) SOCK="$(pwd)/$SOCK" ;; esac
-[ -S "$SOCK" ] || img_die "$SOCK is not a socket (is containerd running?)" 2
+[ -S "$SOCK" ] || die "$SOCK is not a socket (is containerd running?)" 2
 
 DIR="${PANGEO_TEST_IMAGES_DIR:-}"
 if [ -z "$DIR" ]; then
@@ -24,22 +24,22 @@ if [ -z "$DIR" ]; then
   if [ "$rc" -ne 0 ]; then
     printf '%s\n' "$out" | grep '^SKIPPED' || true
     [ "$rc" -eq 3 ] && exit 3
-    img_die "build.sh failed (exit $rc)" 1
+    die "build.sh failed (exit $rc)" 1
   fi
   DIR="$(printf '%s\n' "$out" | tail -n 1)"
 fi
-[ -d "$DIR" ] || img_die "$DIR is not a directory of image archives" 1
+[ -d "$DIR" ] || die "$DIR is not a directory of image archives" 1
 shopt -s nullglob
 ARCHIVES=("$DIR"/*.tar)
-[ ${#ARCHIVES[@]} -gt 0 ] || img_die "no *.tar in $DIR" 1
+[ ${#ARCHIVES[@]} -gt 0 ] || die "no *.tar in $DIR" 1
 
 ctr_() { "$CTR" -a "$SOCK" -n k8s.io "$@"; }
 
 # name<TAB>digest for every image the namespace has
 present="$(ctr_ images ls 2>/dev/null | awk 'NR>1 {print $1 "\t" $3}')" \
-  || img_die "ctr images ls failed on $SOCK" 1
+  || die "ctr images ls failed on $SOCK" 1
 
-t0=$(date +%s.%N)
+t0=$(now)
 n_imported=0
 n_skipped=0
 for a in "${ARCHIVES[@]}"; do
@@ -51,22 +51,22 @@ with tarfile.open(sys.argv[1]) as t:
 for m in idx["manifests"]:
     print(m["annotations"]["io.containerd.image.name"] + "\t" + m["digest"])
 PY
-)" || img_die "$a: not an OCI archive with an index.json" 1
+)" || die "$a: not an OCI archive with an index.json" 1
   missing=0
   while IFS= read -r line; do
     grep -qxF "$line" <<<"$present" || missing=1
   done <<<"$want"
   if [ "$missing" = 0 ]; then
-    img_log "$(basename "$a"): already imported"
+    log "$(basename "$a"): already imported"
     n_skipped=$((n_skipped + 1))
   else
-    ts=$(date +%s.%N)
-    ctr_ images import "$a" >&2 || img_die "ctr images import $a failed" 1
-    img_log "$(basename "$a"): imported in $(img_elapsed "$ts") s"
+    ts=$(now)
+    ctr_ images import "$a" >&2 || die "ctr images import $a failed" 1
+    log "$(basename "$a"): imported in $(elapsed "$ts") s"
     n_imported=$((n_imported + 1))
   fi
 done
-img_log "$n_imported archive(s) imported, $n_skipped already present, in $(img_elapsed "$t0") s"
+log "$n_imported archive(s) imported, $n_skipped already present, in $(elapsed "$t0") s"
 if [ -f "$DIR/STAND-IN.txt" ]; then
   cat "$DIR/STAND-IN.txt"
 fi

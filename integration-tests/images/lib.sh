@@ -3,6 +3,9 @@
 # Shared helpers of build.sh / import.sh. Source, don't execute.
 
 IMG_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# shellcheck source=../lib/common.sh
+. "$IMG_DIR/../lib/common.sh"
+PANGEO_LOG_TAG=images
 
 # Bump when the build machinery (build.sh, this file) changes what an image contains: every
 # image's cache key includes it. An image's own recipe (<name>/*) is hashed into its key directly.
@@ -16,12 +19,11 @@ IMG_EPOCH=1767225600
 # (local-path helper, sandbox) are the node's: integration-tests/node/images.sh.
 IMAGES=(network-tools chp hub gateway-server notebook helm-job traefik)
 
-img_log() { printf '[images] %s\n' "$*" >&2; }
-img_die() { printf '[images] ERROR: %s\n' "$1" >&2; exit "${2:-1}"; }
-
-img_cache_root() {
-  echo "${PANGEO_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/pangeo-appliance}"
-}
+img_cache_root() { pangeo_cache_dir; }
+# The recipes (<name>/recipe.sh) log and fail through these names: every recipe file is hashed
+# into its image's cache key, so renaming the calls there would rebuild the images cold.
+img_log() { log "$@"; }
+img_die() { die "$@"; }
 
 # The node's bin dir (traefik, helm): $PANGEO_NODE_BIN_DIR, else integration-tests/node/build.sh
 # --print-bin-dir (which builds them when missing). Empty output: not available.
@@ -35,13 +37,13 @@ img_node_bin_dir() {
 # Loads <name>/recipe.sh into the IMG_* variables and the customize function.
 img_load_recipe() {
   local name="$1"
-  [ -f "$IMG_DIR/$name/recipe.sh" ] || img_die "no recipe $IMG_DIR/$name/recipe.sh"
+  [ -f "$IMG_DIR/$name/recipe.sh" ] || die "no recipe $IMG_DIR/$name/recipe.sh"
   unset -f customize extra_key available 2>/dev/null || true
   IMG_REFS=(); IMG_UPSTREAM=""; IMG_FROM=""; IMG_DEBS=""; IMG_ENTRYPOINT=""; IMG_CMD=""
   IMG_USER=""; IMG_WORKDIR=""; IMG_ENV=(); IMG_VARIANT=minbase
   # shellcheck disable=SC1090
   . "$IMG_DIR/$name/recipe.sh"
-  [ ${#IMG_REFS[@]} -gt 0 ] || img_die "$name/recipe.sh sets no IMG_REFS"
+  [ ${#IMG_REFS[@]} -gt 0 ] || die "$name/recipe.sh sets no IMG_REFS"
 }
 
 # Cache key of the loaded recipe: its files, the shared settings, the refs, and what
@@ -65,6 +67,3 @@ img_standin_lines() { # name
     echo "STAND-IN $r (built from $IMG_FROM) for the upstream image"
   done
 }
-
-# Seconds (one decimal) since a `date +%s.%N` timestamp.
-img_elapsed() { awk -v a="$1" -v b="$(date +%s.%N)" 'BEGIN{printf "%.1f", b-a}'; }

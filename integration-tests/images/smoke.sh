@@ -9,15 +9,14 @@
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-skip() { echo "SKIPPED: $*"; echo "0 passed, 0 failed"; exit 3; }
-[ "$(id -u)" = 0 ] || skip "needs root (containerd, runc)"
+[ "$(id -u)" = 0 ] || skip_suite "needs root (containerd, runc)"
 BIN="$(img_node_bin_dir)" || true
 for b in containerd ctr containerd-shim-runc-v2 runc; do
-  [ -n "$BIN" ] && [ -x "$BIN/$b" ] || skip "$b not found: build the node (integration-tests/node/build.sh) or set PANGEO_NODE_BIN_DIR"
+  [ -n "$BIN" ] && [ -x "$BIN/$b" ] || skip_suite "$b not found: build the node (integration-tests/node/build.sh) or set PANGEO_NODE_BIN_DIR"
 done
 rc=0
 SET="$("$IMG_DIR/build.sh" --print-dir 2>/dev/null | tail -n 1)" || rc=$?
-[ "$rc" = 0 ] || skip "build.sh --print-dir failed (exit $rc): build the images first"
+[ "$rc" = 0 ] || skip_suite "build.sh --print-dir failed (exit $rc): build the images first"
 
 T="$(mktemp -d /tmp/images-smoke.XXXXXX)"
 SOCK="$T/containerd.sock"
@@ -41,22 +40,20 @@ cleanup() {
 }
 trap cleanup EXIT
 for _ in $(seq 1 100); do [ -S "$SOCK" ] && break; sleep 0.1; done
-[ -S "$SOCK" ] || { cat "$T/containerd.log"; img_die "containerd did not start"; }
+[ -S "$SOCK" ] || { cat "$T/containerd.log"; die "containerd did not start"; }
 
-PASS=0
-FAIL=0
-ok() { PASS=$((PASS + 1)); echo "ok   $1"; }
-no() { FAIL=$((FAIL + 1)); echo "FAIL $1"; sed 's/^/     | /' "$T/out" | tail -n 15; }
+ok() { pass "$1"; }
+no() { fail "$1"; sed 's/^/     | /' "$T/out" | tail -n 15; }
 
-t0=$(date +%s.%N)
+t0=$(now)
 if PANGEO_TEST_IMAGES_DIR="$SET" "$IMG_DIR/import.sh" "$BIN/ctr" "$SOCK" >"$T/out" 2>&1; then
-  ok "import.sh: every archive imported in $(img_elapsed "$t0") s"
+  ok "import.sh: every archive imported in $(elapsed "$t0") s"
 else
   no "import.sh"
 fi
-t0=$(date +%s.%N)
+t0=$(now)
 PANGEO_TEST_IMAGES_DIR="$SET" "$IMG_DIR/import.sh" "$BIN/ctr" "$SOCK" >"$T/out" 2>&1 \
-  && grep -q "0 archive(s) imported" "$T/out" && ok "import.sh again: nothing re-imported ($(img_elapsed "$t0") s)" \
+  && grep -q "0 archive(s) imported" "$T/out" && ok "import.sh again: nothing re-imported ($(elapsed "$t0") s)" \
   || no "import.sh is idempotent"
 
 n=0
@@ -119,5 +116,4 @@ else
 fi
 expect "helm job: helm v3.21.4 on PATH" 'v3\.21\.4' docker.io/rancher/klipper-helm:latest -- helm version --short
 
-echo "$PASS passed, $FAIL failed"
-[ "$FAIL" = 0 ]
+finish

@@ -18,65 +18,26 @@ set -euo pipefail
 PRINT_ONLY=0
 [ "${1:-}" = "--print-bin-dir" ] && PRINT_ONLY=1
 
-if ! GO="$(cp_find_go)"; then
+if ! GO="$(find_go)"; then
   echo "SKIPPED: go not found (install Go >= 1.26.7 to build the test node)"
   exit 3
 fi
-
-ROOT="$(node_cache_root)"
-KEY="$(node_cache_key "$GO")"
-KEYDIR="$ROOT/$KEY"
-BIN="$KEYDIR/bin"
-
-hit() {
-  node_log "cache hit: $BIN"
-  [ "$PRINT_ONLY" = 1 ] && echo "$BIN"
-  exit 0
-}
-node_bin_complete "$BIN" && hit
 
 # runc links libseccomp (CGO); pause is a static C binary.
 missing=()
 command -v gcc >/dev/null 2>&1 || missing+=(gcc)
 command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
 pkg-config --exists libseccomp 2>/dev/null || missing+=(libseccomp-dev)
-[ ${#missing[@]} -eq 0 ] || node_die "missing: ${missing[*]} (run integration-tests/install-deps, or apt-get install ${missing[*]})" 1
-
-mkdir -p "$ROOT"
-exec 9>"$ROOT/.build.lock"
-if command -v flock >/dev/null 2>&1 && ! flock -n 9; then
-  node_log "another build holds $ROOT/.build.lock; waiting"
-  flock 9
+if [ ${#missing[@]} -gt 0 ] && ! node_bin_complete "$(node_cache_root)/$(node_cache_key "$GO")/bin"; then
+  die "missing: ${missing[*]} (run integration-tests/install-deps, or apt-get install ${missing[*]})" 1
 fi
-node_bin_complete "$BIN" && hit   # built by someone else while we waited
-
-CP_ROOT="$(cp_cache_root)"
-export GOMODCACHE="$CP_ROOT/gomod"
-export GOCACHE="$CP_ROOT/gocache"
-export GOFLAGS=-mod=readonly     # go.mod/go.sum are committed; never rewrite them
-export GOTOOLCHAIN=local
-export GOWORK=off
-node_log "cache miss: building into $BIN"
-node_log "go: $GO ($("$GO" env GOVERSION)), GOMODCACHE=$GOMODCACHE, GOCACHE=$GOCACHE"
-
-TMP="$KEYDIR/bin.tmp.$$"
-rm -rf "$TMP"; mkdir -p "$TMP"
-trap 'rm -rf "$TMP"' EXIT
+go_build_start "the test node" "$(node_cache_root)" "$(node_cache_key "$GO")" "${NODE_BINARIES[@]}"
+CP_ROOT="$(go_cache_root)"
 T_ALL=$(date +%s)
 
-# build_module <module dir under go/> [go build args...] -- packages...
-# Every binary of one module in one `go build -o DIR/`, so shared packages compile once.
-build_module() {
+build_module() { # module dir under go/, then go_build's arguments
   local dir="$1"; shift
-  local args=() t0
-  while [ "$1" != "--" ]; do args+=("$1"); shift; done; shift
-  t0=$(date +%s)
-  node_log "building $dir ($*) ..."
-  if ! (cd "$NODE_DIR/go/$dir" && "$GO" build -trimpath "${args[@]}" -o "$TMP/" "$@") >"$TMP/$dir.log" 2>&1; then
-    tail -n 40 "$TMP/$dir.log" >&2
-    node_die "building $dir failed (see output above; go downloads missing modules from \$GOPROXY=$("$GO" env GOPROXY))" 1
-  fi
-  node_log "built $dir in $(( $(date +%s) - t0 ))s"
+  go_build "$dir" "$NODE_DIR/go/$dir" "$@"
 }
 
 # runc: CGO for libseccomp (Debian's libseccomp-dev); without the default libpathrs tag (its C
@@ -115,26 +76,22 @@ CGO_ENABLED=0 build_module traefik -ldflags "-s -w -X github.com/traefik/traefik
 PAUSE_C="$GOMODCACHE/k8s.io/kubernetes@$KUBERNETES_VERSION/build/pause/linux/pause.c"
 if [ ! -f "$PAUSE_C" ]; then
   (cd "$CP_DIR/go/kubernetes" && "$GO" mod download k8s.io/kubernetes) >&2 \
-    || node_die "could not download k8s.io/kubernetes@$KUBERNETES_VERSION for pause.c" 1
+    || die "could not download k8s.io/kubernetes@$KUBERNETES_VERSION for pause.c" 1
 fi
 t0=$(date +%s)
 gcc -Os -Wall -Werror -static -DVERSION="v$PAUSE_VERSION-k8s-$KUBERNETES_VERSION" -o "$TMP/pause" "$PAUSE_C" \
-  || node_die "gcc -static pause.c failed (needs libc6-dev's static libc)" 1
+  || die "gcc -static pause.c failed (needs libc6-dev's static libc)" 1
 strip "$TMP/pause" 2>/dev/null || true
-node_log "built pause in $(( $(date +%s) - t0 ))s"
+log "built pause in $(( $(date +%s) - t0 ))s"
 
-node_bin_complete "$TMP" || node_die "build finished but a binary is missing in $TMP (expected: ${NODE_BINARIES[*]})" 1
-rm -f "$TMP"/*.log
-rm -rf "$BIN"
-mv "$TMP" "$BIN"
-trap - EXIT
+go_build_finish
 # Every Go binary of the control plane and the node is cached now: drop the shared build cache,
 # but not under a control-plane build that is running (it holds its lock while it compiles).
 exec 8>"$CP_ROOT/.build.lock"
 command -v flock >/dev/null 2>&1 && flock 8
-cp_drop_gocache "$GO"
+go_drop_cache "$GO"
 exec 8>&-
-node_log "done in $(( $(date +%s) - T_ALL ))s: $BIN"
+log "done in $(( $(date +%s) - T_ALL ))s: $BIN"
 [ "$PRINT_ONLY" = 1 ] && echo "$BIN"
 exit 0
 }

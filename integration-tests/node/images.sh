@@ -16,11 +16,11 @@ set -euo pipefail
 [ $# -eq 1 ] || { echo "usage: $0 <node-bin-dir>" >&2; exit 2; }
 BIN="$1"
 OCI_IMAGE="$NODE_DIR/../images/oci-image"
-[ -x "$OCI_IMAGE" ] || node_die "$OCI_IMAGE not found (it writes the OCI archives)" 1
-command -v python3 >/dev/null 2>&1 || node_die "python3 not found (oci-image needs it)" 1
+[ -x "$OCI_IMAGE" ] || die "$OCI_IMAGE not found (it writes the OCI archives)" 1
+command -v python3 >/dev/null 2>&1 || die "python3 not found (oci-image needs it)" 1
 BUSYBOX="${NODE_BUSYBOX:-/bin/busybox}"
 if [ ! -x "$BUSYBOX" ] || ldd "$BUSYBOX" >/dev/null 2>&1; then  # ldd fails on a static binary
-  node_die "$BUSYBOX is not a static busybox (apt-get install busybox-static, or set NODE_BUSYBOX)" 1
+  die "$BUSYBOX is not a static busybox (apt-get install busybox-static, or set NODE_BUSYBOX)" 1
 fi
 
 IMG_DIR="$(node_cache_root)/images"
@@ -40,10 +40,10 @@ image() {
     mkdir "$tmp/rootfs"
     "mk_$name" "$tmp/rootfs"
     python3 "$OCI_IMAGE" --rootfs "$tmp/rootfs" "$@" -o "$tmp/image.tar" >&2 \
-      || { rm -rf "$tmp"; node_die "oci-image failed for $name" 1; }
+      || { rm -rf "$tmp"; die "oci-image failed for $name" 1; }
     mv -f "$tmp/image.tar" "$out"
     rm -rf "$tmp"
-    node_log "image $name built: $out ($(du -h "$out" | cut -f1))"
+    log "image $name built: $out ($(du -h "$out" | cut -f1))"
   fi
   echo "$out"
 }

@@ -1,7 +1,7 @@
 # shellcheck disable=SC2034  # variables set here are read by the scripts that source this file
 # shellcheck shell=bash
 # Shared helpers for the test node's build.sh / start.sh / stop.sh / smoke.sh. Source, don't execute.
-# Builds on the control plane's lib.sh (Go lookup, cache root, shared GOMODCACHE/GOCACHE, ports).
+# Builds on the control plane's lib.sh (its versions and binaries; it sources integration-tests/lib/common.sh).
 
 NODE_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # shellcheck source=../controlplane/lib.sh
@@ -32,28 +32,20 @@ NODE_BINARIES=(containerd containerd-shim-runc-v2 ctr runc bridge host-local loo
 # lives; stop.sh sweeps the global state only when it can take the lock (no other node runs).
 NODE_LOCK=/run/lock/pangeo-test-node.lock
 
-node_log() { printf '[node] %s\n' "$*" >&2; }
-node_die() { printf '[node] ERROR: %s\n' "$1" >&2; exit "${2:-1}"; }
+PANGEO_LOG_TAG=node
 
-node_cache_root() { echo "$(dirname "$(cp_cache_root)")/node"; }
+node_cache_root() { echo "$(pangeo_cache_dir)/node"; }
 
 # Cache key: the versions, go version, build revision and a hash of every go.mod/go.sum.
 node_cache_key() {
-  local gobin="$1" gover hash m
-  gover="$("$gobin" env GOVERSION)"
-  hash="$(cd "$NODE_DIR/go" && for m in "${NODE_MODULES[@]}"; do cat "$m/go.mod" "$m/go.sum"; done | sha256sum | cut -c1-12)"
-  echo "containerd-${CONTAINERD_VERSION}_runc-${RUNC_VERSION}_k8s-${KUBERNETES_VERSION}_${gover}_r${NODE_BUILD_REV}_${hash}"
+  echo "containerd-${CONTAINERD_VERSION}_runc-${RUNC_VERSION}_k8s-${KUBERNETES_VERSION}_$("$1" env GOVERSION)_r${NODE_BUILD_REV}_$(go_modules_hash "$NODE_DIR/go" "${NODE_MODULES[@]}")"
 }
 
 node_bin_dir() {
   if [ -n "${NODE_BIN_DIR:-}" ]; then echo "$NODE_BIN_DIR"; return 0; fi
   local gobin
-  gobin="$(cp_find_go)" || return 3
+  gobin="$(find_go)" || return 3
   echo "$(node_cache_root)/$(node_cache_key "$gobin")/bin"
 }
 
-node_bin_complete() {
-  local d="$1" b
-  for b in "${NODE_BINARIES[@]}"; do [ -x "$d/$b" ] || return 1; done
-  return 0
-}
+node_bin_complete() { bins_complete "$1" "${NODE_BINARIES[@]}"; }

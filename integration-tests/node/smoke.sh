@@ -6,15 +6,8 @@
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-PASSED=0
-FAILED=0
-pass() { PASSED=$((PASSED + 1)); echo "PASS: $1"; }
-fail() { FAILED=$((FAILED + 1)); echo "FAIL: $1"; }
-finish() { echo "$PASSED passed, $FAILED failed"; [ "$FAILED" -eq 0 ]; }
-
 if [ "$(id -u)" != 0 ]; then
-  echo "SKIPPED: the test node needs root (network namespaces, iptables, mounts); run as root"
-  echo "0 passed, 0 failed"; exit 3
+  skip_suite "the test node needs root (network namespaces, iptables, mounts); run as root"
 fi
 
 # ------------------------------------------------------------------ 1. build
@@ -22,11 +15,11 @@ echo "== build (cached)"
 # CONTROLPLANE_BIN_DIR / NODE_BIN_DIR, when set, name prebuilt binaries (no build).
 rc=0
 [ -n "${CONTROLPLANE_BIN_DIR:-}" ] || CONTROLPLANE_BIN_DIR="$("$CP_DIR/build.sh" --print-bin-dir)" || rc=$?
-if [ "$rc" -eq 3 ]; then echo "SKIPPED: go not found (install Go >= 1.26.7)"; echo "0 passed, 0 failed"; exit 3; fi
-[ "$rc" -eq 0 ] || { fail "controlplane/build.sh (exit $rc)"; finish; exit 1; }
+if [ "$rc" -eq 3 ]; then skip_suite "go not found (install Go >= 1.26.7)"; fi
+[ "$rc" -eq 0 ] || { fail "controlplane/build.sh (exit $rc)"; finish; }
 [ -n "${NODE_BIN_DIR:-}" ] || NODE_BIN_DIR="$("$NODE_DIR/build.sh" --print-bin-dir)" || rc=$?
-if [ "$rc" -eq 3 ]; then echo "SKIPPED: go not found (install Go >= 1.26.7)"; echo "0 passed, 0 failed"; exit 3; fi
-[ "$rc" -eq 0 ] || { fail "node/build.sh (exit $rc)"; finish; exit 1; }
+if [ "$rc" -eq 3 ]; then skip_suite "go not found (install Go >= 1.26.7)"; fi
+[ "$rc" -eq 0 ] || { fail "node/build.sh (exit $rc)"; finish; }
 export CONTROLPLANE_BIN_DIR NODE_BIN_DIR
 pass "binaries built or cached (control plane: $CONTROLPLANE_BIN_DIR, node: $NODE_BIN_DIR)"
 
@@ -44,44 +37,30 @@ stop_all() {
 cleanup() {
   local rc=$?
   stop_all >/dev/null 2>&1
-  if [ "${KEEP_WORKDIR:-0}" = 1 ] || [ "$FAILED" -gt 0 ]; then
-    echo "workdir kept: $WD" >&2
-  else
-    rm -rf "$WD"
-  fi
+  keep_or_remove "$WD"
   exit "$rc"
 }
 trap cleanup EXIT
 
 # ------------------------------------------------------------------ 2. start
 echo "== start control plane and node in $WD"
-t0=$(date +%s.%N)
+t0=$(now)
 if ! CONTROLPLANE_FAKE_NODE=0 "$CP_DIR/start.sh" "$WD"; then
   fail "controlplane/start.sh with CONTROLPLANE_FAKE_NODE=0"
   for f in "$WD"/logs/*.log; do echo "---- $f"; tail -n 20 "$f"; done
-  finish; exit 1
+  finish
 fi
-t1=$(date +%s.%N)
+t1=$(now)
 if ! "$NODE_DIR/start.sh" "$WD"; then
   fail "node/start.sh"
   for f in "$WD"/node/logs/*.log; do echo "---- $f"; tail -n 20 "$f"; done
-  finish; exit 1
+  finish
 fi
 pass "control plane ($(elapsed "$t0")s with the node; node alone $(elapsed "$t1")s) started: node Ready, CoreDNS and local-path-provisioner available"
 # shellcheck disable=SC1091
 . "$WD/node.env"
 export KUBECONFIG
 k() { "$KUBECTL" "$@"; }
-
-# wait_for <timeout-seconds> <command...>
-wait_for() {
-  local t="$1"; shift
-  local deadline=$(( $(date +%s) + t ))
-  until "$@" >/dev/null 2>&1; do
-    [ "$(date +%s)" -lt "$deadline" ] || return 1
-    sleep 0.5
-  done
-}
 
 # ------------------------------------------------------------------ 3. the node
 check_node() {
@@ -135,7 +114,7 @@ spec:
     imagePullPolicy: Never
     command: [sleep, "3600"]
 EOF
-t0=$(date +%s.%N)
+t0=$(now)
 if k -n "$NS" wait --for=condition=Ready pod/web pod/client --timeout=90s >/dev/null; then
   WEB_IP="$(k -n "$NS" get pod web -o jsonpath='{.status.podIP}')"
   CLIENT_IP="$(k -n "$NS" get pod client -o jsonpath='{.status.podIP}')"
@@ -161,7 +140,7 @@ http_get() { # host port -> body of GET /index.html from the client pod
 }
 # kube-proxy programs the Service's rules asynchronously (after the endpoints are ready): retry.
 service_reached() { out="$(http_get "web.$NS.svc.cluster.local" 80 2>&1 || true)"; grep -q "^$TOKEN" <<<"$out"; }
-t0=$(date +%s.%N)
+t0=$(now)
 if wait_for 30 service_reached; then
   pass "client pod reaches the web pod through the Service (name -> $SVC_IP:80 -> :8080; $(elapsed "$t0")s)"
 else
@@ -176,7 +155,7 @@ if wait_for 30 host_reached; then pass "this machine reaches the web pod through
 else fail "ClusterIP $SVC_IP from this machine (last answer: $(echo "$out" | head -c 200))"; fi
 if iptables -w -C OUTPUT -j CNI-PANGEO-NO-EGRESS-HOST 2>/dev/null; then
   rejected() { iptables -w -L CNI-PANGEO-NO-EGRESS-HOST -v -x -n | awk '/tcp-reset/ {print $1; exit}'; }
-  before=$(rejected); t0=$(date +%s.%N)
+  before=$(rejected); t0=$(now)
   if out="$(curl -sS --max-time 5 http://10.0.0.254:9/ 2>&1)"; then fail "an untranslated ClusterIP answered: $out"
   elif [ "$(rejected)" -gt "$before" ] && grep -qE "refused|Couldn't connect" <<<"$out"; then
     pass "an untranslated ClusterIP (10.0.0.254) is refused by the host no-egress rule ($(elapsed "$t0")s), not routed off the machine"
@@ -250,7 +229,7 @@ else fail "local-path PVC"; fi
 k delete namespace "$NS" --wait=false >/dev/null 2>&1 || true
 NETNS_BEFORE="$(awk -v p="$WD/" 'index($5, p) == 1 {for (i = 7; i < NF; i++) if ($i == "-") {if ($(i+1) == "nsfs") print $5; break}}' /proc/self/mountinfo | wc -l)"
 echo "  before stop: $NETNS_BEFORE pod network namespaces mounted under the workdir"
-t0=$(date +%s.%N)
+t0=$(now)
 "$NODE_DIR/stop.sh" "$WD" && node_rc=0 || node_rc=$?
 "$CP_DIR/stop.sh" "$WD" >/dev/null 2>&1 || true
 STOPPED=1

@@ -16,17 +16,17 @@ set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 [ $# -eq 1 ] || { echo "usage: $0 <workdir>" >&2; exit 2; }
-[ -d "$1" ] || node_die "no workdir $1: start the control plane there first (CONTROLPLANE_FAKE_NODE=0)" 2
+[ -d "$1" ] || die "no workdir $1: start the control plane there first (CONTROLPLANE_FAKE_NODE=0)" 2
 WD="$(cd "$1" && pwd)"
 ND="$WD/node"
 TIMEOUT="${NODE_START_TIMEOUT:-120}"
-T_START=$(date +%s.%N)
+T_START=$(now)
 
-[ "$(id -u)" = 0 ] || node_die "the test node needs root (network namespaces, iptables, mounts, cgroups)" 1
-[ -s "$WD/env" ] || node_die "$WD/env not found: start the control plane first (CONTROLPLANE_FAKE_NODE=0 integration-tests/controlplane/start.sh $WD)" 1
+[ "$(id -u)" = 0 ] || die "the test node needs root (network namespaces, iptables, mounts, cgroups)" 1
+[ -s "$WD/env" ] || die "$WD/env not found: start the control plane first (CONTROLPLANE_FAKE_NODE=0 integration-tests/controlplane/start.sh $WD)" 1
 envval() { awk -F= -v k="$1" '$1==k{sub(/^[^=]*=/,""); print; exit}' "$WD/env"; }
 [ "$(envval CONTROLPLANE_FAKE_NODE)" = 0 ] \
-  || node_die "the control plane in $WD registers a fake node; restart it with CONTROLPLANE_FAKE_NODE=0" 1
+  || die "the control plane in $WD registers a fake node; restart it with CONTROLPLANE_FAKE_NODE=0" 1
 CP_BIN="$(envval CONTROLPLANE_BIN_DIR)"
 KUBECONFIG_ADMIN="$(envval KUBECONFIG)"
 APISERVER_URL="$(envval APISERVER_URL)"
@@ -34,63 +34,45 @@ NODE_NAME="$(envval NODE_NAME)"
 NODE_IP="$(envval NODE_IP)"
 CA_CRT="$WD/pki/ca.crt"; CA_KEY="$WD/pki/ca.key"
 for b in kubelet kube-proxy kube-scheduler kubectl; do
-  [ -x "$CP_BIN/$b" ] || node_die "$CP_BIN/$b not found (the control plane's build makes it: integration-tests/controlplane/build.sh)" 1
+  [ -x "$CP_BIN/$b" ] || die "$CP_BIN/$b not found (the control plane's build makes it: integration-tests/controlplane/build.sh)" 1
 done
-[ -f "$CA_KEY" ] || node_die "$CA_KEY not found" 1
+[ -f "$CA_KEY" ] || die "$CA_KEY not found" 1
 
 missing=()
 for t in ip iptables ip6tables conntrack openssl mount umount nsenter python3; do
   command -v "$t" >/dev/null 2>&1 || missing+=("$t")
 done
-[ ${#missing[@]} -eq 0 ] || node_die "missing: ${missing[*]} (run integration-tests/install-deps)" 1
+[ ${#missing[@]} -eq 0 ] || die "missing: ${missing[*]} (run integration-tests/install-deps)" 1
 
-if [ -s "$ND/pids" ]; then
-  while read -r _n pid; do
-    kill -0 "$pid" 2>/dev/null && node_die "a node already runs in $WD (pid $pid); run stop.sh $WD first" 1
-  done <"$ND/pids"
-fi
-command -v flock >/dev/null 2>&1 || node_die "flock not found (util-linux)" 1
+die_if_running "$ND/pids" "a node"
+command -v flock >/dev/null 2>&1 || die "flock not found (util-linux)" 1
 mkdir -p "$(dirname "$NODE_LOCK")"
 exec 7>>"$NODE_LOCK"
 if ! flock -n 7; then
-  node_log "another test node runs on this machine (it holds $NODE_LOCK); waiting up to ${NODE_LOCK_TIMEOUT:-300}s"
+  log "another test node runs on this machine (it holds $NODE_LOCK); waiting up to ${NODE_LOCK_TIMEOUT:-300}s"
   flock -w "${NODE_LOCK_TIMEOUT:-300}" 7 \
-    || node_die "another test node still runs on this machine after ${NODE_LOCK_TIMEOUT:-300}s (one at a time: it holds $NODE_LOCK)" 1
+    || die "another test node still runs on this machine after ${NODE_LOCK_TIMEOUT:-300}s (one at a time: it holds $NODE_LOCK)" 1
 fi
 if ip link show cni0 >/dev/null 2>&1; then
-  node_die "a cni0 bridge exists: another test node runs on this machine (one at a time), or one was not stopped; stop it (integration-tests/node/stop.sh <its workdir>) or 'ip link del cni0'" 1
+  die "a cni0 bridge exists: another test node runs on this machine (one at a time), or one was not stopped; stop it (integration-tests/node/stop.sh <its workdir>) or 'ip link del cni0'" 1
 fi
 
 # Binaries.
-if [ -n "${NODE_BIN_DIR:-}" ]; then
-  BIN="$NODE_BIN_DIR"
-  node_bin_complete "$BIN" || node_die "NODE_BIN_DIR=$BIN lacks one of: ${NODE_BINARIES[*]}" 1
-else
-  rc=0
-  BIN="$("$NODE_DIR/build.sh" --print-bin-dir)" || rc=$?
-  if [ "$rc" -eq 3 ]; then echo "SKIPPED: go not found"; exit 3; fi
-  [ "$rc" -eq 0 ] || node_die "build.sh failed (exit $rc)" 1
-fi
+use_bins NODE_BIN_DIR "${NODE_BIN_DIR:-}" "$NODE_DIR/build.sh" "${NODE_BINARIES[@]}"
 
 # Unix socket paths are limited to 107 bytes.
-[ ${#ND} -le 60 ] || node_die "workdir path too long for containerd's sockets ($ND: keep it under 60 characters)" 2
+[ ${#ND} -le 60 ] || die "workdir path too long for containerd's sockets ($ND: keep it under 60 characters)" 2
 
 rm -rf "${ND:?}/logs" "${ND:?}/pki" "${ND:?}/pids" "${ND:?}/etc" "${WD:?}/node.env"
 mkdir -p "$ND/logs" "$ND/pki" "$ND/etc/cni" "$ND/run" "$ND/containerd" "$ND/kubelet" "$ND/pod-logs" \
   "$ND/cni/ipam" "$ND/local-path"
-: >"$ND/pids"
+fixture_init "$ND" "$ND/pids" "$ND/logs"
 echo "$BIN" >"$ND/bin-dir"
 echo "$CP_BIN" >"$ND/controlplane-bin-dir"
 
-STARTED_OK=0
-on_exit() {
-  if [ "$STARTED_OK" != 1 ]; then
-    node_log "start failed; stopping what was started"
-    exec 7>&-   # stop.sh takes the lock once the node's processes (which hold it too) are gone
-    "$NODE_DIR/stop.sh" "$WD" >&2 || true
-  fi
-}
-trap on_exit EXIT
+# On a failed start, stop.sh takes the lock once the node's processes (which hold it too) are gone:
+# this script's fd 7 is closed first.
+trap '[ "$STARTED_OK" = 1 ] || exec 7>&-; stop_if_start_fails "$NODE_DIR/stop.sh" "$WD"' EXIT
 
 # ---------------------------------------------------------------- host state to restore at stop
 # kubelet sets kernel.panic*, vm.overcommit_memory, vm.panic_on_oom, kernel.keys.*; kube-proxy
@@ -116,7 +98,7 @@ done
 # to the default gateway). A CNI- chain, so stop.sh's sweep removes it.
 iptables -w -N CNI-PANGEO-NO-EGRESS 2>/dev/null || iptables -w -F CNI-PANGEO-NO-EGRESS
 iptables -w -A CNI-PANGEO-NO-EGRESS -i cni0 ! -o cni0 -j REJECT --reject-with icmp-admin-prohibited \
-  || node_die "iptables: could not add the no-egress rule" 1
+  || die "iptables: could not add the no-egress rule" 1
 iptables -w -C FORWARD -j CNI-PANGEO-NO-EGRESS 2>/dev/null || iptables -w -I FORWARD 1 -j CNI-PANGEO-NO-EGRESS
 # The same for this machine's own processes (pangeod, the tests, curl): a connection to a ClusterIP
 # made before kube-proxy has written that Service's rules is not DNATed and would follow the default
@@ -126,54 +108,18 @@ iptables -w -C FORWARD -j CNI-PANGEO-NO-EGRESS 2>/dev/null || iptables -w -I FOR
 iptables -w -N CNI-PANGEO-NO-EGRESS-HOST 2>/dev/null || iptables -w -F CNI-PANGEO-NO-EGRESS-HOST
 iptables -w -A CNI-PANGEO-NO-EGRESS-HOST -d 10.0.0.0/24 -p tcp -j REJECT --reject-with tcp-reset \
   && iptables -w -A CNI-PANGEO-NO-EGRESS-HOST -d 10.0.0.0/24 -j REJECT --reject-with icmp-port-unreachable \
-  || node_die "iptables: could not add the host no-egress rule" 1
+  || die "iptables: could not add the host no-egress rule" 1
 iptables -w -C OUTPUT -j CNI-PANGEO-NO-EGRESS-HOST 2>/dev/null || iptables -w -I OUTPUT 1 -j CNI-PANGEO-NO-EGRESS-HOST
 
 # ---------------------------------------------------------------- certificates and kubeconfigs
+pki_init "$ND/pki" "$ND/logs/openssl.log" "$CA_CRT" "$CA_KEY"
 PKI="$ND/pki"
-ossl() { openssl "$@" >>"$ND/logs/openssl.log" 2>&1 || node_die "openssl $1 failed (see $ND/logs/openssl.log)" 1; }
-cert() { # name subject eku [san]
-  local name="$1" subj="$2" eku="$3" san="${4:-}" ext="$PKI/$1.ext"
-  ossl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$PKI/$name.key"
-  ossl req -new -key "$PKI/$name.key" -subj "$subj" -out "$PKI/$name.csr"
-  {
-    echo "basicConstraints=critical,CA:FALSE"
-    echo "keyUsage=critical,digitalSignature,keyEncipherment"
-    echo "extendedKeyUsage=$eku"
-    [ -n "$san" ] && echo "subjectAltName=$san"
-  } >"$ext"
-  ossl x509 -req -in "$PKI/$name.csr" -CA "$CA_CRT" -CAkey "$CA_KEY" -CAcreateserial -CAserial "$PKI/ca.srl" \
-    -days 3650 -sha256 -extfile "$ext" -out "$PKI/$name.crt"
-  rm -f "$PKI/$name.csr" "$ext"
-  chmod 600 "$PKI/$name.key"
-}
-node_log "certificates for $NODE_NAME (signed by $CA_CRT)"
+log "certificates for $NODE_NAME (signed by $CA_CRT)"
 cert kubelet "/O=system:nodes/CN=system:node:$NODE_NAME" clientAuth
 cert kubelet-serving "/CN=$NODE_NAME" serverAuth "IP:$NODE_IP,DNS:$NODE_NAME"
 cert kube-proxy "/CN=system:kube-proxy" clientAuth
 cert kube-scheduler "/CN=system:kube-scheduler" clientAuth
-kubeconfig() { # file cert-name
-  cat >"$1" <<EOF
-apiVersion: v1
-kind: Config
-clusters:
-- name: pangeo-test
-  cluster:
-    server: $APISERVER_URL
-    certificate-authority-data: $(base64 -w0 "$CA_CRT")
-users:
-- name: $2
-  user:
-    client-certificate-data: $(base64 -w0 "$PKI/$2.crt")
-    client-key-data: $(base64 -w0 "$PKI/$2.key")
-contexts:
-- name: pangeo-test
-  context: {cluster: pangeo-test, user: $2}
-current-context: pangeo-test
-EOF
-  chmod 600 "$1"
-}
-for n in kubelet kube-proxy kube-scheduler; do kubeconfig "$ND/$n.kubeconfig" "$n"; done
+for n in kubelet kube-proxy kube-scheduler; do kubeconfig "$ND/$n.kubeconfig" "$APISERVER_URL" "$CA_CRT" "$n"; done
 
 # ---------------------------------------------------------------- configuration
 SERVICE_CIDR=10.0.0.0/24      # the control plane's --service-cluster-ip-range (and the no-egress rules above)
@@ -182,7 +128,7 @@ POD_CIDR=10.244.0.0/24
 CLUSTER_CIDR=10.244.0.0/16
 SOCK="$ND/run/containerd.sock"
 for v in KUBELET_PORT PROXY_HEALTHZ_PORT PROXY_METRICS_PORT SCHED_PORT; do
-  cp_free_port "$v" || node_die "could not find a free port" 1
+  free_port "$v" || die "could not find a free port" 1
 done
 
 # containerd: config version 3. The listen addresses go in the server plugins' own tables (a
@@ -323,47 +269,32 @@ conntrack:
 EOF
 
 # ---------------------------------------------------------------- processes
-launch() { # name binary args...
-  local name="$1" bin="$2" pid; shift 2
-  node_log "starting $name"
-  setsid env PATH="$BIN:$PATH" "$bin" "$@" </dev/null >"$ND/logs/$name.log" 2>&1 &
-  pid=$!
-  echo "$name $pid" >>"$ND/pids"
-  eval "PID_$(echo "$name" | tr 'a-z-' 'A-Z_')=$pid"
-}
-fail_with_logs() {
-  local msg="$1" n; shift
-  for n in "$@"; do
-    echo "---- last 30 lines of $ND/logs/$n.log" >&2
-    tail -n 30 "$ND/logs/$n.log" >&2 || true
-  done
-  node_die "$msg" 1
-}
-alive() { kill -0 "$1" 2>/dev/null; }
+# Each process in its own session, recorded in <workdir>/node/pids (launch: integration-tests/lib/common.sh),
+# with the node's binaries first on its PATH (containerd finds the shim and runc there).
 KUBECTL=("$CP_BIN/kubectl" --kubeconfig "$KUBECONFIG_ADMIN")
 CTR=("$BIN/ctr" -a "$SOCK")
 
-launch containerd "$BIN/containerd" --config "$ND/etc/containerd.toml"
+launch containerd env PATH="$BIN:$PATH" "$BIN/containerd" --config "$ND/etc/containerd.toml"
 deadline=$(( $(date +%s) + TIMEOUT ))
 until [ -S "$SOCK" ] && "${CTR[@]}" version >/dev/null 2>&1; do
-  alive "$PID_CONTAINERD" || fail_with_logs "containerd exited during startup" containerd
+  proc_alive "$PID_CONTAINERD" || fail_with_logs "containerd exited during startup" containerd
   [ "$(date +%s)" -lt "$deadline" ] || fail_with_logs "containerd did not answer on $SOCK within ${TIMEOUT}s" containerd
   sleep 0.1
 done
-node_log "containerd up after $(elapsed "$T_START")s"
+log "containerd up after $(elapsed "$T_START")s"
 
 # Images: built once (cached by content), imported one archive per ctr call.
-"$NODE_DIR/images.sh" "$BIN" >"$ND/images.list" || node_die "building the node images failed" 1
+"$NODE_DIR/images.sh" "$BIN" >"$ND/images.list" || die "building the node images failed" 1
 mapfile -t ARCHIVES <"$ND/images.list"
-[ ${#ARCHIVES[@]} -gt 0 ] || node_die "images.sh printed no archive" 1
+[ ${#ARCHIVES[@]} -gt 0 ] || die "images.sh printed no archive" 1
 for a in "${ARCHIVES[@]}"; do
   "${CTR[@]}" -n k8s.io images import "$a" >>"$ND/logs/images.log" 2>&1 \
-    || { tail -n 20 "$ND/logs/images.log" >&2; node_die "ctr images import $a failed" 1; }
+    || { tail -n 20 "$ND/logs/images.log" >&2; die "ctr images import $a failed" 1; }
 done
 "${CTR[@]}" -n k8s.io images ls -q >>"$ND/logs/images.log" 2>&1 || true
-node_log "images imported after $(elapsed "$T_START")s"
+log "images imported after $(elapsed "$T_START")s"
 
-launch kubelet "$CP_BIN/kubelet" \
+launch kubelet env PATH="$BIN:$PATH" "$CP_BIN/kubelet" \
   --config="$ND/etc/kubelet.yaml" \
   --kubeconfig="$ND/kubelet.kubeconfig" \
   --root-dir="$ND/kubelet" \
@@ -371,20 +302,20 @@ launch kubelet "$CP_BIN/kubelet" \
   --hostname-override="$NODE_NAME" \
   --node-ip="$NODE_IP" \
   --v=1
-launch kube-scheduler "$CP_BIN/kube-scheduler" \
+launch kube-scheduler env PATH="$BIN:$PATH" "$CP_BIN/kube-scheduler" \
   --kubeconfig="$ND/kube-scheduler.kubeconfig" \
   --authentication-kubeconfig="$ND/kube-scheduler.kubeconfig" \
   --authorization-kubeconfig="$ND/kube-scheduler.kubeconfig" \
   --bind-address=127.0.0.1 --secure-port="$SCHED_PORT" \
   --leader-elect=false --v=1
-launch kube-proxy "$CP_BIN/kube-proxy" --config="$ND/etc/kube-proxy.yaml" --v=1
+launch kube-proxy env PATH="$BIN:$PATH" "$CP_BIN/kube-proxy" --config="$ND/etc/kube-proxy.yaml" --v=1
 
-node_log "waiting for node $NODE_NAME Ready"
+log "waiting for node $NODE_NAME Ready"
 deadline=$(( $(date +%s) + TIMEOUT ))
 while :; do
   for n in containerd kubelet kube-scheduler kube-proxy; do
     v="PID_$(echo "$n" | tr 'a-z-' 'A-Z_')"
-    alive "${!v}" || fail_with_logs "$n exited during startup" "$n"
+    proc_alive "${!v}" || fail_with_logs "$n exited during startup" "$n"
   done
   ready="$("${KUBECTL[@]}" get node "$NODE_NAME" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null || true)"
   taints="$("${KUBECTL[@]}" get node "$NODE_NAME" -o jsonpath='{.spec.taints}' 2>/dev/null || true)"
@@ -392,7 +323,7 @@ while :; do
   [ "$(date +%s)" -lt "$deadline" ] || fail_with_logs "node $NODE_NAME not Ready and untainted within ${TIMEOUT}s (Ready=$ready taints=$taints)" kubelet containerd
   sleep 0.5
 done
-node_log "node $NODE_NAME Ready after $(elapsed "$T_START")s"
+log "node $NODE_NAME Ready after $(elapsed "$T_START")s"
 
 # ---------------------------------------------------------------- cluster add-ons
 # CoreDNS: the kubernetes plugin for cluster.local and reverse zones, nothing forwarded (no
@@ -606,7 +537,7 @@ data:
         imagePullPolicy: Never
 EOF
 
-node_log "waiting for CoreDNS and local-path-provisioner"
+log "waiting for CoreDNS and local-path-provisioner"
 "${KUBECTL[@]}" -n kube-system rollout status deployment/coredns --timeout="${TIMEOUT}s" >>"$ND/logs/addons.log" 2>&1 || {
   "${KUBECTL[@]}" -n kube-system describe pods -l k8s-app=kube-dns >>"$ND/logs/addons.log" 2>&1 || true
   fail_with_logs "CoreDNS not available within ${TIMEOUT}s" addons kubelet
@@ -637,5 +568,5 @@ KUBE_PROXY_PID=$PID_KUBE_PROXY
 KUBE_SCHEDULER_PID=$PID_KUBE_SCHEDULER
 NODE_WORKDIR=$ND
 EOF
-STARTED_OK=1
-node_log "node $NODE_NAME up after $(elapsed "$T_START")s; env in $WD/node.env"
+started
+log "node $NODE_NAME up after $(elapsed "$T_START")s; env in $WD/node.env"

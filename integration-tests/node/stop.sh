@@ -10,42 +10,28 @@ set -uo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 [ $# -eq 1 ] || { echo "usage: $0 <workdir>" >&2; exit 2; }
-[ -d "$1/node" ] || { node_log "no node in $1: nothing to stop"; exit 0; }
+[ -d "$1/node" ] || { log "no node in $1: nothing to stop"; exit 0; }
 WD="$(cd "$1" && pwd)"
 ND="$WD/node"
 SOCK="$ND/run/containerd.sock"
 TIMEOUT="${NODE_STOP_TIMEOUT:-20}"
 PROBLEMS=()
 
-cmdline() { tr '\0' ' ' 2>/dev/null <"/proc/$1/cmdline"; }
-ours() { local c; c="$(cmdline "$1")" && [[ "$c" == *"$WD"* ]]; }
-pid_of() { [ -s "$ND/pids" ] && awk -v n="$1" '$1==n{print $2}' "$ND/pids"; }
-stop_pid() { # name pid
-  local name="$1" pid="$2" deadline
-  [ -n "$pid" ] && ours "$pid" || return 0
-  kill -TERM "$pid" 2>/dev/null || true
-  deadline=$(( $(date +%s) + TIMEOUT ))
-  while ours "$pid" && [ "$(date +%s)" -lt "$deadline" ]; do sleep 0.1; done
-  if ours "$pid"; then
-    node_log "SIGKILL $name ($pid): still running ${TIMEOUT}s after SIGTERM"
-    kill -KILL "$pid" 2>/dev/null || true
-    for _ in $(seq 1 50); do ours "$pid" || break; sleep 0.1; done
-  else
-    node_log "stopped $name ($pid)"
-  fi
-}
+# stop NAME: its recorded process, SIGTERM, then SIGKILL after NODE_STOP_TIMEOUT (integration-tests/lib/common.sh).
+stop() { stop_recorded "$ND/pids" "$WD" "$TIMEOUT" "$1"; }
+ours() { local c; c="$(proc_cmdline "$1")" && [[ "$c" == *"$WD"* ]]; }
 BIN="$(cat "$ND/bin-dir" 2>/dev/null)" || BIN=""
 CP_BIN="$(cat "$ND/controlplane-bin-dir" 2>/dev/null)" || CP_BIN=""
 
-stop_pid kube-scheduler "$(pid_of kube-scheduler)"
-stop_pid kubelet "$(pid_of kubelet)"
+stop kube-scheduler
+stop kubelet
 
 # Our shims' sockets in /run/containerd/s (a path that cannot be moved; other containerds use it
 # too): found through the shims' open sockets, removed if a killed shim leaves them behind.
 SHIM_PIDS=()
 for p in /proc/[0-9]*; do
   pid="${p#/proc/}"
-  c="$(cmdline "$pid")" || continue
+  c="$(proc_cmdline "$pid")" || continue
   [[ "$c" =~ ^[^\ ]*containerd-shim[^\ ]*\ .*-address\ $SOCK\  ]] && SHIM_PIDS+=("$pid")
 done
 if [ ${#SHIM_PIDS[@]} -gt 0 ]; then
@@ -55,18 +41,18 @@ if [ ${#SHIM_PIDS[@]} -gt 0 ]; then
 fi
 
 # Every pod sandbox, while containerd still runs: stops containers, CNI DEL (veth, IP), netns.
-CTRD_PID="$(pid_of containerd)"
+CTRD_PID="$(launched_pid containerd "$ND/pids")"
 if [ -n "$CTRD_PID" ] && ours "$CTRD_PID" && [ -x "$BIN/crictl" ]; then
   if ! timeout 90 "$BIN/crictl" -r "unix://$SOCK" -i "unix://$SOCK" rmp -fa >"$ND/logs/stop-crictl.log" 2>&1; then
-    node_log "crictl rmp -fa failed (see $ND/logs/stop-crictl.log); killing the pods' processes instead"
+    log "crictl rmp -fa failed (see $ND/logs/stop-crictl.log); killing the pods' processes instead"
   fi
 fi
-stop_pid containerd "$CTRD_PID"
+stop containerd
 
 # Shims (their command line names our socket) and, if a sandbox survived, the pods' processes.
 for p in /proc/[0-9]*; do
   pid="${p#/proc/}"
-  c="$(cmdline "$pid")" || continue
+  c="$(proc_cmdline "$pid")" || continue
   [[ "$c" =~ ^[^\ ]*containerd-shim[^\ ]*\ .*-address\ $SOCK\  ]] && kill -KILL "$pid" 2>/dev/null
 done
 if [ -s "$ND/shim-sockets" ]; then
@@ -74,7 +60,7 @@ if [ -s "$ND/shim-sockets" ]; then
   rm -f "$ND/shim-sockets"
 fi
 
-stop_pid kube-proxy "$(pid_of kube-proxy)"
+stop kube-proxy
 
 # Mounts under the workdir are ours alone; the rest below is machine-wide state, swept only when no
 # other test node runs (we can take the lock that every node process holds).
@@ -105,7 +91,7 @@ for d in "${CGROUP_DIRS[@]}"; do
 done
 if [ -x "$CP_BIN/kube-proxy" ]; then
   "$CP_BIN/kube-proxy" --cleanup >"$ND/logs/kube-proxy-cleanup.log" 2>&1 \
-    || node_log "kube-proxy --cleanup failed (see $ND/logs/kube-proxy-cleanup.log); removing the chains directly"
+    || log "kube-proxy --cleanup failed (see $ND/logs/kube-proxy-cleanup.log); removing the chains directly"
 fi
 
 # Whatever KUBE-*/CNI-* chains are left (portmap's CNI-HOSTPORT-*, a failed cleanup): unhook, flush, delete.
@@ -165,5 +151,5 @@ if [ ${#PROBLEMS[@]} -gt 0 ]; then
   printf '[node] left behind: %s\n' "${PROBLEMS[@]}" >&2
   exit 1
 fi
-node_log "stopped"
+log "stopped"
 exit 0
