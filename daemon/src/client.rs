@@ -440,14 +440,10 @@ mod tests {
         assert!(matches!(error, ClientError::Timeout(_)), "{error:?}");
     }
 
-    #[tokio::test]
-    async fn a_download_is_written_whole_and_one_cut_short_is_an_error() {
-        let whole = tempfile::tempdir().unwrap();
-        let transport = Transport::unix(&serve(
-            whole.path(),
-            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n",
-        ))
-        .unwrap();
+    /// Downloads `/x` from a server that answers `answer`; what was written, and the outcome.
+    async fn download_from(answer: &'static [u8]) -> (Vec<u8>, Result<Download, ClientError>) {
+        let dir = tempfile::tempdir().unwrap();
+        let transport = Transport::unix(&serve(dir.path(), answer)).unwrap();
         let mut sink = Vec::new();
         let outcome = download(
             &transport,
@@ -456,49 +452,32 @@ mod tests {
             Duration::from_secs(5),
             Duration::from_secs(5),
         )
-        .await
-        .unwrap();
-        assert!(matches!(outcome, Download::Written(11)), "{outcome:?}");
+        .await;
+        (sink, outcome)
+    }
+
+    #[tokio::test]
+    async fn a_download_is_written_whole_and_one_cut_short_is_an_error() {
+        let (sink, outcome) = download_from(
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n",
+        )
+        .await;
+        assert!(matches!(outcome, Ok(Download::Written(11))), "{outcome:?}");
         assert_eq!(sink, b"hello world");
 
         // The server closes before the last chunk: what was written is not the whole body.
-        let cut = tempfile::tempdir().unwrap();
-        let transport = Transport::unix(&serve(
-            cut.path(),
-            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n",
-        ))
-        .unwrap();
-        let mut sink = Vec::new();
-        let error = download(
-            &transport,
-            "/x",
-            &mut sink,
-            Duration::from_secs(5),
-            Duration::from_secs(5),
-        )
-        .await
-        .unwrap_err();
-        assert!(matches!(error, ClientError::Http(_)), "{error:?}");
+        let (_, outcome) =
+            download_from(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n")
+                .await;
+        assert!(matches!(outcome, Err(ClientError::Http(_))), "{outcome:?}");
 
         // A refusal is the problem document, and nothing is written.
-        let refused = tempfile::tempdir().unwrap();
-        let transport = Transport::unix(&serve(
-            refused.path(),
+        let (sink, outcome) = download_from(
             b"HTTP/1.1 404 Not Found\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}",
-        ))
-        .unwrap();
-        let mut sink = Vec::new();
-        let outcome = download(
-            &transport,
-            "/x",
-            &mut sink,
-            Duration::from_secs(5),
-            Duration::from_secs(5),
         )
-        .await
-        .unwrap();
+        .await;
         assert!(
-            matches!(outcome, Download::Refused(ref r) if r.status == 404),
+            matches!(outcome, Ok(Download::Refused(ref r)) if r.status == 404),
             "{outcome:?}"
         );
         assert!(sink.is_empty());
