@@ -34,6 +34,11 @@ fn setup() -> Option<Setup> {
 /// [`setup`] with `extra` appended to pangeod's main config file (which the hub's config is
 /// rendered from).
 fn setup_with(extra: &str) -> Option<Setup> {
+    setup_with_hub(extra, "")
+}
+
+/// A setup whose hub config gets `hub_py` appended.
+fn setup_with_hub(extra: &str, hub_py: &str) -> Option<Setup> {
     let serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let ldap = common::ldap_env()?;
     let mut daemon = common::TestDaemon::new("");
@@ -42,7 +47,7 @@ fn setup_with(extra: &str) -> Option<Setup> {
         common::TestDaemon::ldap_main_text(&ldap)
     ));
     // The hub runs the config pangeod renders from this very config.
-    let hub = HubFixture::for_daemon(&daemon)?;
+    let hub = HubFixture::for_daemon_with(&daemon, hub_py)?;
     hub.attach(&daemon);
     daemon.start();
     Some(Setup {
@@ -838,4 +843,42 @@ fn admin_grants_made_in_the_hub_last() {
         false,
         "the grant ended"
     );
+}
+
+/// A start the API answered with 202 (the spawn outlived the request's wait) finishes in the
+/// hub later: `pangeoctl servers` then shows the server running, not the "starting" of the
+/// listing the 202 left behind (it asks the hub again for the page's servers listed as starting
+/// or stopping). Bob's spawns take 8 s here, more than the API's 6 s wait.
+#[test]
+fn a_start_that_finishes_after_its_202_shows_running() {
+    let slow = "\nimport asyncio\n\nasync def _slow_for_bob(spawner):\n    if spawner.user.name == 'bob':\n        await asyncio.sleep(8)\n\nc.Spawner.pre_spawn_hook = _slow_for_bob\nc.Spawner.start_timeout = 60\n";
+    let Some(s) = setup_with_hub("", slow) else {
+        return;
+    };
+    s.first_enforcement();
+    let (code, out) = s.ctl(&["--json", "server", "start", "bob"]);
+    assert_eq!(code, Some(0), "{out}");
+    let answer: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        answer["outcome"], "pending",
+        "the spawn outlives the wait: {out}"
+    );
+    assert_eq!(answer["server"], "starting", "{out}");
+    s.eventually(
+        "bob's server runs in the hub",
+        Duration::from_secs(60),
+        || {
+            s.hub_user("bob")
+                .is_some_and(|u| u["server"].is_string() && u["pending"].is_null())
+        },
+    );
+    let (code, out) = s.ctl(&["servers"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("bob ") && l.contains("running")),
+        "{out}"
+    );
+    let (code, out) = s.ctl(&["server", "stop", "bob"]);
+    assert_eq!(code, Some(0), "{out}");
 }

@@ -190,7 +190,7 @@ pub async fn list_users(
         },
     };
     let (listing, hub_error) = match listing {
-        Ok(listing) => (Some(listing), None),
+        Ok(listing) => (Some(settle_pending(&app, listing, &users).await), None),
         Err(error) => (None, Some(error)),
     };
     let users = users
@@ -212,6 +212,51 @@ pub async fn list_users(
 }
 
 const HUB_VIEW_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+/// At most this many servers of a page, listed as starting or stopping, are asked again.
+const PENDING_RECHECK: usize = 16;
+/// How long the page waits for those answers.
+const PENDING_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// A server the listing shows starting or stopping may have finished since (the listing is
+/// up to [`crate::hub::LISTING_FRESH`] old, and a start the API answered with 202 goes on in
+/// the hub): the page asks the hub for those users again, a few at a time and bounded, so
+/// `pangeoctl servers` shows a server running once the hub says so. Whatever does not answer in
+/// time is shown as listed.
+async fn settle_pending(
+    app: &AppState,
+    listing: std::sync::Arc<crate::hub::Listing>,
+    users: &[UserRecord],
+) -> std::sync::Arc<crate::hub::Listing> {
+    let pending: Vec<String> = users
+        .iter()
+        .filter(|u| {
+            listing
+                .users
+                .get(&u.name)
+                .is_some_and(|h| h.pending.is_some())
+        })
+        .take(PENDING_RECHECK)
+        .map(|u| u.name.clone())
+        .collect();
+    if pending.is_empty() {
+        return listing;
+    }
+    let Ok(client) = hub_client(app).await else {
+        return listing;
+    };
+    let asked = futures_util::future::join_all(
+        pending
+            .iter()
+            .map(|name| tokio::time::timeout(PENDING_WAIT, client.user(name))),
+    )
+    .await;
+    for (name, answer) in pending.iter().zip(asked) {
+        if let Ok(Ok(user)) = answer {
+            app.hub.update_listed_user(name, user);
+        }
+    }
+    app.hub.listing().unwrap_or(listing)
+}
 
 /// What a server request did.
 #[derive(Serialize, ToSchema)]

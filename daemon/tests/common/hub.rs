@@ -54,6 +54,12 @@ impl HubFixture {
     /// Starts the fixture on the hub config pangeod renders from `daemon`'s config (the hub
     /// then checks logins with the product's rules).
     pub fn for_daemon(daemon: &super::TestDaemon) -> Option<Self> {
+        Self::for_daemon_with(daemon, "")
+    }
+
+    /// The same, with `extra_py` appended to the rendered config (a test's own hub behaviour,
+    /// such as a slow spawn).
+    pub fn for_daemon_with(daemon: &super::TestDaemon, extra_py: &str) -> Option<Self> {
         let layer = pangeod::config::Layer::from_str(
             "pangeod.toml",
             Some(daemon.dir.path().to_path_buf()),
@@ -64,7 +70,7 @@ impl HubFixture {
         let config_py = daemon.dir.path().join("jupyterhub_config.py");
         std::fs::write(
             &config_py,
-            pangeod::components::values::hub_config_py(&config),
+            pangeod::components::values::hub_config_py(&config) + extra_py,
         )
         .unwrap();
         Self::start(&config_py)
