@@ -77,18 +77,7 @@ fn main() {
     );
     let _ = child.wait();
 
-    let (b50, b99, bmax) = common::timing::percentiles(baseline);
-    let n = under_load.len();
-    let (l50, l99, lmax) = common::timing::percentiles(under_load);
-    println!("| measurement | value |");
-    println!("|---|---|");
-    println!(
-        "| GET /v1/status idle, {SAMPLES} requests: p50 / p99 / max | {b50:.2} / {b99:.2} / {bmax:.2} ms |"
-    );
-    println!(
-        "| GET /v1/status during {patched} PATCH /v1/config, {n} requests: p50 / p99 / max | {l50:.2} / {l99:.2} / {lmax:.2} ms |"
-    );
-    println!("| p99 ratio, under load / idle | {:.2} |", l99 / b99);
+    common::timing::print_status_rows(baseline, under_load, &format!("{patched} PATCH /v1/config"));
     println!(
         "| {patched} PATCHes (each a fsynced revision) took | {:.2} s ({:.0} per s) |",
         patch_time.as_secs_f64(),

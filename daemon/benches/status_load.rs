@@ -83,18 +83,11 @@ fn main() {
         b.get(k).copied().unwrap_or(0) - a.get(k).copied().unwrap_or(0)
     };
     let total = |m: &BTreeMap<String, u64>| m.values().sum::<u64>();
-    let (b50, b99, bmax) = common::timing::percentiles(baseline);
-    let n = under_load.len();
-    let (l50, l99, lmax) = common::timing::percentiles(under_load);
-    println!("| measurement | value |");
-    println!("|---|---|");
-    println!(
-        "| GET /v1/status idle, {SAMPLES} requests: p50 / p99 / max | {b50:.2} / {b99:.2} / {bmax:.2} ms |"
+    common::timing::print_status_rows(
+        baseline,
+        under_load,
+        &format!("{patched} PATCH /v1/config and back-to-back syncs"),
     );
-    println!(
-        "| GET /v1/status during {patched} PATCH /v1/config and back-to-back syncs, {n} requests: p50 / p99 / max | {l50:.2} / {l99:.2} / {lmax:.2} ms |"
-    );
-    println!("| p99 ratio, under load / idle | {:.2} |", l99 / b99);
     println!(
         "| {patched} PATCHes took / directory syncs run meanwhile | {:.2} s / {syncs} |",
         patch_time.as_secs_f64()

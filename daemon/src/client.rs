@@ -73,34 +73,27 @@ impl Transport {
         ca_file: &Path,
         token: Option<String>,
     ) -> Result<Self, ClientError> {
-        use rustls::pki_types::pem::PemObject;
         let target = format!("{host}:{port}");
         let pem = std::fs::read(ca_file).map_err(|source| ClientError::ReadFile {
             path: ca_file.to_path_buf(),
             source,
         })?;
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in rustls::pki_types::CertificateDer::pem_slice_iter(&pem) {
-            let cert = cert.map_err(|e| ClientError::Tls {
-                target: ca_file.display().to_string(),
-                reason: format!("bad CA file: {e}"),
-            })?;
-            roots.add(cert).map_err(|e| ClientError::Tls {
-                target: ca_file.display().to_string(),
-                reason: format!("unusable CA certificate: {e}"),
-            })?;
+        let bad_ca = |reason: String| ClientError::Tls {
+            target: ca_file.display().to_string(),
+            reason,
+        };
+        // As the hub client does: reqwest's own certificates, and with rustls-tls-manual-roots
+        // no built-in roots, so only this CA is trusted.
+        let roots = reqwest::Certificate::from_pem_bundle(&pem)
+            .map_err(|e| bad_ca(format!("bad CA file: {}", causes(&e))))?;
+        if roots.is_empty() {
+            return Err(bad_ca(
+                "no certificate in the CA file; give the PEM of the CA that signed pangeod's certificate".into(),
+            ));
         }
-        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-        let config = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| ClientError::Tls {
-                target: target.clone(),
-                reason: e.to_string(),
-            })?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        let http = builder()
-            .use_preconfigured_tls(config)
+        let http = roots
+            .into_iter()
+            .fold(builder(), |b, root| b.add_root_certificate(root))
             .build()
             .map_err(|e| ClientError::Setup {
                 target: target.clone(),
@@ -440,6 +433,19 @@ mod tests {
         assert!(matches!(error, ClientError::Timeout(_)), "{error:?}");
     }
 
+    /// `GET /v1/health` through `transport`.
+    async fn health(transport: &Transport) -> Result<Response, ClientError> {
+        call(
+            transport,
+            Method::GET,
+            "/v1/health",
+            &[],
+            None,
+            Duration::from_secs(5),
+        )
+        .await
+    }
+
     /// Downloads `/x` from a server that answers `answer`; what was written, and the outcome.
     async fn download_from(answer: &'static [u8]) -> (Vec<u8>, Result<Download, ClientError>) {
         let dir = tempfile::tempdir().unwrap();
@@ -483,6 +489,21 @@ mod tests {
         assert!(sink.is_empty());
     }
 
+    #[test]
+    fn a_ca_file_without_a_certificate_is_refused_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca_file = dir.path().join("ca.pem");
+        std::fs::write(&ca_file, "not a certificate\n").unwrap();
+        let Err(error) = Transport::tls("127.0.0.1", 8443, &ca_file, None) else {
+            panic!("a CA file without a certificate was taken");
+        };
+        let text = error.to_string();
+        assert!(
+            text.contains("ca.pem") && text.contains("no certificate"),
+            "{text}"
+        );
+    }
+
     /// A closed port is a connection error; a listener that drops the connection before the
     /// handshake (pangeod's allowlist, or its connection limits) is a TLS error.
     #[tokio::test]
@@ -499,16 +520,7 @@ mod tests {
         let port = closed.local_addr().unwrap().port();
         drop(closed);
         let transport = Transport::tls("127.0.0.1", port, &ca_file, None).unwrap();
-        let error = call(
-            &transport,
-            Method::GET,
-            "/v1/health",
-            &[],
-            None,
-            Duration::from_secs(5),
-        )
-        .await
-        .unwrap_err();
+        let error = health(&transport).await.unwrap_err();
         assert!(matches!(error, ClientError::Connect { .. }), "{error:?}");
         assert!(
             error.to_string().contains(&format!("127.0.0.1:{port}")),
@@ -523,16 +535,7 @@ mod tests {
             }
         });
         let transport = Transport::tls("127.0.0.1", port, &ca_file, Some("t".into())).unwrap();
-        let error = call(
-            &transport,
-            Method::GET,
-            "/v1/health",
-            &[],
-            None,
-            Duration::from_secs(5),
-        )
-        .await
-        .unwrap_err();
+        let error = health(&transport).await.unwrap_err();
         assert!(matches!(error, ClientError::Tls { .. }), "{error:?}");
         assert!(
             error

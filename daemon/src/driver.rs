@@ -56,13 +56,13 @@ pub trait Job {
 #[derive(Clone)]
 pub struct Driver {
     /// The name the watchdog knows it by.
-    pub name: &'static str,
-    pub heartbeats: Heartbeats,
-    pub cancel: CancellationToken,
+    name: &'static str,
+    heartbeats: Heartbeats,
+    cancel: CancellationToken,
     /// The delay before the first run.
-    pub first: Duration,
+    first: Duration,
     /// The backoff after failed runs.
-    pub backoff: ExponentialBuilder,
+    backoff: ExponentialBuilder,
 }
 
 impl Driver {

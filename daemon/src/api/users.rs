@@ -250,11 +250,13 @@ async fn settle_pending(
             .map(|name| tokio::time::timeout(PENDING_WAIT, client.user(name))),
     )
     .await;
-    for (name, answer) in pending.iter().zip(asked) {
-        if let Ok(Ok(user)) = answer {
-            app.hub.update_listed_user(name, user);
-        }
-    }
+    app.hub
+        .update_listed_users(pending.into_iter().zip(asked).filter_map(
+            |(name, answer)| match answer {
+                Ok(Ok(user)) => Some((name, user)),
+                _ => None,
+            },
+        ));
     app.hub.listing().unwrap_or(listing)
 }
 

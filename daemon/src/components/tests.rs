@@ -3,6 +3,17 @@ use serde_json::json;
 use super::*;
 use crate::config::Layer;
 
+/// The objects of the default config, in apply order: the namespace first, the Secret and the
+/// StorageClass before the charts that use them, the storage chart before the others.
+const APPLY_ORDER: [&str; 6] = [
+    "Namespace pangeo",
+    "Secret pangeo/pangeo-secrets",
+    "StorageClass pangeo-homes",
+    "HelmChart pangeo/lvm-localpv",
+    "HelmChart pangeo/jupyterhub",
+    "HelmChart pangeo/dask-gateway",
+];
+
 fn config(extra: &str) -> Config {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("pw"), "x").unwrap();
@@ -158,17 +169,7 @@ fn every_helm_chart_retries_and_comes_from_the_image_not_the_internet() {
         .iter()
         .map(Desired::describe)
         .collect();
-    assert_eq!(
-        names,
-        [
-            "Namespace pangeo",
-            "Secret pangeo/pangeo-secrets",
-            "StorageClass pangeo-homes",
-            "HelmChart pangeo/lvm-localpv",
-            "HelmChart pangeo/jupyterhub",
-            "HelmChart pangeo/dask-gateway",
-        ]
-    );
+    assert_eq!(names, APPLY_ORDER);
 }
 
 #[test]
@@ -443,17 +444,7 @@ fn the_plan_is_every_object_in_apply_order() {
         .map(|c| (c.name, c.version))
         .collect();
     assert_eq!(charts, CHARTS, "CHARTS lists what render makes");
-    assert_eq!(
-        names(&plan),
-        [
-            "Namespace pangeo",
-            "Secret pangeo/pangeo-secrets",
-            "StorageClass pangeo-homes",
-            "HelmChart pangeo/lvm-localpv",
-            "HelmChart pangeo/jupyterhub",
-            "HelmChart pangeo/dask-gateway",
-        ]
-    );
+    assert_eq!(names(&plan), APPLY_ORDER);
     let again = super::plan(&config(""), &secrets(), &directory(), None).unwrap();
     let objects = |p: &Plan| -> Vec<Value> {
         p.objects()

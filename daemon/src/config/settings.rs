@@ -52,14 +52,7 @@ impl Kind {
             Kind::Integer { .. } => "an integer".into(),
             Kind::Bool => "true or false".into(),
             Kind::UserNames | Kind::Cidrs => "an array of strings".into(),
-            Kind::Choice(values) => format!(
-                "one of {}",
-                values
-                    .iter()
-                    .map(|v| format!("\"{v}\""))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
+            Kind::Choice(values) => format!("one of {}", quoted(values, "\"", "\"")),
             Kind::Text
             | Kind::Path
             | Kind::Address
@@ -84,11 +77,7 @@ impl Kind {
             Kind::DnsName => "DNS name".into(),
             Kind::Dn => "LDAP DN".into(),
             Kind::Server => "`host` or `host:port`".into(),
-            Kind::Choice(values) => values
-                .iter()
-                .map(|v| format!("`\"{v}\"`"))
-                .collect::<Vec<_>>()
-                .join(", "),
+            Kind::Choice(values) => quoted(values, "`\"", "\"`"),
             Kind::UserNames => "array of user names".into(),
             Kind::Cidrs => "array of CIDRs".into(),
             Kind::SocketAddress => "`address:port`".into(),
@@ -97,6 +86,15 @@ impl Kind {
             Kind::Pem => "PEM, write-only".into(),
         }
     }
+}
+
+/// `items` each between `open` and `close`, joined with ", ".
+fn quoted(items: &[&str], open: &str, close: &str) -> String {
+    items
+        .iter()
+        .map(|item| format!("{open}{item}{close}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The value a key has when no layer sets it.
@@ -121,14 +119,7 @@ impl DefaultValue {
             DefaultValue::Integer(n) => format!("`{n}`"),
             DefaultValue::Bool(b) => format!("`{b}`"),
             DefaultValue::Text(text) => format!("`\"{text}\"`"),
-            DefaultValue::List(items) => format!(
-                "`[{}]`",
-                items
-                    .iter()
-                    .map(|i| format!("\"{i}\""))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
+            DefaultValue::List(items) => format!("`[{}]`", quoted(items, "\"", "\"")),
             DefaultValue::Unset(text) => text.into(),
         }
     }

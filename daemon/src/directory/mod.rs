@@ -318,10 +318,15 @@ impl DirectorySync {
         )
         .await
         .unwrap_or(Err(DirectoryError::Overall(SYNC_TIMEOUT)));
-        let active_users = self
-            .state
-            .call(|s| s.count_users(crate::state::UserState::Active))
-            .await;
+        // Counted only after a sync that read the directory; a failed one changed nothing.
+        let active_users = match &outcome {
+            Ok(_) => self
+                .state
+                .call(|s| s.count_users(crate::state::UserState::Active))
+                .await
+                .ok(),
+            Err(_) => None,
+        };
         match &outcome {
             Ok(report) => {
                 self.status.send_modify(|s| {
@@ -331,7 +336,7 @@ impl DirectorySync {
                         s.last_success_at = Some(report.run.started_at.clone());
                     }
                     s.pending = engine.pending.clone();
-                    s.active_users = active_users.as_ref().copied().unwrap_or(s.active_users);
+                    s.active_users = active_users.unwrap_or(s.active_users);
                 });
             }
             Err(error) => {

@@ -116,13 +116,23 @@ impl HubSync {
 
     /// One user as the hub reports them now (after a server start or stop), or gone.
     pub fn update_listed_user(&self, name: &str, user: Option<HubUser>) {
+        self.update_listed_users([(name.to_string(), user)]);
+    }
+
+    /// Users as the hub reports them now, in one new listing (the map is copied once).
+    pub fn update_listed_users(
+        &self,
+        updates: impl IntoIterator<Item = (String, Option<HubUser>)>,
+    ) {
         let mut slot = self.listing.write().unwrap_or_else(|p| p.into_inner());
         if let Some(current) = slot.as_ref() {
             let mut users = current.users.clone();
-            match user {
-                Some(user) => users.insert(name.to_string(), user),
-                None => users.remove(name),
-            };
+            for (name, user) in updates {
+                match user {
+                    Some(user) => users.insert(name, user),
+                    None => users.remove(&name),
+                };
+            }
             *slot = Some(Arc::new(Listing {
                 at: current.at,
                 listed_at: current.listed_at.clone(),

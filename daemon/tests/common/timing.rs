@@ -72,3 +72,19 @@ pub async fn status_during_patches(socket: PathBuf, count: u32) -> (Vec<f64>, Du
     let (elapsed, ok) = writer.await.unwrap();
     (samples, elapsed, ok)
 }
+
+/// The table's head and its status rows: idle, under `load`, and the p99 ratio of the two.
+pub fn print_status_rows(baseline: Vec<f64>, under_load: Vec<f64>, load: &str) {
+    let (idle_n, n) = (baseline.len(), under_load.len());
+    let (b50, b99, bmax) = percentiles(baseline);
+    let (l50, l99, lmax) = percentiles(under_load);
+    println!("| measurement | value |");
+    println!("|---|---|");
+    println!(
+        "| GET /v1/status idle, {idle_n} requests: p50 / p99 / max | {b50:.2} / {b99:.2} / {bmax:.2} ms |"
+    );
+    println!(
+        "| GET /v1/status during {load}, {n} requests: p50 / p99 / max | {l50:.2} / {l99:.2} / {lmax:.2} ms |"
+    );
+    println!("| p99 ratio, under load / idle | {:.2} |", l99 / b99);
+}
